@@ -1,0 +1,170 @@
+/**
+ * `deno task compile <preset|config.json> [options]`: compiles one decode step of a model into a
+ * plan and writes `plan.json` with one `.wgsl` file per kernel.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { type BuildOptions, defaultOptions } from "./build_options.ts";
+import {
+  choiceOption,
+  integerOption,
+  type Io,
+  parseOptions,
+  positiveNumberOption,
+  processIo,
+  runCommand,
+} from "./cli.ts";
+import { compile } from "./compile.ts";
+import { loadModel } from "./load_model.ts";
+import { PRESETS } from "./presets.ts";
+import { summaryLines } from "./summary.ts";
+import { TARGETS, withBudget } from "./target.ts";
+import { UserError } from "./user_error.ts";
+import { writeDirAtomic } from "./write_dir.ts";
+
+const HELP = `Usage: deno task compile <model> [options]
+
+Compiles one transformer decode step of <model> into a plan: plan.json and one .wgsl file
+per kernel, and prints a summary (graph, kernels, memory, bytes per step dense vs SparQ).
+
+<model>  a preset (${[...PRESETS.keys()].join(", ")})
+         or a path to a Hugging Face config.json (Llama, Mistral, Gemma, GPT-NeoX, Qwen2)
+
+Options:
+  --attention dense|sparq   attention method (default sparq)
+  --r N                     SparQ: query components used to rank positions, 1..head_dim
+                            (default head_dim/4)
+  --k N                     SparQ: positions attended exactly (default 128)
+  --local-window N          SparQ: newest positions always kept, counted in k (default 0)
+  --batch N                 sequences decoded together (default 1)
+  --max-seq N               KV cache capacity in positions (default: the model's context)
+  --kv-dtype f16|f32        KV cache element type (default f16)
+  --weight-dtype f16|f32    weight element type (default f16)
+  --target NAME             ${[...TARGETS.keys()].join(", ")} (default h100)
+  --memory-budget GIB       memory the plan may use, overriding the target's
+  --out DIR                 output folder (default out/plans/<model>-<attention>)
+  -h, --help                this text
+
+Example:
+  deno task compile llama3-8b --attention sparq --r 32 --k 128 --max-seq 32768`;
+
+const OPTIONS = {
+  attention: { type: "string" },
+  r: { type: "string" },
+  k: { type: "string" },
+  "local-window": { type: "string" },
+  batch: { type: "string" },
+  "max-seq": { type: "string" },
+  "kv-dtype": { type: "string" },
+  "weight-dtype": { type: "string" },
+  target: { type: "string" },
+  "memory-budget": { type: "string" },
+  out: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+async function checkOutDir(dir: string): Promise<void> {
+  try {
+    if (!(await Deno.stat(dir)).isDirectory) {
+      throw new UserError(`--out ${dir} exists and is not a folder; choose another path`);
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+}
+
+/**
+ * Runs the compile command with `args`; returns the exit code.
+ *
+ * @example
+ * ```ts
+ * import { compileCommand } from "./main.ts";
+ * const code = await compileCommand(["tiny-llama", "--out", "out/plans/tiny"]);
+ * ```
+ */
+export function compileCommand(args: string[], io: Io = processIo): Promise<number> {
+  return runCommand("compile", io, async () => {
+    const { values, positionals } = parseOptions("compile", args, OPTIONS);
+    if (values.help) {
+      io.out(HELP);
+      return 0;
+    }
+    if (positionals.length !== 1) {
+      throw new UserError(
+        positionals.length === 0
+          ? "name a model: a preset or a config.json path (see 'deno task compile --help')"
+          : `expected one model, got ${positionals.length}: ${positionals.join(" ")}`,
+      );
+    }
+    const method = choiceOption("--attention", values.attention, ["dense", "sparq"] as const) ??
+      "sparq";
+    const r = integerOption("--r", values.r, 1);
+    const k = integerOption("--k", values.k, 1);
+    const localWindow = integerOption("--local-window", values["local-window"], 0);
+    if (method === "dense" && (r ?? k ?? localWindow) !== undefined) {
+      throw new UserError("--r, --k and --local-window apply to --attention sparq only");
+    }
+    const batch = integerOption("--batch", values.batch, 1);
+    const maxSeq = integerOption("--max-seq", values["max-seq"], 1);
+    const kvDtype = choiceOption("--kv-dtype", values["kv-dtype"], ["f16", "f32"] as const);
+    const weightDtype = choiceOption(
+      "--weight-dtype",
+      values["weight-dtype"],
+      ["f16", "f32"] as const,
+    );
+    const targetName = values.target ?? "h100";
+    let target = TARGETS.get(targetName);
+    if (!target) {
+      throw new UserError(
+        `unknown --target '${targetName}' (known: ${[...TARGETS.keys()].join(", ")})`,
+      );
+    }
+    const budget = positiveNumberOption("--memory-budget", values["memory-budget"]);
+    if (budget !== undefined) target = withBudget(target, budget * 1024 ** 3);
+
+    const { config, warnings } = await loadModel(positionals[0]);
+    warnings.forEach((w) => io.err(`sparqc compile: note: ${w}`));
+    const defaults = defaultOptions(config, method);
+    const options: BuildOptions = {
+      batch: batch ?? defaults.batch,
+      maxSeq: maxSeq ?? defaults.maxSeq,
+      kvDtype: kvDtype ?? defaults.kvDtype,
+      weightDtype: weightDtype ?? defaults.weightDtype,
+      attention: defaults.attention.kind === "sparq"
+        ? {
+          kind: "sparq",
+          r: r ?? defaults.attention.r,
+          k: k ?? defaults.attention.k,
+          localWindow: localWindow ?? 0,
+        }
+        : defaults.attention,
+    };
+    if (options.maxSeq > config.maxPositionEmbeddings) {
+      io.err(
+        `sparqc compile: note: --max-seq ${options.maxSeq} is beyond ${config.name}'s trained ` +
+          `context of ${config.maxPositionEmbeddings}`,
+      );
+    }
+    const outDir = values.out ??
+      join("out", "plans", `${config.name.replace(/[^A-Za-z0-9._-]+/g, "_")}-${method}`);
+    await checkOutDir(outDir);
+
+    const started = performance.now();
+    const plan = compile(config, options, target);
+    const compileMs = performance.now() - started;
+
+    const files = new Map<string, string>([["plan.json", JSON.stringify(plan, null, 1) + "\n"]]);
+    for (const kernel of plan.kernels) files.set(kernel.file, kernel.source);
+    await writeDirAtomic(outDir, files);
+
+    for (const line of summaryLines(plan)) io.out(line);
+    io.out(
+      `  wrote         ${join(outDir, "plan.json")} and ${plan.kernels.length} .wgsl files ` +
+        `(compiled in ${compileMs.toFixed(0)} ms)`,
+    );
+    return 0;
+  });
+}
+
+if (import.meta.main) Deno.exit(await compileCommand(Deno.args));

@@ -1,0 +1,79 @@
+/**
+ * What lowering rules share: the invocation they produce, the context they see, and the two
+ * helpers every rule needs (the shard ranges of a node, the placeholder grid).
+ *
+ * @module
+ */
+import { type Grid, grid1d, workgroupsFor } from "../../kernels/grid.ts";
+import type { KernelSpec } from "../../kernels/kernel_spec.ts";
+import { PLACEHOLDER_WORKGROUP } from "../../kernels/placeholder.ts";
+import type { Node, TensorType } from "../ir.ts";
+import type { Target } from "../target.ts";
+import { NodeError } from "./graph_error.ts";
+import type { TensorTypes } from "./infer_shapes.ts";
+import type { Shardings } from "./plan_shards.ts";
+
+/** One dispatch of one kernel. */
+export interface Invocation {
+  node: string;
+  kernel: KernelSpec;
+  /** The tensor bound to each storage binding, in binding order. */
+  args: string[];
+  /** The shard of the node's split operands this dispatch covers (0 when none is split). */
+  shard: number;
+  /** Values of the params uniform: [first row, rows, extra0, extra1]. */
+  params: number[];
+  dispatch: Grid;
+}
+
+/** A tensor that exists only inside one node's lowering. */
+export interface ScratchTensor extends TensorType {
+  node: string;
+}
+
+/** The output of lowering. */
+export interface Lowered {
+  invocations: Invocation[];
+  scratch: Map<string, ScratchTensor>;
+}
+
+/** What a lowering rule sees. */
+export interface LowerContext {
+  node: Node;
+  types: TensorTypes;
+  shardings: Shardings;
+  target: Target;
+  scratch: Map<string, ScratchTensor>;
+}
+
+/**
+ * The shards of the node's split operands: the row ranges it is dispatched over. Operands the
+ * op cannot take in pieces must be whole.
+ */
+export function shardRanges(
+  ctx: LowerContext,
+  splittable: readonly string[],
+): { firstRow: number; rows: number }[] {
+  let ranges: { firstRow: number; rows: number }[] | undefined;
+  for (const name of ctx.node.inputs) {
+    const sharding = ctx.shardings.get(name);
+    if (!sharding || sharding.shards.length === 1) continue;
+    if (!splittable.includes(name)) {
+      throw new NodeError(
+        ctx.node,
+        `operand '${name}' needs ${sharding.shards.length} buffers on target ` +
+          `${ctx.target.name}, and this op cannot take it in pieces`,
+      );
+    }
+    ranges ??= sharding.shards.map(({ firstRow, rows }) => ({ firstRow, rows }));
+  }
+  return ranges ?? [{ firstRow: 0, rows: 0 }];
+}
+
+/** The grid for `items` invocations of the placeholder workgroup size. */
+export function placeholderGrid(ctx: LowerContext, items: number): Grid {
+  return grid1d(
+    workgroupsFor(items, PLACEHOLDER_WORKGROUP),
+    ctx.target.limits.maxComputeWorkgroupsPerDimension,
+  );
+}

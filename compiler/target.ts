@@ -1,0 +1,78 @@
+/**
+ * The GPU a plan is compiled for: the WebGPU limits that shape buffers and dispatches, and the
+ * memory the plan may use. WebGPU does not report a device's memory, so each target states it.
+ *
+ * @module
+ */
+import { z } from "zod";
+
+const positiveInt = z.int().positive();
+
+/** WebGPU limits that the compiler respects. */
+export const TargetLimits = z.strictObject({
+  maxStorageBufferBindingSize: positiveInt,
+  maxBufferSize: positiveInt,
+  maxStorageBuffersPerShaderStage: positiveInt,
+  maxComputeInvocationsPerWorkgroup: positiveInt,
+  maxComputeWorkgroupStorageSize: positiveInt,
+  maxComputeWorkgroupsPerDimension: positiveInt,
+});
+/** WebGPU limits that the compiler respects. */
+export type TargetLimits = z.infer<typeof TargetLimits>;
+
+/** A compilation target. */
+export const Target = z.strictObject({
+  name: z.string(),
+  description: z.string(),
+  limits: TargetLimits,
+  /** Bytes the plan may allocate in all. */
+  memoryBudget: positiveInt,
+});
+/** A compilation target. */
+export type Target = z.infer<typeof Target>;
+
+const GiB = 1024 ** 3;
+
+/** The targets known by name; `h100` is the default. */
+export const TARGETS: ReadonlyMap<string, Target> = new Map([
+  ["h100", {
+    name: "h100",
+    description: "NVIDIA H100 80GB HBM3 (Vulkan), limits as measured in ../shared/WEBGPU.md",
+    limits: {
+      maxStorageBufferBindingSize: 2147483644,
+      maxBufferSize: 4292870144,
+      maxStorageBuffersPerShaderStage: 16,
+      maxComputeInvocationsPerWorkgroup: 1024,
+      maxComputeWorkgroupStorageSize: 49152,
+      maxComputeWorkgroupsPerDimension: 65535,
+    },
+    // 81559 MiB reported by the driver, less 1 GiB for the runtime and other processes.
+    memoryBudget: 81559 * 1024 ** 2 - GiB,
+  }],
+  ["webgpu-default", {
+    name: "webgpu-default",
+    description: "WebGPU's default limits (what any adapter grants), with an 8 GiB budget",
+    limits: {
+      maxStorageBufferBindingSize: 134217728,
+      maxBufferSize: 268435456,
+      maxStorageBuffersPerShaderStage: 8,
+      maxComputeInvocationsPerWorkgroup: 256,
+      maxComputeWorkgroupStorageSize: 16384,
+      maxComputeWorkgroupsPerDimension: 65535,
+    },
+    memoryBudget: 8 * GiB,
+  }],
+].map(([name, target]) => [name as string, Target.parse(target)]));
+
+/**
+ * The target with a different memory budget.
+ *
+ * @example
+ * ```ts
+ * import { TARGETS, withBudget } from "./target.ts";
+ * withBudget(TARGETS.get("h100")!, 40 * 1024 ** 3).memoryBudget; // 42949672960
+ * ```
+ */
+export function withBudget(target: Target, bytes: number): Target {
+  return { ...target, memoryBudget: Math.floor(bytes) };
+}

@@ -1,0 +1,47 @@
+/**
+ * Writes a directory of files so that readers see either the old directory or the complete
+ * new one, never a half-written mix: the files go to a sibling temporary directory that is then
+ * renamed into place.
+ *
+ * @module
+ */
+import { basename, dirname, join } from "node:path";
+
+/**
+ * Replaces `dir` with a directory holding exactly `files` (name → content).
+ *
+ * @example
+ * ```ts
+ * import { writeDirAtomic } from "./write_dir.ts";
+ * await writeDirAtomic("out/example", new Map([["a.txt", "hello\n"]]));
+ * ```
+ */
+export async function writeDirAtomic(dir: string, files: Map<string, string>): Promise<void> {
+  const parent = dirname(dir);
+  await Deno.mkdir(parent, { recursive: true });
+  const staging = await Deno.makeTempDir({ dir: parent, prefix: `.${basename(dir)}.tmp-` });
+  let old: string | undefined;
+  try {
+    for (const [name, content] of files) await Deno.writeTextFile(join(staging, name), content);
+    old = await moveAside(dir, parent);
+    await Deno.rename(staging, dir);
+  } catch (error) {
+    await Deno.remove(staging, { recursive: true }).catch(() => {});
+    if (old) await Deno.rename(old, dir).catch(() => {});
+    throw error;
+  }
+  if (old) await Deno.remove(old, { recursive: true });
+}
+
+async function moveAside(dir: string, parent: string): Promise<string | undefined> {
+  try {
+    const info = await Deno.stat(dir);
+    if (!info.isDirectory) return undefined;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+  const aside = join(parent, `.${basename(dir)}.old-${crypto.randomUUID().slice(0, 8)}`);
+  await Deno.rename(dir, aside);
+  return aside;
+}

@@ -1,0 +1,31 @@
+/**
+ * What the compiler needs to know of a kernel: its WGSL, entry point, override constants and
+ * the meaning of each binding. Binding `i` of the list is `@binding(i)` of group 0.
+ *
+ * @module
+ */
+
+/** How a kernel uses one binding. */
+export interface KernelBinding {
+  /** The WGSL variable's name. */
+  name: string;
+  access: "read" | "read_write" | "uniform";
+}
+
+/** One compiled kernel: a WGSL module plus the constants its pipeline is built with. */
+export interface KernelSpec {
+  /** A readable name, unique per source and constants within a plan (e.g. `matmul`). */
+  name: string;
+  /** The op this kernel implements, for reports. */
+  op: string;
+  source: string;
+  entryPoint: string;
+  /** Values of the module's `override` declarations. */
+  constants: Record<string, number>;
+  bindings: KernelBinding[];
+  /** True for a stand-in that keeps the plan's shape but does not compute the op yet. */
+  placeholder: boolean;
+}
+
+/** Words in a kernel's params uniform: [first row, rows, extra0, extra1]. */
+export const PARAMS_WORDS = 4;
