@@ -134,3 +134,20 @@ export async function runCommand(
     throw error;
   }
 }
+
+/**
+ * An {@link Io} that keeps what is written, for tests.
+ *
+ * @example
+ * ```ts
+ * import { memoryIo } from "./cli.ts";
+ * const io = memoryIo();
+ * io.err("x");
+ * io.stderr; // ["x"]
+ * ```
+ */
+export function memoryIo(): Io & { stdout: string[]; stderr: string[] } {
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  return { stdout, stderr, out: (l) => void stdout.push(l), err: (l) => void stderr.push(l) };
+}

@@ -98,9 +98,9 @@ export function activationOf(name: string, source: string): ModelConfig["activat
 function parse<T extends z.ZodType>(schema: T, raw: unknown, source: string): z.infer<T> {
   const result = schema.safeParse(raw);
   if (!result.success) {
-    const issue = result.error.issues[0];
-    if (issue?.code === "invalid_type" && issue.input === undefined) {
-      throw new UserError(`${source}: missing field '${issue.path.join(".")}'`);
+    const field = result.error.issues[0]?.path[0];
+    if (typeof field === "string" && (raw as Record<string, unknown>)[field] === undefined) {
+      throw new UserError(`${source}: missing field '${field}'`);
     }
     throw new UserError(zodErrorLine(source, result.error));
   }

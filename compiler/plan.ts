@@ -68,6 +68,8 @@ export const PlanDispatch = z.strictObject({
   dispatch: z.tuple([positive, positive, positive]),
   bindings: z.array(z.strictObject({
     binding: count,
+    /** The tensor bound here, or "params" for the params uniform. */
+    tensor: z.string(),
     buffer: count,
     offset: count,
     size: positive,

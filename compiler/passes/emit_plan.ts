@@ -59,10 +59,11 @@ export function emitPlan(input: EmitInput): Plan {
     const bindings = inv.args.map((name, binding) => {
       const shards = buffers.tensors.get(name)!.shards;
       const shard = shards.length > 1 ? shards[inv.shard] : shards[0];
-      return { binding, buffer: shard.buffer, offset: 0, size: shard.bytes };
+      return { binding, tensor: name, buffer: shard.buffer, offset: 0, size: shard.bytes };
     });
     bindings.push({
       binding: inv.args.length,
+      tensor: "params",
       buffer: buffers.paramsBuffer,
       offset: step * PARAMS_SLOT,
       size: 16,

@@ -1,0 +1,62 @@
+import { deepStrictEqual, ok } from "node:assert/strict";
+import { defaultOptions } from "./build_options.ts";
+import { compile } from "./compile.ts";
+import { Plan } from "./plan.ts";
+import { PRESETS } from "./presets.ts";
+import { TARGETS } from "./target.ts";
+
+const h100 = TARGETS.get("h100")!;
+
+Deno.test("every preset compiles with both attention methods, and its plan round-trips", () => {
+  for (const model of PRESETS.values()) {
+    for (const method of ["dense", "sparq"] as const) {
+      const plan = compile(model, defaultOptions(model, method), h100);
+      deepStrictEqual(Plan.parse(JSON.parse(JSON.stringify(plan))), plan);
+      deepStrictEqual(plan.stats.layers, model.numLayers);
+      // Attention lowers to the split-K pair (dense) or three SparQ stages, per layer.
+      const attention = plan.schedule.filter((d) => d.node === "layers.0.attention");
+      deepStrictEqual(
+        attention.map((d) => d.kernel),
+        method === "dense"
+          ? ["attention_dense_partial", "attention_dense_reduce"]
+          : ["sparq_scores", "sparq_topk", "sparq_attend"],
+      );
+      ok(plan.stats.kernels < plan.stats.dispatchesPerStep, "kernels are shared across layers");
+    }
+  }
+});
+
+Deno.test("every binding points inside its buffer, params slots included", () => {
+  const model = PRESETS.get("llama3-8b")!;
+  const plan = compile(model, { ...defaultOptions(model, "sparq"), batch: 4 }, h100);
+  const kernels = new Map(plan.kernels.map((k) => [k.id, k]));
+  for (const d of plan.schedule) {
+    deepStrictEqual(d.bindings.length, kernels.get(d.kernel)!.bindings.length);
+    for (const b of d.bindings) ok(b.offset + b.size <= plan.buffers[b.buffer].bytes);
+    deepStrictEqual(d.params.length, 4);
+  }
+});
+
+Deno.test("memory: the Kᵀ copy makes SparQ's cache 1.5× dense's", () => {
+  const model = PRESETS.get("llama2-7b")!;
+  const base = { batch: 1, maxSeq: 4096 };
+  const dense = compile(model, { ...defaultOptions(model, "dense"), ...base }, h100).stats.memory;
+  const sparq = compile(model, { ...defaultOptions(model, "sparq"), ...base }, h100).stats.memory;
+  const perTensor = 32 * 1 * 32 * 4096 * 128 * 2;
+  deepStrictEqual([dense.kCache, dense.vCache, dense.ktCache], [perTensor, perTensor, 0]);
+  deepStrictEqual([sparq.kCache, sparq.ktCache, sparq.vCache], [perTensor, perTensor, perTensor]);
+  deepStrictEqual(sparq.vMean, 32 * 32 * 128 * 4);
+  deepStrictEqual(dense.weights, sparq.weights);
+});
+
+Deno.test("transfer stats at the maximum context follow SPARQ.md", () => {
+  const model = PRESETS.get("llama2-7b")!;
+  const plan = compile(model, { ...defaultOptions(model, "sparq"), maxSeq: 4096 }, h100);
+  const t = plan.stats.transfer;
+  // Per head: 2·S·d·2 bytes dense, (S·r + 2·k·d)·2 SparQ, plus q and y (f32) and V_mean.
+  deepStrictEqual(t.attentionDense, 32 * 32 * (2 * 4096 * 128 * 2 + 2 * 128 * 4));
+  deepStrictEqual(
+    t.attentionSparq,
+    32 * 32 * ((4096 * 32 + 2 * 128 * 128) * 2 + 128 * 4 + 2 * 128 * 4),
+  );
+});
