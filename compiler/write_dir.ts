@@ -22,6 +22,8 @@ export async function writeDirAtomic(dir: string, files: Map<string, string>): P
   const staging = await Deno.makeTempDir({ dir: parent, prefix: `.${basename(dir)}.tmp-` });
   let old: string | undefined;
   try {
+    // makeTempDir creates 0700; the result is an ordinary, shareable folder.
+    if (Deno.build.os !== "windows") await Deno.chmod(staging, 0o755);
     for (const [name, content] of files) await Deno.writeTextFile(join(staging, name), content);
     old = await moveAside(dir, parent);
     await Deno.rename(staging, dir);
