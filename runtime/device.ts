@@ -63,7 +63,8 @@ export interface KernelSource {
 
 /**
  * Compiles a kernel's WGSL and builds its pipeline with its override constants; returns the
- * errors (with line and column) or an empty list.
+ * errors (with line and column) or an empty list. Await one check before starting the next:
+ * error scopes are a stack, so concurrent checks would mix their errors.
  *
  * @example
  * ```ts

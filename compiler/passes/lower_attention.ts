@@ -1,139 +1,94 @@
 /**
  * Lowering of the KV append and of attention: dense as the flash-decoding split-K pair (partial
- * max, sum and output per chunk of positions, then a reduction), SparQ as three stages (scores
+ * max, Σexp and output per chunk of positions, then a reduction), SparQ as three stages (scores
  * from the r largest query components over the contiguous Kᵀ rows; top-k over positions on the
  * GPU; exact attention over the gathered K and V rows with the mean-value reallocation). Cache
- * operands may be split into shards; each shard gets its own dispatch.
+ * operands may be split into shards; each shard gets its own dispatch of the stages that read
+ * the cache.
  *
  * @module
  */
-import type { NodeOf } from "../ir.ts";
-import { placeholderKernel } from "../../kernels/placeholder.ts";
 import {
-  type Invocation,
-  type LowerContext,
-  placeholderGrid,
-  shardRanges,
-} from "./lower_context.ts";
+  denseLayout,
+  densePartialKernel,
+  denseReduceKernel,
+} from "../../kernels/attention_dense.ts";
+import { grid1d } from "../../kernels/grid.ts";
+import { KV_APPEND_WORKGROUP, kvAppendKernel } from "../../kernels/kv_append.ts";
+import {
+  sparqAttendKernel,
+  sparqScoresKernel,
+  sparqScratch,
+  sparqTopkKernel,
+} from "../../kernels/sparq.ts";
+import type { AttentionKernelShape, KvDtype } from "../../kernels/wgsl_common.ts";
+import type { NodeOf } from "../ir.ts";
+import { NodeError } from "./graph_error.ts";
+import { type Invocation, type LowerContext, shardRanges } from "./lower_context.ts";
 
-/** Positions per split-K chunk of dense attention. */
-export const DENSE_CHUNK = 256;
-
-function cacheDims(ctx: LowerContext, kCache: string) {
-  const [B, Hkv, S, d] = ctx.types.get(kCache)!.shape;
-  return { B, Hkv, S, d };
+function shapeOf(ctx: LowerContext, kCache: string, heads: number): AttentionKernelShape {
+  const t = ctx.types.get(kCache)!;
+  const [batch, kvHeads, maxSeq, headDim] = t.shape;
+  return {
+    batch,
+    heads,
+    kvHeads,
+    headDim,
+    maxSeq,
+    kvDtype: t.dtype as KvDtype,
+    workgroupStorage: ctx.target.limits.maxComputeWorkgroupStorageSize,
+  };
 }
 
-/** kv_append: one dispatch per cache shard, one thread per (row, component). */
+/** Kernel generators throw RangeError when a shape cannot fit the target; name the node. */
+function build<T>(ctx: LowerContext, make: () => T): T {
+  try {
+    return make();
+  } catch (error) {
+    if (error instanceof RangeError) throw new NodeError(ctx.node, error.message);
+    throw error;
+  }
+}
+
+/** kv_append: one dispatch per cache shard, one invocation per (row, component). */
 export function lowerKvAppend(ctx: LowerContext, node: NodeOf<"kv_append">): Invocation[] {
   const state = node.inputs.slice(3);
-  const { sparq, headDim } = node.attrs;
-  const names = sparq ? ["k_cache", "kt_cache", "v_cache", "v_mean"] : ["k_cache", "v_cache"];
-  const kernel = placeholderKernel(`kv_append_${sparq ? "sparq" : "dense"}`, "kv_append", [
-    { name: "k", access: "read" },
-    { name: "v", access: "read" },
-    { name: "positions", access: "read" },
-    ...names.map((name) => ({ name, access: "read_write" as const })),
-  ], { HEAD_DIM: headDim });
-  const { B, Hkv } = cacheDims(ctx, state[0]);
+  const shape = shapeOf(ctx, state[0], node.attrs.kvHeads);
+  const kernel = kvAppendKernel({ ...shape, sparq: node.attrs.sparq });
+  const maxPerDim = ctx.target.limits.maxComputeWorkgroupsPerDimension;
   return shardRanges(ctx, state).map((range, shard) => {
-    const rows = range.rows || B * Hkv;
+    const rows = range.rows || shape.batch * shape.kvHeads;
     return {
       node: node.id,
       kernel,
       args: node.inputs,
       shard,
       params: [range.firstRow, rows, 0, 0],
-      dispatch: placeholderGrid(ctx, rows * headDim),
+      dispatch: grid1d(Math.ceil((rows * shape.headDim) / KV_APPEND_WORKGROUP), maxPerDim),
     };
   });
 }
 
-/** attention: dense split-K pair, or the three SparQ stages. */
+/** attention: the dense split-K pair, or the three SparQ stages. */
 export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): Invocation[] {
   const [q, positions, ...cache] = node.inputs;
   const y = node.outputs[0];
-  const { heads: H, kvHeads, headDim: d, method } = node.attrs;
-  const { B, S } = cacheDims(ctx, cache[0]);
-  const group = H / kvHeads;
-  const ranges = shardRanges(ctx, cache);
+  const { method } = node.attrs;
+  const shape = shapeOf(ctx, cache[0], node.attrs.heads);
+  const { batch: B, heads: H, kvHeads } = shape;
   const allRows = B * kvHeads;
-  const scratch = (suffix: string, shape: number[], dtype: "f32" | "u32") => {
+  const ranges = shardRanges(ctx, cache);
+  const maxPerDim = ctx.target.limits.maxComputeWorkgroupsPerDimension;
+  const scratch = (suffix: string, tensorShape: number[], dtype: "f32" | "u32") => {
     const name = `${node.id}.${suffix}`;
-    ctx.scratch.set(name, { shape, dtype, node: node.id });
+    ctx.scratch.set(name, { shape: tensorShape, dtype, node: node.id });
     return name;
   };
-  const dims = { HEAD_DIM: d, GROUP: group, MAX_SEQ: S };
-
-  if (method.kind === "dense") {
-    const [kCache, vCache] = cache;
-    const chunks = Math.ceil(S / DENSE_CHUNK);
-    const partials = scratch("partials", [B, H, chunks, d + 2], "f32");
-    const partial = placeholderKernel("attention_dense_partial", "attention", [
-      { name: "q", access: "read" },
-      { name: "positions", access: "read" },
-      { name: "k_cache", access: "read" },
-      { name: "v_cache", access: "read" },
-      { name: "partials", access: "read_write", zero: true },
-    ], { ...dims, CHUNK: DENSE_CHUNK });
-    const reduce = placeholderKernel("attention_dense_reduce", "attention", [
-      { name: "partials", access: "read" },
-      { name: "positions", access: "read" },
-      { name: "y", access: "read_write", zero: true },
-    ], { ...dims, CHUNK: DENSE_CHUNK });
-    return [
-      ...ranges.map((range, shard) => ({
-        node: node.id,
-        kernel: partial,
-        args: [q, positions, kCache, vCache, partials],
-        shard,
-        params: [range.firstRow, range.rows || allRows, 0, 0],
-        dispatch: placeholderGrid(ctx, chunks * (range.rows || allRows) * 256),
-      })),
-      {
-        node: node.id,
-        kernel: reduce,
-        args: [partials, positions, y],
-        shard: 0,
-        params: [0, allRows, 0, 0],
-        dispatch: placeholderGrid(ctx, B * H * d),
-      },
-    ];
-  }
-
-  const [kCache, ktCache, vCache, vMean] = cache;
-  const kept = Math.min(method.k, S);
-  const sparqDims = { ...dims, R: method.r, K: kept, LOCAL_WINDOW: method.localWindow };
-  const scores = scratch("scores", [B, H, S], "f32");
-  const indices = scratch("indices", [B, kvHeads, kept], "u32");
-  const alpha = scratch("alpha", [B, H], "f32");
-  const scoreKernel = placeholderKernel("sparq_scores", "attention", [
-    { name: "q", access: "read" },
-    { name: "positions", access: "read" },
-    { name: "kt_cache", access: "read" },
-    { name: "scores", access: "read_write", zero: true },
-  ], sparqDims);
-  const topkKernel = placeholderKernel("sparq_topk", "attention", [
-    { name: "scores", access: "read" },
-    { name: "positions", access: "read" },
-    { name: "indices", access: "read_write", zero: true },
-    { name: "alpha", access: "read_write", zero: true },
-  ], sparqDims);
-  const attendKernel = placeholderKernel("sparq_attend", "attention", [
-    { name: "q", access: "read" },
-    { name: "positions", access: "read" },
-    { name: "k_cache", access: "read" },
-    { name: "v_cache", access: "read" },
-    { name: "v_mean", access: "read" },
-    { name: "indices", access: "read" },
-    { name: "alpha", access: "read" },
-    { name: "y", access: "read_write", zero: true },
-  ], sparqDims);
   const perShard = (
-    kernel: typeof scoreKernel,
+    kernel: Invocation["kernel"],
     args: string[],
-    items: (rows: number) => number,
-  ) =>
+    workgroups: (rows: number) => number,
+  ): Invocation[] =>
     ranges.map((range, shard) => {
       const rows = range.rows || allRows;
       return {
@@ -142,23 +97,54 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
         args,
         shard,
         params: [range.firstRow, rows, 0, 0],
-        dispatch: placeholderGrid(ctx, items(rows)),
+        dispatch: grid1d(workgroups(rows), maxPerDim),
       };
     });
+  const whole = (kernel: Invocation["kernel"], args: string[], rows: number): Invocation => ({
+    node: node.id,
+    kernel,
+    args,
+    shard: 0,
+    params: [0, rows, 0, 0],
+    dispatch: grid1d(rows, maxPerDim),
+  });
+
+  if (method.kind === "dense") {
+    const [kCache, vCache] = cache;
+    const layout = build(ctx, () => denseLayout(shape));
+    const partials = scratch("partials", [B, H, layout.chunks, shape.headDim + 2], "f32");
+    return [
+      ...perShard(
+        densePartialKernel(shape, layout),
+        [q, positions, kCache, vCache, partials],
+        (rows) => layout.chunks * rows,
+      ),
+      whole(denseReduceKernel(shape, layout), [partials, positions, y], B * H),
+    ];
+  }
+
+  const [kCache, ktCache, vCache, vMean] = cache;
+  const sizes = sparqScratch(shape, method);
+  const scores = scratch("scores", sizes.scores, "f32");
+  const blockStats = scratch("block_stats", sizes.blockStats, "f32");
+  const keys = scratch("keys", sizes.keys, "u32");
+  const indices = scratch("indices", sizes.indices, "u32");
+  const alpha = scratch("alpha", sizes.alpha, "f32");
   return [
-    ...perShard(scoreKernel, [q, positions, ktCache, scores], (rows) => rows * group * S),
-    {
-      node: node.id,
-      kernel: topkKernel,
-      args: [scores, positions, indices, alpha],
-      shard: 0,
-      params: [0, allRows, 0, 0],
-      dispatch: placeholderGrid(ctx, allRows * 256),
-    },
     ...perShard(
-      attendKernel,
+      build(ctx, () => sparqScoresKernel(shape, method)),
+      [q, positions, ktCache, scores, blockStats],
+      (rows) => sizes.blocks * rows,
+    ),
+    whole(
+      sparqTopkKernel(shape, method),
+      [scores, blockStats, positions, keys, indices, alpha],
+      allRows,
+    ),
+    ...perShard(
+      build(ctx, () => sparqAttendKernel(shape, method)),
       [q, positions, kCache, vCache, vMean, indices, alpha, y],
-      (rows) => rows * group * d,
+      (rows) => rows,
     ),
   ];
 }

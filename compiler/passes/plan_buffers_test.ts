@@ -53,8 +53,8 @@ Deno.test("a plan over the memory budget says how much it needs and has", () => 
     (error: unknown) =>
       error instanceof UserError &&
       error.message ===
-        "the plan needs 204.6 GiB (weights 12.6 GiB, KV cache 192.0 GiB, activations " +
-          "39.4 MiB) but target h100 has 78.6 GiB; lower --batch or --max-seq, or set " +
+        "the plan needs 204.7 GiB (weights 12.6 GiB, KV cache 192.0 GiB, activations " +
+          "69.7 MiB) but target h100 has 78.6 GiB; lower --batch or --max-seq, or set " +
           "--memory-budget",
   );
   const small = withBudget(h100, 1024 ** 3);

@@ -1,0 +1,86 @@
+/**
+ * `kv_append`: writes the new token's key and value at its sequence's own position — the K row,
+ * for SparQ also the Kᵀ column, the V row — and for SparQ updates V_mean in f32 with
+ * mean ← mean + (v − mean)/(n + 1), v as stored (so V_mean is the mean of the cache's V).
+ * One invocation per (row, component); rows are (sequence, KV head) pairs of this shard.
+ *
+ * @module
+ */
+import type { KernelSpec } from "./kernel_spec.ts";
+import { FLAT_ID, type KvDtype, kvPrelude, MAIN_ARGS, PARAMS_DECL } from "./wgsl_common.ts";
+
+/** Invocations per workgroup of kv_append. */
+export const KV_APPEND_WORKGROUP = 256;
+
+/**
+ * The kv_append kernel for one cache layout.
+ *
+ * @example
+ * ```ts
+ * import { kvAppendKernel } from "./kv_append.ts";
+ * const spec = kvAppendKernel({ kvHeads: 8, headDim: 128, maxSeq: 4096, kvDtype: "f16", sparq: true });
+ * spec.bindings.map((b) => b.name); // k, v, positions, k_cache, kt_cache, v_cache, v_mean, params
+ * ```
+ */
+export function kvAppendKernel(
+  s: { kvHeads: number; headDim: number; maxSeq: number; kvDtype: KvDtype; sparq: boolean },
+): KernelSpec {
+  const cache = s.sparq ? ["k_cache", "kt_cache", "v_cache", "v_mean"] : ["k_cache", "v_cache"];
+  const decls = ["k", "v", "positions", ...cache].map((name, i) => {
+    const type = name === "positions" ? "u32" : name === "v_mean" || i < 2 ? "f32" : "KV";
+    const access = i < 3 ? "read" : "read_write";
+    return `@group(0) @binding(${i}) var<storage, ${access}> ${name}: array<${type}>;`;
+  });
+  const source = `// sparqc kv_append (${s.sparq ? "SparQ: K, Kᵀ, V, V_mean" : "dense: K, V"})
+${kvPrelude(s.kvDtype)}
+const HEAD_DIM = ${s.headDim}u;
+const KV_HEADS = ${s.kvHeads}u;
+const MAX_SEQ = ${s.maxSeq}u;
+const WG = ${KV_APPEND_WORKGROUP}u;
+${PARAMS_DECL}
+${decls.join("\n")}
+@group(0) @binding(${decls.length}) var<uniform> params: Params;
+
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${FLAT_ID}
+  let i = flat * WG + tid;
+  if (i >= params.rows * HEAD_DIM) { return; }
+  let local_row = i / HEAD_DIM;
+  let j = i % HEAD_DIM;
+  let row = params.first_row + local_row;
+  let b = row / KV_HEADS;
+  let pos = positions[b];
+  if (pos >= MAX_SEQ) { return; }
+  let src = row * HEAD_DIM + j;
+  let key = KV(k[src]);
+  let value = KV(v[src]);
+  k_cache[(local_row * MAX_SEQ + pos) * HEAD_DIM + j] = key;
+  v_cache[(local_row * MAX_SEQ + pos) * HEAD_DIM + j] = value;
+${
+    s.sparq
+      ? `  kt_cache[(local_row * HEAD_DIM + j) * MAX_SEQ + pos] = key;
+  let mean = v_mean[local_row * HEAD_DIM + j];
+  v_mean[local_row * HEAD_DIM + j] = mean + (f32(value) - mean) / f32(pos + 1u);
+`
+      : ""
+  }}
+`;
+  return {
+    name: `kv_append_${s.sparq ? "sparq" : "dense"}`,
+    op: "kv_append",
+    source,
+    entryPoint: "main",
+    constants: {},
+    bindings: [
+      ...["k", "v", "positions", ...cache].map((name, i) => ({
+        name,
+        access: i < 3 ? "read" as const : "read_write" as const,
+      })),
+      { name: "params", access: "uniform" },
+    ],
+    placeholder: false,
+  };
+}

@@ -1,0 +1,488 @@
+/**
+ * SparQ attention in three kernels (../shared/SPARQ.md):
+ *
+ * 1. `sparq_scores` — per (block of positions, sequence, KV head): the r largest components of
+ *    Σ_group |q| (i1), each head's tau, and the approximate logits q[i1]·Kᵀ[i1, pos] / tau from the
+ *    contiguous Kᵀ rows; writes the logits and each block's softmax statistics (max, Σexp).
+ * 2. `sparq_topk` — per (sequence, KV head): merges the block statistics into each head's
+ *    softmax, ranks positions by Σ_group ŝ, and selects the top k on the GPU by a 4-pass radix
+ *    select over the scores' bit patterns (non-negative floats order as their bits do); the
+ *    newest `localWindow` positions always qualify; ties go to the lower position. Writes the
+ *    ascending indices and each head's kept mass alpha (1 exactly when k ≥ length).
+ * 3. `sparq_attend` — per (sequence, KV head): exact softmax attention over the gathered K and
+ *    V rows for every head of the group, y = alpha · attention + (1 − alpha) · V_mean.
+ *
+ * @module
+ */
+import type { KernelSpec } from "./kernel_spec.ts";
+import {
+  type AttentionKernelShape,
+  fitTile,
+  FLAT_ID,
+  floatLiteral,
+  kvPrelude,
+  MAIN_ARGS,
+  PARAMS_DECL,
+  reductions,
+  rowLayout,
+} from "./wgsl_common.ts";
+
+/** SparQ's parameters as the kernels take them. */
+export interface SparqKernelParams {
+  r: number;
+  k: number;
+  localWindow: number;
+}
+
+/** Positions per workgroup of stage 1 (one per invocation). */
+export const SPARQ_BLOCK = 256;
+/** Invocations of the top-k workgroup: one per radix bin. */
+export const SPARQ_TOPK_WORKGROUP = 256;
+
+/** Sizes of the SparQ scratch tensors for a shape. */
+export function sparqScratch(s: AttentionKernelShape, p: SparqKernelParams) {
+  const blocks = Math.ceil(s.maxSeq / SPARQ_BLOCK);
+  const kept = Math.min(p.k, s.maxSeq);
+  return {
+    blocks,
+    kept,
+    scores: [s.batch, s.heads, s.maxSeq],
+    blockStats: [s.batch, s.heads, blocks, 2],
+    keys: [s.batch, s.kvHeads, s.maxSeq],
+    indices: [s.batch, s.kvHeads, kept],
+    alpha: [s.batch, s.heads],
+  };
+}
+
+function constants(s: AttentionKernelShape, p: SparqKernelParams): string {
+  return `const HEAD_DIM = ${s.headDim}u;
+const GROUP = ${s.heads / s.kvHeads}u;
+const HEADS = ${s.heads}u;
+const KV_HEADS = ${s.kvHeads}u;
+const MAX_SEQ = ${s.maxSeq}u;
+const R = ${p.r}u;
+const K_SEL = ${p.k}u;
+const KEPT = ${Math.min(p.k, s.maxSeq)}u;
+const LOCAL_WINDOW = ${p.localWindow}u;
+const BLOCK = ${SPARQ_BLOCK}u;
+const BLOCKS = ${Math.ceil(s.maxSeq / SPARQ_BLOCK)}u;
+${PARAMS_DECL}`;
+}
+
+function spec(
+  name: string,
+  source: string,
+  storage: [string, "read" | "read_write"][],
+): KernelSpec {
+  return {
+    name,
+    op: "attention",
+    source,
+    entryPoint: "main",
+    constants: {},
+    bindings: [
+      ...storage.map(([n, access]) => ({ name: n, access })),
+      { name: "params", access: "uniform" as const },
+    ],
+    placeholder: false,
+  };
+}
+
+/**
+ * Stage 1: bindings q, positions, kt_cache, scores, block_stats, params.
+ *
+ * @example
+ * ```ts
+ * import { sparqScoresKernel } from "./sparq.ts";
+ * sparqScoresKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
+ * ```
+ */
+export function sparqScoresKernel(s: AttentionKernelShape, p: SparqKernelParams): KernelSpec {
+  const group = s.heads / s.kvHeads;
+  const bytes = s.headDim * 4 + p.r * 4 + group * p.r * 4 + SPARQ_BLOCK * 12;
+  fitTile("sparq_scores", s.workgroupStorage, () => bytes, [SPARQ_BLOCK]);
+  const source = `// sparqc SparQ stage 1: top-r query components and approximate scores from Kᵀ
+${kvPrelude(s.kvDtype)}
+${constants(s, p)}
+const WG = BLOCK;
+@group(0) @binding(0) var<storage, read> q: array<f32>;
+@group(0) @binding(1) var<storage, read> positions: array<u32>;
+@group(0) @binding(2) var<storage, read> kt_cache: array<KV>;
+@group(0) @binding(3) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(4) var<storage, read_write> block_stats: array<f32>;
+@group(0) @binding(5) var<uniform> params: Params;
+
+var<workgroup> abs_q: array<f32, HEAD_DIM>;
+var<workgroup> i1: array<u32, R>;
+var<workgroup> q_sel: array<f32, GROUP * R>;
+${reductions(SPARQ_BLOCK)}
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${FLAT_ID}
+  let block = flat % BLOCKS;
+  let local_row = flat / BLOCKS;
+  if (local_row >= params.rows) { return; }
+  let row = params.first_row + local_row;
+  let b = row / KV_HEADS;
+  let len = min(positions[b] + 1u, MAX_SEQ);
+  let start = block * BLOCK;
+  if (start >= len) { return; }
+  let head0 = row * GROUP;
+
+  // i1: ranks of Σ_group |q_j| (larger first, ties to the lower j).
+  for (var j = tid; j < HEAD_DIM; j += WG) {
+    var a = 0.0;
+    for (var h = 0u; h < GROUP; h++) { a += abs(q[(head0 + h) * HEAD_DIM + j]); }
+    abs_q[j] = a;
+  }
+  workgroupBarrier();
+  for (var j = tid; j < HEAD_DIM; j += WG) {
+    let aj = abs_q[j];
+    var rank = 0u;
+    for (var i = 0u; i < HEAD_DIM; i++) {
+      let ai = abs_q[i];
+      if (ai > aj || (ai == aj && i < j)) { rank++; }
+    }
+    if (rank < R) { i1[rank] = j; }
+  }
+  workgroupBarrier();
+  if (tid < GROUP) {
+    let at = (head0 + tid) * HEAD_DIM;
+    var total = 0.0;
+    for (var j = 0u; j < HEAD_DIM; j++) { total += abs(q[at + j]); }
+    var picked = 0.0;
+    for (var i = 0u; i < R; i++) { picked += abs(q[at + i1[i]]); }
+    var tau = sqrt(f32(HEAD_DIM));
+    if (total > 0.0) { tau = sqrt(f32(HEAD_DIM) * picked / total); }
+    for (var i = 0u; i < R; i++) { q_sel[tid * R + i] = q[at + i1[i]] / tau; }
+  }
+  workgroupBarrier();
+
+  let pos = start + tid;
+  let valid = pos < len;
+  var z: array<f32, GROUP>;
+  if (valid) {
+    for (var i = 0u; i < R; i++) {
+      let key = f32(kt_cache[(local_row * HEAD_DIM + i1[i]) * MAX_SEQ + pos]);
+      for (var h = 0u; h < GROUP; h++) { z[h] += q_sel[h * R + i] * key; }
+    }
+    for (var h = 0u; h < GROUP; h++) { scores[(head0 + h) * MAX_SEQ + pos] = z[h]; }
+  }
+  for (var h = 0u; h < GROUP; h++) {
+    let stats = reduce_softmax(select(NEG, z[h], valid), select(0.0, 1.0, valid), tid);
+    if (tid == 0u) {
+      block_stats[((head0 + h) * BLOCKS + block) * 2u] = stats.x;
+      block_stats[((head0 + h) * BLOCKS + block) * 2u + 1u] = stats.y;
+    }
+  }
+}
+`;
+  return spec("sparq_scores", source, [
+    ["q", "read"],
+    ["positions", "read"],
+    ["kt_cache", "read"],
+    ["scores", "read_write"],
+    ["block_stats", "read_write"],
+  ]);
+}
+
+/**
+ * Stage 2: bindings scores, block_stats, positions, keys, indices, alpha, params
+ * (rows = B·Hkv, never sharded).
+ *
+ * @example
+ * ```ts
+ * import { sparqTopkKernel } from "./sparq.ts";
+ * sparqTopkKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
+ * ```
+ */
+export function sparqTopkKernel(s: AttentionKernelShape, p: SparqKernelParams): KernelSpec {
+  const source =
+    `// sparqc SparQ stage 2: rank positions by Σ_group ŝ and select the top k (radix select)
+${constants(s, p)}
+const WG = ${SPARQ_TOPK_WORKGROUP}u;
+@group(0) @binding(0) var<storage, read> scores: array<f32>;
+@group(0) @binding(1) var<storage, read> block_stats: array<f32>;
+@group(0) @binding(2) var<storage, read> positions: array<u32>;
+@group(0) @binding(3) var<storage, read_write> keys: array<u32>;
+@group(0) @binding(4) var<storage, read_write> indices: array<u32>;
+@group(0) @binding(5) var<storage, read_write> alpha: array<f32>;
+@group(0) @binding(6) var<uniform> params: Params;
+
+var<workgroup> head_max: array<f32, GROUP>;
+var<workgroup> head_inv: array<f32, GROUP>;
+var<workgroup> hist: array<atomic<u32>, 256>;
+var<workgroup> chosen_bin: u32;
+var<workgroup> chosen_left: u32;
+${reductions(SPARQ_TOPK_WORKGROUP)}
+fn shat(head: u32, pos: u32, h: u32) -> f32 {
+  return exp(scores[head * MAX_SEQ + pos] - head_max[h]) * head_inv[h];
+}
+
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${FLAT_ID}
+  if (flat >= params.rows) { return; }
+  let row = flat;
+  let b = row / KV_HEADS;
+  let len = min(positions[b] + 1u, MAX_SEQ);
+  let head0 = row * GROUP;
+  let out = row * KEPT;
+
+  if (K_SEL >= len) {
+    for (var i = tid; i < KEPT; i += WG) { indices[out + i] = select(0xffffffffu, i, i < len); }
+    if (tid < GROUP) { alpha[head0 + tid] = 1.0; }
+    return;
+  }
+
+  // Each head's softmax over all valid positions, from the per-block statistics.
+  let used = (len + BLOCK - 1u) / BLOCK;
+  for (var h = 0u; h < GROUP; h++) {
+    var m = NEG;
+    var sum = 0.0;
+    for (var blk = tid; blk < used; blk += WG) {
+      let at = ((head0 + h) * BLOCKS + blk) * 2u;
+      let bm = block_stats[at];
+      let top = max(m, bm);
+      sum = sum * exp(m - top) + block_stats[at + 1u] * exp(bm - top);
+      m = top;
+    }
+    let stats = reduce_softmax(m, sum, tid);
+    if (tid == 0u) {
+      head_max[h] = stats.x;
+      head_inv[h] = 1.0 / stats.y;
+    }
+  }
+  atomicStore(&hist[tid], 0u);
+  workgroupBarrier();
+
+  // Ranking keys: the bits of Σ_group ŝ (≥ 0, so they order as the floats); the local window
+  // gets the largest key. The first radix pass's histogram is built on the way.
+  let key_base = row * MAX_SEQ;
+  for (var pos = tid; pos < len; pos += WG) {
+    var c = 0.0;
+    for (var h = 0u; h < GROUP; h++) { c += shat(head0 + h, pos, h); }
+    var key = bitcast<u32>(c);
+    if (pos + LOCAL_WINDOW >= len) { key = 0xffffffffu; }
+    keys[key_base + pos] = key;
+    atomicAdd(&hist[key >> 24u], 1u);
+  }
+  storageBarrier();
+  workgroupBarrier();
+
+  // Radix select of the K_SEL-th largest key, 8 bits a pass from the top.
+  var prefix = 0u;
+  var left = K_SEL;
+  for (var round = 0u; round < 4u; round++) {
+    let shift = 24u - 8u * round;
+    if (round > 0u) {
+      atomicStore(&hist[tid], 0u);
+      workgroupBarrier();
+      let mask = 0xffffffffu << (shift + 8u);
+      for (var pos = tid; pos < len; pos += WG) {
+        let key = keys[key_base + pos];
+        if ((key & mask) == prefix) { atomicAdd(&hist[(key >> shift) & 255u], 1u); }
+      }
+      workgroupBarrier();
+    }
+    var above = 0u;
+    for (var i = tid + 1u; i < 256u; i++) { above += atomicLoad(&hist[i]); }
+    let here = atomicLoad(&hist[tid]);
+    if (above < left && left <= above + here) {
+      chosen_bin = tid;
+      chosen_left = left - above;
+    }
+    let bin = workgroupUniformLoad(&chosen_bin);
+    left = workgroupUniformLoad(&chosen_left);
+    prefix = prefix | (bin << shift);
+  }
+
+  // Every key above the threshold, and the first 'left' equal to it, in position order:
+  // each invocation scans a contiguous range, prefix sums give the output slots.
+  let threshold = prefix;
+  let span = (len + WG - 1u) / WG;
+  let lo = min(tid * span, len);
+  let hi = min(lo + span, len);
+  var above_count = 0u;
+  var equal_count = 0u;
+  for (var pos = lo; pos < hi; pos++) {
+    let key = keys[key_base + pos];
+    if (key > threshold) { above_count++; } else if (key == threshold) { equal_count++; }
+  }
+  let equal_before = scan_exclusive(equal_count, tid).x;
+  let take_equal = min(equal_count, left - min(left, equal_before));
+  var slot = scan_exclusive(above_count + take_equal, tid).x;
+  var taken_equal = 0u;
+  var kept_mass: array<f32, GROUP>;
+  for (var pos = lo; pos < hi; pos++) {
+    let key = keys[key_base + pos];
+    var take = key > threshold;
+    if (key == threshold && taken_equal < take_equal) {
+      take = true;
+      taken_equal++;
+    }
+    if (take) {
+      indices[out + slot] = pos;
+      slot++;
+      for (var h = 0u; h < GROUP; h++) { kept_mass[h] += shat(head0 + h, pos, h); }
+    }
+  }
+  for (var h = 0u; h < GROUP; h++) {
+    let total = reduce_sum(kept_mass[h], tid);
+    if (tid == 0u) { alpha[head0 + h] = total; }
+  }
+}
+`;
+  return spec("sparq_topk", source, [
+    ["scores", "read"],
+    ["block_stats", "read"],
+    ["positions", "read"],
+    ["keys", "read_write"],
+    ["indices", "read_write"],
+    ["alpha", "read_write"],
+  ]);
+}
+
+/** Workgroup shape and tile of stage 3. */
+export function attendLayout(s: AttentionKernelShape) {
+  const group = s.heads / s.kvHeads;
+  const { lanes, slices, workgroup } = rowLayout(s.headDim);
+  const fixed = group * s.headDim * 4 + workgroup * 16 + workgroup * 12 + group * 12;
+  const tile = fitTile("sparq_attend", s.workgroupStorage, (t) => fixed + group * t * 4 + t * 4);
+  return { lanes, slices, workgroup, tile };
+}
+
+/**
+ * Stage 3: bindings q, positions, k_cache, v_cache, v_mean, indices, alpha, y, params.
+ *
+ * @example
+ * ```ts
+ * import { sparqAttendKernel } from "./sparq.ts";
+ * sparqAttendKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
+ * ```
+ */
+export function sparqAttendKernel(s: AttentionKernelShape, p: SparqKernelParams): KernelSpec {
+  const layout = attendLayout(s);
+  const source =
+    `// sparqc SparQ stage 3: exact attention over the top-k rows, mean-value reallocation
+${kvPrelude(s.kvDtype)}
+${constants(s, p)}
+const LANES = ${layout.lanes}u;
+const SLICES = ${layout.slices}u;
+const WG = ${layout.workgroup}u;
+const TILE = ${layout.tile}u;
+const SCALE = ${floatLiteral(1 / Math.sqrt(s.headDim))};
+@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> positions: array<u32>;
+@group(0) @binding(2) var<storage, read> k_cache: array<KV4>;
+@group(0) @binding(3) var<storage, read> v_cache: array<KV4>;
+@group(0) @binding(4) var<storage, read> v_mean: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> indices: array<u32>;
+@group(0) @binding(6) var<storage, read> alpha: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y: array<vec4<f32>>;
+@group(0) @binding(8) var<uniform> params: Params;
+
+var<workgroup> q_sh: array<vec4<f32>, GROUP * LANES>;
+var<workgroup> p_sh: array<f32, GROUP * TILE>;
+var<workgroup> idx_sh: array<u32, TILE>;
+var<workgroup> acc_sh: array<vec4<f32>, WG>;
+var<workgroup> run_max: array<f32, GROUP>;
+var<workgroup> run_sum: array<f32, GROUP>;
+var<workgroup> rescale: array<f32, GROUP>;
+${reductions(layout.workgroup)}
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${FLAT_ID}
+  let local_row = flat;
+  if (local_row >= params.rows) { return; }
+  let row = params.first_row + local_row;
+  let b = row / KV_HEADS;
+  let len = min(positions[b] + 1u, MAX_SEQ);
+  let n = min(K_SEL, len);
+  let head0 = row * GROUP;
+  for (var i = tid; i < GROUP * LANES; i += WG) { q_sh[i] = q[head0 * LANES + i]; }
+  if (tid < GROUP) {
+    run_max[tid] = NEG;
+    run_sum[tid] = 0.0;
+  }
+  let lane = tid % LANES;
+  let slice = tid / LANES;
+  let base = local_row * MAX_SEQ;
+  var acc: array<vec4<f32>, GROUP>;
+
+  for (var t0 = 0u; t0 < n; t0 += TILE) {
+    let count = min(TILE, n - t0);
+    workgroupBarrier();
+    for (var t = tid; t < count; t += WG) {
+      let pos = indices[row * KEPT + t0 + t];
+      idx_sh[t] = pos;
+      var dots: array<f32, GROUP>;
+      for (var l = 0u; l < LANES; l++) {
+        let key = vec4<f32>(k_cache[(base + pos) * LANES + l]);
+        for (var h = 0u; h < GROUP; h++) { dots[h] += dot(q_sh[h * LANES + l], key); }
+      }
+      for (var h = 0u; h < GROUP; h++) { p_sh[h * TILE + t] = dots[h] * SCALE; }
+    }
+    workgroupBarrier();
+    // Online softmax across tiles: rescale what came before to the new running max.
+    for (var h = 0u; h < GROUP; h++) {
+      var m = NEG;
+      for (var t = tid; t < count; t += WG) { m = max(m, p_sh[h * TILE + t]); }
+      m = reduce_max(m, tid);
+      let old = run_max[h];
+      let top = max(old, m);
+      var sum = 0.0;
+      for (var t = tid; t < count; t += WG) {
+        let e = exp(p_sh[h * TILE + t] - top);
+        p_sh[h * TILE + t] = e;
+        sum += e;
+      }
+      sum = reduce_sum(sum, tid);
+      if (tid == 0u) {
+        let factor = exp(old - top);
+        rescale[h] = factor;
+        run_sum[h] = run_sum[h] * factor + sum;
+        run_max[h] = top;
+      }
+    }
+    workgroupBarrier();
+    for (var h = 0u; h < GROUP; h++) { acc[h] *= rescale[h]; }
+    for (var t = slice; t < count; t += SLICES) {
+      let value = vec4<f32>(v_cache[(base + idx_sh[t]) * LANES + lane]);
+      for (var h = 0u; h < GROUP; h++) { acc[h] += p_sh[h * TILE + t] * value; }
+    }
+  }
+
+  for (var h = 0u; h < GROUP; h++) {
+    workgroupBarrier();
+    acc_sh[tid] = acc[h];
+    workgroupBarrier();
+    if (slice == 0u) {
+      var o = acc_sh[lane];
+      for (var s = 1u; s < SLICES; s++) { o += acc_sh[s * LANES + lane]; }
+      let a = alpha[head0 + h];
+      y[(head0 + h) * LANES + lane] = a * (o / run_sum[h]) + (1.0 - a) * v_mean[local_row * LANES + lane];
+    }
+  }
+}
+`;
+  return spec("sparq_attend", source, [
+    ["q", "read"],
+    ["positions", "read"],
+    ["k_cache", "read"],
+    ["v_cache", "read"],
+    ["v_mean", "read"],
+    ["indices", "read"],
+    ["alpha", "read"],
+    ["y", "read_write"],
+  ]);
+}

@@ -1,0 +1,180 @@
+/**
+ * WGSL pieces the attention kernels share: the KV element type, the params uniform, the flat
+ * workgroup id of a folded grid, and workgroup reductions. Kernels are generated per shape, so
+ * sizes that fix private arrays (query heads per KV group, lanes per row) are WGSL `const`s.
+ *
+ * @module
+ */
+
+/** The KV element type of a kernel. */
+export type KvDtype = "f16" | "f32";
+
+/**
+ * The `enable` line and aliases for a KV element type.
+ *
+ * @example
+ * ```ts
+ * import { kvPrelude } from "./wgsl_common.ts";
+ * kvPrelude("f16"); // "enable f16;\nalias KV = f16;\nalias KV4 = vec4<f16>;\n"
+ * ```
+ */
+export function kvPrelude(dtype: KvDtype): string {
+  return `${
+    dtype === "f16" ? "enable f16;\n" : ""
+  }alias KV = ${dtype};\nalias KV4 = vec4<${dtype}>;\n`;
+}
+
+/** The params uniform every kernel takes last: the rows this dispatch covers. */
+export const PARAMS_DECL = "struct Params { first_row: u32, rows: u32, extra0: u32, extra1: u32 }";
+
+/** Built-ins of `main` and the flat workgroup id of a grid folded into x·y. */
+export const MAIN_ARGS = `@builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) groups: vec3u,
+  @builtin(local_invocation_index) tid: u32`;
+
+/** The statement that defines `flat`, the workgroup's linear id. */
+export const FLAT_ID = "let flat = wid.y * groups.x + wid.x;";
+
+/** The smallest power of two ≥ n. */
+export function nextPowerOfTwo(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+/** A number as a WGSL float literal. */
+export function floatLiteral(x: number): string {
+  const text = String(Math.fround(x));
+  return /[.e]/.test(text) ? text : `${text}.0`;
+}
+
+/**
+ * Workgroup reductions over `wg` invocations: `reduce_max`, `reduce_sum`, `reduce_softmax`
+ * (merges (max, Σexp) pairs) and `scan_exclusive` (u32, returns (prefix, total)). Each must be
+ * called by the whole workgroup in uniform control flow; each leaves a barrier behind so that
+ * the next call may reuse the scratch.
+ *
+ * @example
+ * ```ts
+ * import { reductions } from "./wgsl_common.ts";
+ * const wgsl = reductions(256);
+ * ```
+ */
+export function reductions(wg: number): string {
+  const half = nextPowerOfTwo(wg) / 2;
+  return `const RED_WG = ${wg}u;
+const RED_HALF = ${half}u;
+const NEG = -3.0e38;
+var<workgroup> red_a: array<f32, RED_WG>;
+var<workgroup> red_b: array<f32, RED_WG>;
+var<workgroup> scan_u: array<u32, RED_WG>;
+
+fn reduce_max(x: f32, tid: u32) -> f32 {
+  red_a[tid] = x;
+  workgroupBarrier();
+  for (var s = RED_HALF; s > 0u; s = s >> 1u) {
+    if (tid < s && tid + s < RED_WG) { red_a[tid] = max(red_a[tid], red_a[tid + s]); }
+    workgroupBarrier();
+  }
+  let result = red_a[0];
+  workgroupBarrier();
+  return result;
+}
+
+fn reduce_sum(x: f32, tid: u32) -> f32 {
+  red_a[tid] = x;
+  workgroupBarrier();
+  for (var s = RED_HALF; s > 0u; s = s >> 1u) {
+    if (tid < s && tid + s < RED_WG) { red_a[tid] = red_a[tid] + red_a[tid + s]; }
+    workgroupBarrier();
+  }
+  let result = red_a[0];
+  workgroupBarrier();
+  return result;
+}
+
+// Merges softmax statistics (running max m, Σ exp(x - m)) across the workgroup.
+fn reduce_softmax(m: f32, s: f32, tid: u32) -> vec2<f32> {
+  red_a[tid] = m;
+  red_b[tid] = s;
+  workgroupBarrier();
+  for (var st = RED_HALF; st > 0u; st = st >> 1u) {
+    if (tid < st && tid + st < RED_WG) {
+      let m1 = red_a[tid];
+      let m2 = red_a[tid + st];
+      let top = max(m1, m2);
+      red_b[tid] = red_b[tid] * exp(m1 - top) + red_b[tid + st] * exp(m2 - top);
+      red_a[tid] = top;
+    }
+    workgroupBarrier();
+  }
+  let result = vec2<f32>(red_a[0], red_b[0]);
+  workgroupBarrier();
+  return result;
+}
+
+// Exclusive prefix sum of x over the workgroup: (sum of x over lower tids, total).
+fn scan_exclusive(x: u32, tid: u32) -> vec2<u32> {
+  scan_u[tid] = x;
+  workgroupBarrier();
+  for (var off = 1u; off < RED_WG; off = off << 1u) {
+    var add = 0u;
+    if (tid >= off) { add = scan_u[tid - off]; }
+    workgroupBarrier();
+    scan_u[tid] = scan_u[tid] + add;
+    workgroupBarrier();
+  }
+  let inclusive = scan_u[tid];
+  let total = scan_u[RED_WG - 1u];
+  workgroupBarrier();
+  return vec2<u32>(inclusive - x, total);
+}
+`;
+}
+
+/** The shape of one attention call, shared by the attention kernel generators. */
+export interface AttentionKernelShape {
+  batch: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  /** KV capacity in positions. */
+  maxSeq: number;
+  kvDtype: KvDtype;
+  /** The target's workgroup memory limit, in bytes. */
+  workgroupStorage: number;
+}
+
+/**
+ * Lanes (vec4s per row), slices and the workgroup size for a head dimension: a workgroup of
+ * about 256 invocations as lanes × slices, so each slice reads whole rows.
+ *
+ * @example
+ * ```ts
+ * import { rowLayout } from "./wgsl_common.ts";
+ * rowLayout(128); // { lanes: 32, slices: 8, workgroup: 256 }
+ * rowLayout(80); // { lanes: 20, slices: 12, workgroup: 240 }
+ * ```
+ */
+export function rowLayout(headDim: number): { lanes: number; slices: number; workgroup: number } {
+  const lanes = headDim / 4;
+  const slices = Math.max(1, Math.floor(256 / lanes));
+  return { lanes, slices, workgroup: lanes * slices };
+}
+
+/**
+ * The largest tile from `candidates` whose workgroup memory fits `limit`; throws a RangeError
+ * naming the kernel when none does.
+ */
+export function fitTile(
+  kernel: string,
+  limit: number,
+  bytesFor: (tile: number) => number,
+  candidates = [256, 128, 64, 32, 16],
+): number {
+  for (const tile of candidates) if (bytesFor(tile) <= limit) return tile;
+  throw new RangeError(
+    `${kernel} needs ${bytesFor(candidates.at(-1)!)} bytes of workgroup memory; the target ` +
+      `allows ${limit}`,
+  );
+}
