@@ -7,13 +7,14 @@
 import { buildDecodeGraph } from "./build_graph.ts";
 import { type BuildOptions, checkOptions } from "./build_options.ts";
 import type { ModelConfig } from "./model_config.ts";
-import { emitPlan } from "./passes/emit_plan.ts";
+import { emitPlan, emitProgram } from "./passes/emit_plan.ts";
 import { inferShapes } from "./passes/infer_shapes.ts";
 import { lower } from "./passes/lower.ts";
 import { planBuffers } from "./passes/plan_buffers.ts";
 import { planShards } from "./passes/plan_shards.ts";
 import { validate } from "./passes/validate.ts";
-import type { Plan } from "./plan.ts";
+import type { Graph } from "./ir.ts";
+import type { Plan, Program } from "./plan.ts";
 import type { Target } from "./target.ts";
 
 /**
@@ -38,4 +39,28 @@ export function compile(config: ModelConfig, options: BuildOptions, target: Targ
   const lowered = lower(graph, types, shardings, target);
   const buffers = planBuffers(graph, types, shardings, lowered, target);
   return emitPlan({ config, options, target, graph, lowered, buffers });
+}
+
+/**
+ * Compiles any graph (for instance one attention call) into a program, without the decode
+ * step's metadata.
+ *
+ * @example
+ * ```ts
+ * import { compileGraph } from "./compile.ts";
+ * import { buildAttentionGraph } from "./build_attention_graph.ts";
+ * import { TARGETS } from "./target.ts";
+ * const graph = buildAttentionGraph({
+ *   batch: 1, heads: 8, kvHeads: 2, headDim: 64, maxSeq: 256, kvDtype: "f32",
+ *   method: { kind: "dense" }, append: false,
+ * });
+ * compileGraph(graph, TARGETS.get("h100")!).schedule.length; // 2
+ * ```
+ */
+export function compileGraph(raw: Graph, target: Target): Program {
+  const graph = validate(raw);
+  const types = inferShapes(graph);
+  const shardings = planShards(graph, target);
+  const lowered = lower(graph, types, shardings, target);
+  return emitProgram(lowered, planBuffers(graph, types, shardings, lowered, target));
 }

@@ -111,18 +111,24 @@ export const PlanStats = z.strictObject({
 /** Figures about the plan. */
 export type PlanStats = z.infer<typeof PlanStats>;
 
-/** A compiled decode step. */
-export const Plan = z.strictObject({
+/** What a runtime executes: kernels, buffers, where tensors live, and the dispatch order. */
+export const Program = z.strictObject({
+  kernels: z.array(PlanKernel),
+  buffers: z.array(PlanBuffer),
+  tensors: z.record(z.string(), PlanTensor),
+  schedule: z.array(PlanDispatch),
+});
+/** What a runtime executes. */
+export type Program = z.infer<typeof Program>;
+
+/** A compiled decode step: the program plus what it was compiled from and its figures. */
+export const Plan = Program.extend({
   format: z.literal("sparqc-plan"),
   version: z.literal(PLAN_VERSION),
   model: ModelConfig,
   options: BuildOptions,
   target: Target,
   graph: Graph,
-  kernels: z.array(PlanKernel),
-  buffers: z.array(PlanBuffer),
-  tensors: z.record(z.string(), PlanTensor),
-  schedule: z.array(PlanDispatch),
   stats: PlanStats,
 });
 /** A compiled decode step. */

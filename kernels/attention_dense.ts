@@ -117,7 +117,7 @@ fn main(
   // Scores: each invocation reads whole K rows, once for all query heads of the group.
   let base = local_row * MAX_SEQ + start;
   for (var t = tid; t < n; t += WG) {
-    var dots: array<f32, GROUP>;
+    var dots = array<f32, GROUP>();
     for (var lane = 0u; lane < LANES; lane++) {
       let key = vec4<f32>(k_cache[(base + t) * LANES + lane]);
       for (var h = 0u; h < GROUP; h++) { dots[h] += dot(q_sh[h * LANES + lane], key); }
@@ -147,7 +147,7 @@ fn main(
   // Outputs: lane = which 4 components, slice = which positions.
   let lane = tid % LANES;
   let slice = tid / LANES;
-  var acc: array<vec4<f32>, GROUP>;
+  var acc = array<vec4<f32>, GROUP>();
   for (var t = slice; t < n; t += SLICES) {
     let value = vec4<f32>(v_cache[(base + t) * LANES + lane]);
     for (var h = 0u; h < GROUP; h++) { acc[h] += p_sh[h * CHUNK + t] * value; }

@@ -69,6 +69,15 @@ export interface ProblemSpec {
   kvDtype?: "f16" | "f32";
 }
 
+/** A random problem: its arrays are Float64Arrays holding the rounded values. */
+export type RandomProblem = AttentionProblem & {
+  q: Float64Array;
+  k: Float64Array;
+  v: Float64Array;
+  lengths: number[];
+  kvDtype: "f16" | "f32";
+};
+
 /**
  * A random problem; K and V are rounded to `kvDtype` (default f32) and q to f32.
  *
@@ -81,7 +90,7 @@ export interface ProblemSpec {
  * p.lengths.length; // 2
  * ```
  */
-export function randomProblem(spec: ProblemSpec): AttentionProblem & { kvDtype: "f16" | "f32" } {
+export function randomProblem(spec: ProblemSpec): RandomProblem {
   const next = gaussianStream(spec.seed);
   const uniform = uniformStream(spec.seed ^ 0x9e3779b9);
   const round = spec.kvDtype === "f16" ? Math.f16round : Math.fround;

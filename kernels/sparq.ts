@@ -163,7 +163,7 @@ fn main(
 
   let pos = start + tid;
   let valid = pos < len;
-  var z: array<f32, GROUP>;
+  var z = array<f32, GROUP>();
   if (valid) {
     for (var i = 0u; i < R; i++) {
       let key = f32(kt_cache[(local_row * HEAD_DIM + i1[i]) * MAX_SEQ + pos]);
@@ -319,7 +319,7 @@ fn main(
   let take_equal = min(equal_count, left - min(left, equal_before));
   var slot = scan_exclusive(above_count + take_equal, tid).x;
   var taken_equal = 0u;
-  var kept_mass: array<f32, GROUP>;
+  var kept_mass = array<f32, GROUP>();
   for (var pos = lo; pos < hi; pos++) {
     let key = keys[key_base + pos];
     var take = key > threshold;
@@ -417,7 +417,7 @@ fn main(
   let lane = tid % LANES;
   let slice = tid / LANES;
   let base = local_row * MAX_SEQ;
-  var acc: array<vec4<f32>, GROUP>;
+  var acc = array<vec4<f32>, GROUP>();
 
   for (var t0 = 0u; t0 < n; t0 += TILE) {
     let count = min(TILE, n - t0);
@@ -425,7 +425,7 @@ fn main(
     for (var t = tid; t < count; t += WG) {
       let pos = indices[row * KEPT + t0 + t];
       idx_sh[t] = pos;
-      var dots: array<f32, GROUP>;
+      var dots = array<f32, GROUP>();
       for (var l = 0u; l < LANES; l++) {
         let key = vec4<f32>(k_cache[(base + pos) * LANES + l]);
         for (var h = 0u; h < GROUP; h++) { dots[h] += dot(q_sh[h * LANES + l], key); }

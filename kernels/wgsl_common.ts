@@ -3,6 +3,10 @@
  * workgroup id of a folded grid, and workgroup reductions. Kernels are generated per shape, so
  * sizes that fix private arrays (query heads per KV group, lanes per row) are WGSL `const`s.
  *
+ * Every `var` in these kernels has an explicit initializer: wgpu 29 (naga) zeroes a `var`
+ * declared without one only once per invocation, not each time a loop body runs its
+ * declaration, so a per-iteration accumulator silently carries the last iteration's value.
+ *
  * @module
  */
 

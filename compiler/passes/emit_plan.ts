@@ -9,7 +9,7 @@ import type { KernelSpec } from "../../kernels/kernel_spec.ts";
 import type { BuildOptions } from "../build_options.ts";
 import type { Graph } from "../ir.ts";
 import type { ModelConfig } from "../model_config.ts";
-import { Plan, PLAN_VERSION, type PlanDispatch, type PlanKernel } from "../plan.ts";
+import { Plan, PLAN_VERSION, type PlanDispatch, type PlanKernel, Program } from "../plan.ts";
 import { planStats } from "../plan_stats.ts";
 import type { Target } from "../target.ts";
 import type { Lowered } from "./lower_context.ts";
@@ -44,16 +44,16 @@ function kernelTable() {
 }
 
 /**
- * Builds the plan from the outputs of the earlier passes.
+ * Builds the program — deduplicated kernels, buffers, tensor placement and the schedule with
+ * every binding resolved — from the lowering and the buffer plan.
  *
  * @example
  * ```ts
- * import { emitPlan } from "./emit_plan.ts";
- * // emitPlan({ config, options, target, graph, lowered, buffers }).schedule.length
+ * import { emitProgram } from "./emit_plan.ts";
+ * // emitProgram(lowered, buffers).schedule.length
  * ```
  */
-export function emitPlan(input: EmitInput): Plan {
-  const { graph, lowered, buffers } = input;
+export function emitProgram(lowered: Lowered, buffers: BufferPlan): Program {
   const table = kernelTable();
   const schedule: PlanDispatch[] = lowered.invocations.map((inv, step) => {
     const bindings = inv.args.map((name, binding) => {
@@ -77,15 +77,8 @@ export function emitPlan(input: EmitInput): Plan {
       params: inv.params,
     };
   });
-  const kernels = table.kernels();
-  return Plan.parse({
-    format: "sparqc-plan",
-    version: PLAN_VERSION,
-    model: input.config,
-    options: input.options,
-    target: input.target,
-    graph,
-    kernels,
+  return Program.parse({
+    kernels: table.kernels(),
     buffers: buffers.buffers,
     tensors: Object.fromEntries(
       [...buffers.tensors].map(([name, t]) => [name, {
@@ -96,6 +89,32 @@ export function emitPlan(input: EmitInput): Plan {
       }]),
     ),
     schedule,
-    stats: planStats({ ...input, kernels, dispatches: schedule.length }),
+  });
+}
+
+/**
+ * Builds the plan of a decode step: its program, what it was compiled from, its figures.
+ *
+ * @example
+ * ```ts
+ * import { emitPlan } from "./emit_plan.ts";
+ * // emitPlan({ config, options, target, graph, lowered, buffers }).stats.dispatchesPerStep
+ * ```
+ */
+export function emitPlan(input: EmitInput): Plan {
+  const program = emitProgram(input.lowered, input.buffers);
+  return Plan.parse({
+    format: "sparqc-plan",
+    version: PLAN_VERSION,
+    model: input.config,
+    options: input.options,
+    target: input.target,
+    graph: input.graph,
+    ...program,
+    stats: planStats({
+      ...input,
+      kernels: program.kernels,
+      dispatches: program.schedule.length,
+    }),
   });
 }

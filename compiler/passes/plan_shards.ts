@@ -64,6 +64,36 @@ function shardsFor(totalRows: number, rowBytes: number, count: number): Shard[] 
 }
 
 /**
+ * The state tensors that must share one row partition: those a kv_append or an attention node
+ * takes together (a layer's K, Kᵀ, V, V_mean), merged where nodes share a tensor; every other
+ * state tensor alone.
+ */
+function cacheGroups(graph: Graph): string[][] {
+  const parent = new Map<string, string>();
+  const find = (x: string): string => {
+    const p = parent.get(x)!;
+    if (p === x) return x;
+    const root = find(p);
+    parent.set(x, root);
+    return root;
+  };
+  for (const [name, decl] of Object.entries(graph.tensors)) {
+    if (decl.role === "state") parent.set(name, name);
+  }
+  for (const node of graph.nodes) {
+    if (node.op !== "kv_append" && node.op !== "attention") continue;
+    const state = node.inputs.filter((name) => parent.has(name));
+    for (const name of state.slice(1)) parent.set(find(name), find(state[0]));
+  }
+  const groups = new Map<string, string[]>();
+  for (const name of parent.keys()) {
+    const root = find(name);
+    groups.set(root, [...(groups.get(root) ?? []), name]);
+  }
+  return [...groups.values()];
+}
+
+/**
  * Plans the shards of the graph's weight and state tensors for the target.
  *
  * @example
@@ -82,14 +112,9 @@ export function planShards(graph: Graph, target: Target): Shardings {
   const limit = bindingLimit(target);
   const shardings: Shardings = new Map();
 
-  const groups: string[][] = graph.nodes
-    .filter((n) => n.op === "kv_append")
-    .map((n) => n.outputs);
-  const grouped = new Set(groups.flat());
+  const groups = [...cacheGroups(graph)];
   for (const [name, decl] of Object.entries(graph.tensors)) {
-    if (decl.role === "weight" || (decl.role === "state" && !grouped.has(name))) {
-      groups.push([name]);
-    }
+    if (decl.role === "weight") groups.push([name]);
   }
 
   for (const group of groups) {

@@ -85,6 +85,11 @@ export function validate(raw: unknown): Graph {
   const graph = parsed.data;
 
   const defined = new Set(Object.keys(graph.tensors));
+  // State that some kv_append writes must be appended before it is attended; state no node
+  // writes (a cache filled beforehand, as in an attention-only graph) may be read at once.
+  const appendTargets = new Set(
+    graph.nodes.filter((n) => n.op === "kv_append").flatMap((n) => n.outputs),
+  );
   const appended = new Set<string>();
   const ids = new Set<string>();
   for (const node of graph.nodes) {
@@ -129,7 +134,7 @@ export function validate(raw: unknown): Graph {
     defined.add(output);
     if (node.op === "attention") {
       for (const name of node.inputs.slice(2)) {
-        if (!appended.has(name)) {
+        if (appendTargets.has(name) && !appended.has(name)) {
           throw new NodeError(
             node,
             `reads '${name}' before any kv_append writes this step's token into it`,

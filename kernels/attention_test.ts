@@ -1,0 +1,328 @@
+/**
+ * Dense and SparQ attention on the local adapter against the float64 reference, over randomized
+ * shapes that cover every value the acceptance lists. Each run draws fresh seeds; a failure
+ * prints the case and its seed.
+ */
+import { ok } from "node:assert/strict";
+import { ATTENTION_TENSORS as T, buildAttentionGraph } from "../compiler/build_attention_graph.ts";
+import { compileGraph } from "../compiler/compile.ts";
+import type { Target } from "../compiler/target.ts";
+import { openGpu } from "../runtime/device.ts";
+import { deviceTarget } from "../runtime/device_target.ts";
+import { Executor } from "../runtime/executor.ts";
+import { runAttention, transposeCache, valueMean } from "../runtime/run_attention.ts";
+import { type RandomProblem, randomProblem } from "./random_problem.ts";
+import {
+  type AttentionProblem,
+  denseReference,
+  type SparqParams,
+  sparqReference,
+} from "./reference.ts";
+
+const gpu = await openGpu();
+const target = deviceTarget(gpu, 4 * 1024 ** 3);
+const freshSeed = () => crypto.getRandomValues(new Uint32Array(1))[0];
+
+/** ||a − b|| / ||b|| */
+function relativeL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-300));
+}
+
+const tolerance = (kvDtype: "f16" | "f32") => (kvDtype === "f32" ? 1e-5 : 2e-3);
+
+/**
+ * Checks the GPU's index sets against the reference's: equal, except for positions whose
+ * reference ranking score ties the selection threshold within 1e-6. Returns the GPU's sets.
+ */
+function checkIndices(
+  p: AttentionProblem,
+  params: SparqParams,
+  gpuIndices: Int32Array,
+  label: string,
+): (b: number, g: number) => number[] {
+  const ref = sparqReference(p, params);
+  const kept = Math.min(params.k, p.seqCapacity);
+  const sets = new Map<string, number[]>();
+  for (let b = 0; b < p.batch; b++) {
+    for (let g = 0; g < p.kvHeads; g++) {
+      const at = (b * p.kvHeads + g) * kept;
+      const mine = Array.from(gpuIndices.subarray(at, at + kept)).filter((i) => i >= 0);
+      const theirs = Array.from(ref.indices.subarray(at, at + kept)).filter((i) => i >= 0);
+      ok(mine.every((x, i) => i === 0 || mine[i - 1] < x), `${label}: indices not ascending`);
+      const rank = ref.ranking.subarray((b * p.kvHeads + g) * p.seqCapacity);
+      const L = p.lengths[b];
+      const window = Math.min(params.localWindow, L);
+      const threshold = Math.min(
+        ...theirs.filter((i) => i < L - window).map((i) => rank[i]),
+        Infinity,
+      );
+      const differ = [
+        ...mine.filter((x) => !theirs.includes(x)),
+        ...theirs.filter((x) => !mine.includes(x)),
+      ];
+      ok(
+        mine.length === theirs.length,
+        `${label}: ${mine.length} indices, expected ${theirs.length}`,
+      );
+      for (const x of differ) {
+        ok(
+          Math.abs(rank[x] - threshold) <= 1e-6,
+          `${label}: b=${b} g=${g} position ${x} differs, score ${
+            rank[x]
+          } vs threshold ${threshold}`,
+        );
+      }
+      sets.set(`${b},${g}`, mine);
+    }
+  }
+  return (b, g) => sets.get(`${b},${g}`)!;
+}
+
+interface Case {
+  batch: number;
+  group: number;
+  kvHeads: number;
+  headDim: number;
+  seq: number;
+  r: (d: number) => number;
+  rName: string;
+  k: (s: number) => number;
+  kName: string;
+  ragged: boolean;
+  kvDtype: "f16" | "f32";
+}
+
+/** Cycles each dimension through its listed values with different periods, so that 20 cases
+ * cover every value, in varied combinations. */
+function cases(): Case[] {
+  const batches = [1, 2, 3, 4];
+  const groups = [1, 2, 4, 7];
+  const dims = [64, 128, 256];
+  const seqs = [1, 7, 64, 1000, 4096];
+  const rs: [string, (d: number) => number][] = [
+    ["1", () => 1],
+    ["d/8", (d) => d / 8],
+    ["d/4", (d) => d / 4],
+    ["d", (d) => d],
+  ];
+  const ks: [string, (s: number) => number][] = [
+    ["1", () => 1],
+    ["16", () => 16],
+    ["S-1", (s) => Math.max(1, s - 1)],
+    ["S", (s) => s],
+    ["2S", (s) => 2 * s],
+  ];
+  return Array.from({ length: 20 }, (_, i) => {
+    const seq = seqs[i % 5];
+    const headDim = dims[(i + Math.floor(i / 5)) % 3];
+    // Keep the biggest cases affordable for the float64 reference on two CPU cores.
+    const big = seq * headDim >= 4096 * 128;
+    return {
+      batch: big ? 1 + (i % 2) : batches[i % 4],
+      group: groups[Math.floor(i / 2) % 4],
+      kvHeads: big ? 1 : 1 + (i % 3),
+      headDim,
+      seq,
+      rName: rs[(i + 1) % 4][0],
+      r: rs[(i + 1) % 4][1],
+      kName: ks[(i + Math.floor(i / 5)) % 5][0],
+      k: ks[(i + Math.floor(i / 5)) % 5][1],
+      ragged: i % 3 !== 2,
+      kvDtype: i % 2 === 0 ? "f16" : "f32",
+    };
+  });
+}
+
+for (const c of cases()) {
+  const name = `B=${c.batch} H=${c.group * c.kvHeads} Hkv=${c.kvHeads} d=${c.headDim} ` +
+    `S=${c.seq} r=${c.rName} k=${c.kName} ${c.ragged ? "ragged" : "full"} ${c.kvDtype}`;
+  Deno.test(`dense and SparQ match the float64 reference: ${name}`, async () => {
+    const seed = freshSeed();
+    const label = `${name} seed=${seed}`;
+    const p = randomProblem({
+      batch: c.batch,
+      heads: c.group * c.kvHeads,
+      kvHeads: c.kvHeads,
+      seqCapacity: c.seq,
+      headDim: c.headDim,
+      ragged: c.ragged,
+      seed,
+      kvDtype: c.kvDtype,
+    });
+    const tol = tolerance(c.kvDtype);
+    const dense = await runAttention(gpu.device, target, p, { kind: "dense" }, c.kvDtype);
+    const denseError = relativeL2(dense.y, denseReference(p));
+    ok(denseError <= tol, `${label}: dense relative L2 ${denseError}`);
+
+    const params = { r: c.r(c.headDim), k: c.k(c.seq), localWindow: 0 };
+    const sparq = await runAttention(
+      gpu.device,
+      target,
+      p,
+      { kind: "sparq", ...params },
+      c.kvDtype,
+    );
+    const chosen = checkIndices(p, params, sparq.indices!, label);
+    const ref = sparqReference(p, params, chosen);
+    const error = relativeL2(sparq.y, ref.y);
+    ok(error <= tol, `${label}: SparQ relative L2 ${error}`);
+    ok(relativeL2(sparq.alpha!, ref.alpha) <= 1e-5, `${label}: alpha differs`);
+    if (params.k >= c.seq) {
+      ok(sparq.alpha!.every((a) => a === 1), `${label}: k ≥ S must give alpha = 1`);
+      ok(relativeL2(sparq.y, dense.y) <= 1e-6, `${label}: k ≥ S must equal dense`);
+    }
+  });
+}
+
+Deno.test("the local window always keeps the newest positions", async () => {
+  const seed = freshSeed();
+  const p = randomProblem({
+    batch: 2,
+    heads: 4,
+    kvHeads: 2,
+    seqCapacity: 300,
+    headDim: 64,
+    ragged: true,
+    seed,
+    kvDtype: "f16",
+  });
+  const params = { r: 8, k: 32, localWindow: 8 };
+  const out = await runAttention(gpu.device, target, p, { kind: "sparq", ...params }, "f16");
+  const chosen = checkIndices(p, params, out.indices!, `seed=${seed}`);
+  for (let b = 0; b < 2; b++) {
+    const L = p.lengths[b];
+    for (let g = 0; g < 2; g++) {
+      const recent = Array.from({ length: Math.min(8, L) }, (_, i) => L - 1 - i);
+      ok(recent.every((pos) => chosen(b, g).includes(pos)), `seed=${seed}: window missing`);
+    }
+  }
+  ok(relativeL2(out.y, sparqReference(p, params, chosen).y) <= 2e-3);
+});
+
+/** Runs kv_append then attention; compares the cache it wrote and y with the reference. */
+async function appendThenAttend(p: RandomProblem, sparq: boolean, t: Target, label: string) {
+  const { batch, heads, kvHeads, headDim: d, seqCapacity: S } = p;
+  const method = sparq ? { kind: "sparq" as const, r: d / 4, k: 16, localWindow: 0 } : {
+    kind: "dense" as const,
+  };
+  const graph = buildAttentionGraph({
+    batch,
+    heads,
+    kvHeads,
+    headDim: d,
+    maxSeq: S,
+    kvDtype: "f32",
+    method,
+    append: true,
+  });
+  const executor = await Executor.create(gpu.device, compileGraph(graph, t));
+  try {
+    // The cache holds positions < L − 1; the token at L − 1 arrives through kv_append.
+    const before = p.lengths.map((L) => L - 1);
+    const kOld = Float64Array.from(p.k);
+    const vOld = Float64Array.from(p.v);
+    const kNew = new Float64Array(batch * kvHeads * d);
+    const vNew = new Float64Array(batch * kvHeads * d);
+    for (let b = 0; b < batch; b++) {
+      for (let g = 0; g < kvHeads; g++) {
+        const row = b * kvHeads + g;
+        const at = (row * S + before[b]) * d;
+        kNew.set(p.k.subarray(at, at + d), row * d);
+        vNew.set(p.v.subarray(at, at + d), row * d);
+        kOld.fill(0, at, at + d);
+        vOld.fill(0, at, at + d);
+      }
+    }
+    executor.write(T.q, p.q);
+    executor.write(T.positions, before);
+    executor.write(T.kNew, kNew);
+    executor.write(T.vNew, vNew);
+    executor.write(T.kCache, kOld);
+    executor.write(T.vCache, vOld);
+    if (sparq) {
+      executor.write(T.ktCache, transposeCache(kOld, batch * kvHeads, S, d));
+      executor.write(T.vMean, valueMean(vOld, batch, kvHeads, S, d, before));
+    }
+    executor.run();
+    ok(relativeL2(await executor.read(T.kCache), p.k) === 0, `${label}: K cache`);
+    ok(relativeL2(await executor.read(T.vCache), p.v) === 0, `${label}: V cache`);
+    if (sparq) {
+      const kt = transposeCache(p.k, batch * kvHeads, S, d);
+      ok(relativeL2(await executor.read(T.ktCache), kt) === 0, `${label}: Kᵀ cache`);
+      const mean = valueMean(p.v, batch, kvHeads, S, d, p.lengths);
+      const meanError = relativeL2(await executor.read(T.vMean), mean);
+      ok(meanError <= 1e-6, `${label}: V_mean relative L2 ${meanError}`);
+    }
+    const y = await executor.read(T.y);
+    const expected = sparq ? sparqReference(p, method as SparqParams).y : denseReference(p);
+    ok(relativeL2(y, expected) <= 1e-5, `${label}: y after append`);
+  } finally {
+    executor.destroy();
+  }
+}
+
+Deno.test("kv_append writes K, Kᵀ, V and V_mean at each sequence's own position", async () => {
+  const seed = freshSeed();
+  const p = randomProblem({
+    batch: 3,
+    heads: 4,
+    kvHeads: 2,
+    seqCapacity: 40,
+    headDim: 64,
+    ragged: true,
+    seed,
+  });
+  // Positions ≥ each length stay zero in the reference, as an unwritten cache would be.
+  for (let b = 0; b < 3; b++) {
+    for (let g = 0; g < 2; g++) {
+      const row = b * 2 + g;
+      p.k.fill(0, (row * 40 + p.lengths[b]) * 64, (row + 1) * 40 * 64);
+      p.v.fill(0, (row * 40 + p.lengths[b]) * 64, (row + 1) * 40 * 64);
+    }
+  }
+  await appendThenAttend(p, true, target, `sparq seed=${seed}`);
+  await appendThenAttend(p, false, target, `dense seed=${seed}`);
+});
+
+Deno.test("caches split over several bindings give the same results", async () => {
+  const seed = freshSeed();
+  const p = randomProblem({
+    batch: 3,
+    heads: 4,
+    kvHeads: 2,
+    seqCapacity: 64,
+    headDim: 64,
+    ragged: true,
+    seed,
+    kvDtype: "f32",
+  });
+  // Room for two (sequence, KV head) rows of 64 × 64 f32 per binding: 3 shards of 6 rows.
+  const small = {
+    ...target,
+    limits: { ...target.limits, maxStorageBufferBindingSize: 2 * 64 * 64 * 4 },
+  };
+  const graph = buildAttentionGraph({
+    batch: 3,
+    heads: 4,
+    kvHeads: 2,
+    headDim: 64,
+    maxSeq: 64,
+    kvDtype: "f32",
+    method: { kind: "sparq", r: 16, k: 8, localWindow: 0 },
+    append: false,
+  });
+  ok(compileGraph(graph, small).tensors[T.kCache].shards.length === 3);
+  const params = { r: 16, k: 8, localWindow: 0 };
+  const split = await runAttention(gpu.device, small, p, { kind: "sparq", ...params }, "f32");
+  const chosen = checkIndices(p, params, split.indices!, `seed=${seed}`);
+  ok(relativeL2(split.y, sparqReference(p, params, chosen).y) <= 1e-5, `seed=${seed}: sparq`);
+  const dense = await runAttention(gpu.device, small, p, { kind: "dense" }, "f32");
+  ok(relativeL2(dense.y, denseReference(p)) <= 1e-5, `seed=${seed}: dense`);
+  await appendThenAttend(p, true, small, `sharded append seed=${seed}`);
+});

@@ -1,0 +1,36 @@
+/**
+ * A compilation target read off an open device: its granted limits, and a memory budget that
+ * the caller states (WebGPU does not report how much memory a GPU has).
+ *
+ * @module
+ */
+import type { Target } from "../compiler/target.ts";
+import type { Gpu } from "./device.ts";
+
+/**
+ * The target of an open device.
+ *
+ * @example
+ * ```ts
+ * import { deviceTarget } from "./device_target.ts";
+ * import { openGpu } from "./device.ts";
+ * const gpu = await openGpu();
+ * deviceTarget(gpu, 4 * 1024 ** 3).limits.maxStorageBufferBindingSize;
+ * ```
+ */
+export function deviceTarget(gpu: Gpu, memoryBudget: number): Target {
+  const l = gpu.device.limits;
+  return {
+    name: "device",
+    description: gpu.info.description || `${gpu.info.vendor} ${gpu.info.architecture}`.trim(),
+    limits: {
+      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+      maxBufferSize: l.maxBufferSize,
+      maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+      maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+      maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+    },
+    memoryBudget: Math.floor(memoryBudget),
+  };
+}

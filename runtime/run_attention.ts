@@ -1,0 +1,121 @@
+/**
+ * Runs one attention call on host tensors: builds the attention graph, compiles it for the
+ * device, fills the cache (K, and for SparQ Kᵀ and V_mean, the mean of the stored V over each
+ * sequence's valid positions), runs it and reads back y — and for SparQ the selected indices
+ * and alpha.
+ *
+ * @module
+ */
+import { ATTENTION_TENSORS as T, buildAttentionGraph } from "../compiler/build_attention_graph.ts";
+import { compileGraph } from "../compiler/compile.ts";
+import type { AttentionMethod } from "../compiler/ir.ts";
+import type { Target } from "../compiler/target.ts";
+import type { AttentionProblem } from "../kernels/reference.ts";
+import { Executor } from "./executor.ts";
+
+/** What one attention call returns. */
+export interface AttentionOutput {
+  /** [B, H, d] */
+  y: Float32Array;
+  /** SparQ: [B, Hkv, min(k, S)] ascending positions, −1 where fewer exist. */
+  indices?: Int32Array;
+  /** SparQ: [B, H] */
+  alpha?: Float32Array;
+}
+
+/**
+ * Kᵀ of a [B, Hkv, S, d] cache: [B, Hkv, d, S].
+ *
+ * @example
+ * ```ts
+ * import { transposeCache } from "./run_attention.ts";
+ * transposeCache([1, 2, 3, 4, 5, 6], 1, 3, 2); // Float64Array [1, 3, 5, 2, 4, 6]
+ * ```
+ */
+export function transposeCache(k: ArrayLike<number>, rows: number, seq: number, d: number) {
+  const out = new Float64Array(rows * seq * d);
+  for (let row = 0; row < rows; row++) {
+    const base = row * seq * d;
+    for (let pos = 0; pos < seq; pos++) {
+      for (let j = 0; j < d; j++) out[base + j * seq + pos] = k[base + pos * d + j];
+    }
+  }
+  return out;
+}
+
+/**
+ * The mean of V over each row's first `lengths[b]` positions: [B, Hkv, d].
+ *
+ * @example
+ * ```ts
+ * import { valueMean } from "./run_attention.ts";
+ * valueMean([1, 3, 100], 1, 1, 3, 1, [2]); // Float64Array [2]
+ * ```
+ */
+export function valueMean(
+  v: ArrayLike<number>,
+  batch: number,
+  kvHeads: number,
+  seq: number,
+  d: number,
+  lengths: ArrayLike<number>,
+): Float64Array {
+  const out = new Float64Array(batch * kvHeads * d);
+  for (let b = 0; b < batch; b++) {
+    for (let g = 0; g < kvHeads; g++) {
+      const row = b * kvHeads + g;
+      for (let pos = 0; pos < lengths[b]; pos++) {
+        for (let j = 0; j < d; j++) out[row * d + j] += v[(row * seq + pos) * d + j] / lengths[b];
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Runs one dense or SparQ attention call on the device.
+ *
+ * @example
+ * ```ts
+ * import { runAttention } from "./run_attention.ts";
+ * // const { y } = await runAttention(device, target, problem, { kind: "dense" }, "f16");
+ * ```
+ */
+export async function runAttention(
+  device: GPUDevice,
+  target: Target,
+  p: AttentionProblem,
+  method: AttentionMethod,
+  kvDtype: "f16" | "f32",
+): Promise<AttentionOutput> {
+  const { batch, heads, kvHeads, headDim: d, seqCapacity: S } = p;
+  const graph = buildAttentionGraph({
+    batch,
+    heads,
+    kvHeads,
+    headDim: d,
+    maxSeq: S,
+    kvDtype,
+    method,
+    append: false,
+  });
+  const executor = await Executor.create(device, compileGraph(graph, target));
+  try {
+    executor.write(T.q, p.q);
+    executor.write(T.positions, Array.from(p.lengths, (length) => length - 1));
+    executor.write(T.kCache, p.k);
+    executor.write(T.vCache, p.v);
+    if (method.kind === "sparq") {
+      executor.write(T.ktCache, transposeCache(p.k, batch * kvHeads, S, d));
+      executor.write(T.vMean, valueMean(p.v, batch, kvHeads, S, d, p.lengths));
+    }
+    executor.run();
+    const y = await executor.read(T.y) as Float32Array;
+    if (method.kind !== "sparq") return { y };
+    const indices = new Int32Array((await executor.read(`${T.y}.indices`)).buffer);
+    const alpha = await executor.read(`${T.y}.alpha`) as Float32Array;
+    return { y, indices, alpha };
+  } finally {
+    executor.destroy();
+  }
+}
