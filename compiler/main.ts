@@ -21,7 +21,7 @@ import { PRESETS } from "./presets.ts";
 import { summaryLines } from "./summary.ts";
 import { TARGETS, withBudget } from "./target.ts";
 import { UserError } from "./user_error.ts";
-import { writeDirAtomic } from "./write_dir.ts";
+import { writeDirAtomic } from "./atomic_write.ts";
 
 const HELP = `Usage: deno task compile <model> [options]
 

@@ -11,6 +11,7 @@ import { openGpu } from "../runtime/device.ts";
 import { deviceTarget } from "../runtime/device_target.ts";
 import { Executor } from "../runtime/executor.ts";
 import { runAttention, transposeCache, valueMean } from "../runtime/run_attention.ts";
+import { compareIndices, relativeL2 } from "./compare.ts";
 import { type RandomProblem, randomProblem } from "./random_problem.ts";
 import {
   type AttentionProblem,
@@ -23,65 +24,18 @@ const gpu = await openGpu();
 const target = deviceTarget(gpu, 4 * 1024 ** 3);
 const freshSeed = () => crypto.getRandomValues(new Uint32Array(1))[0];
 
-/** ||a − b|| / ||b|| */
-function relativeL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-300));
-}
-
 const tolerance = (kvDtype: "f16" | "f32") => (kvDtype === "f32" ? 1e-5 : 2e-3);
 
-/**
- * Checks the GPU's index sets against the reference's: equal, except for positions whose
- * reference ranking score ties the selection threshold within 1e-6. Returns the GPU's sets.
- */
+/** Asserts the kernel's index sets agree with the reference's up to ties; returns them. */
 function checkIndices(
   p: AttentionProblem,
   params: SparqParams,
   gpuIndices: Int32Array,
   label: string,
 ): (b: number, g: number) => number[] {
-  const ref = sparqReference(p, params);
-  const kept = Math.min(params.k, p.seqCapacity);
-  const sets = new Map<string, number[]>();
-  for (let b = 0; b < p.batch; b++) {
-    for (let g = 0; g < p.kvHeads; g++) {
-      const at = (b * p.kvHeads + g) * kept;
-      const mine = Array.from(gpuIndices.subarray(at, at + kept)).filter((i) => i >= 0);
-      const theirs = Array.from(ref.indices.subarray(at, at + kept)).filter((i) => i >= 0);
-      ok(mine.every((x, i) => i === 0 || mine[i - 1] < x), `${label}: indices not ascending`);
-      const rank = ref.ranking.subarray((b * p.kvHeads + g) * p.seqCapacity);
-      const L = p.lengths[b];
-      const window = Math.min(params.localWindow, L);
-      const threshold = Math.min(
-        ...theirs.filter((i) => i < L - window).map((i) => rank[i]),
-        Infinity,
-      );
-      const differ = [
-        ...mine.filter((x) => !theirs.includes(x)),
-        ...theirs.filter((x) => !mine.includes(x)),
-      ];
-      ok(
-        mine.length === theirs.length,
-        `${label}: ${mine.length} indices, expected ${theirs.length}`,
-      );
-      for (const x of differ) {
-        ok(
-          Math.abs(rank[x] - threshold) <= 1e-6,
-          `${label}: b=${b} g=${g} position ${x} differs, score ${
-            rank[x]
-          } vs threshold ${threshold}`,
-        );
-      }
-      sets.set(`${b},${g}`, mine);
-    }
-  }
-  return (b, g) => sets.get(`${b},${g}`)!;
+  const comparison = compareIndices(p, params, gpuIndices);
+  ok(comparison.faults.length === 0, `${label}: ${comparison.faults.join("; ")}`);
+  return comparison.chosen;
 }
 
 interface Case {

@@ -1,7 +1,7 @@
 /**
- * Writes a directory of files so that readers see either the old directory or the complete
- * new one, never a half-written mix: the files go to a sibling temporary directory that is then
- * renamed into place.
+ * Writes files and directories so that readers see either the old version or the complete new
+ * one, never a half-written mix: the data goes to a sibling temporary path that is then renamed
+ * into place.
  *
  * @module
  */
@@ -46,4 +46,27 @@ async function moveAside(dir: string, parent: string): Promise<string | undefine
   const aside = join(parent, `.${basename(dir)}.old-${crypto.randomUUID().slice(0, 8)}`);
   await Deno.rename(dir, aside);
   return aside;
+}
+
+/**
+ * Replaces the file at `path` with `data`, atomically.
+ *
+ * @example
+ * ```ts
+ * import { writeFileAtomic } from "./atomic_write.ts";
+ * await writeFileAtomic("out/example.bin", new Uint8Array([1, 2, 3]));
+ * ```
+ */
+export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  const parent = dirname(path);
+  await Deno.mkdir(parent, { recursive: true });
+  const staging = join(parent, `.${basename(path)}.tmp-${crypto.randomUUID().slice(0, 8)}`);
+  try {
+    if (typeof data === "string") await Deno.writeTextFile(staging, data);
+    else await Deno.writeFile(staging, data);
+    await Deno.rename(staging, path);
+  } catch (error) {
+    await Deno.remove(staging).catch(() => {});
+    throw error;
+  }
 }
