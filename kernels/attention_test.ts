@@ -110,13 +110,13 @@ for (const c of cases()) {
       kvDtype: c.kvDtype,
     });
     const tol = tolerance(c.kvDtype);
-    const dense = await runAttention(gpu.device, target, p, { kind: "dense" }, c.kvDtype);
+    const dense = await runAttention(gpu, target, p, { kind: "dense" }, c.kvDtype);
     const denseError = relativeL2(dense.y, denseReference(p));
     ok(denseError <= tol, `${label}: dense relative L2 ${denseError}`);
 
     const params = { r: c.r(c.headDim), k: c.k(c.seq), localWindow: 0 };
     const sparq = await runAttention(
-      gpu.device,
+      gpu,
       target,
       p,
       { kind: "sparq", ...params },
@@ -147,7 +147,7 @@ Deno.test("the local window always keeps the newest positions", async () => {
     kvDtype: "f16",
   });
   const params = { r: 8, k: 32, localWindow: 8 };
-  const out = await runAttention(gpu.device, target, p, { kind: "sparq", ...params }, "f16");
+  const out = await runAttention(gpu, target, p, { kind: "sparq", ...params }, "f16");
   const chosen = checkIndices(p, params, out.indices!, `seed=${seed}`);
   for (let b = 0; b < 2; b++) {
     const L = p.lengths[b];
@@ -175,7 +175,7 @@ async function appendThenAttend(p: RandomProblem, sparq: boolean, t: Target, lab
     method,
     append: true,
   });
-  const executor = await Executor.create(gpu.device, compileGraph(graph, t));
+  const executor = await Executor.create(gpu, compileGraph(graph, t));
   try {
     // The cache holds positions < L − 1; the token at L − 1 arrives through kv_append.
     const before = p.lengths.map((L) => L - 1);
@@ -273,10 +273,10 @@ Deno.test("caches split over several bindings give the same results", async () =
   });
   ok(compileGraph(graph, small).tensors[T.kCache].shards.length === 3);
   const params = { r: 16, k: 8, localWindow: 0 };
-  const split = await runAttention(gpu.device, small, p, { kind: "sparq", ...params }, "f32");
+  const split = await runAttention(gpu, small, p, { kind: "sparq", ...params }, "f32");
   const chosen = checkIndices(p, params, split.indices!, `seed=${seed}`);
   ok(relativeL2(split.y, sparqReference(p, params, chosen).y) <= 1e-5, `seed=${seed}: sparq`);
-  const dense = await runAttention(gpu.device, small, p, { kind: "dense" }, "f32");
+  const dense = await runAttention(gpu, small, p, { kind: "dense" }, "f32");
   ok(relativeL2(dense.y, denseReference(p)) <= 1e-5, `seed=${seed}: dense`);
   await appendThenAttend(p, true, small, `sharded append seed=${seed}`);
 });

@@ -252,7 +252,7 @@ export function attentionCommand(args: string[], io: Io = processIo): Promise<nu
     // WebGPU does not report GPU memory; the software adapter lives in system memory.
     const budget = gpu.info.isFallbackAdapter ? totalmem() : Number.MAX_SAFE_INTEGER;
     const out = await runAttention(
-      gpu.device,
+      gpu,
       deviceTarget(gpu, budget),
       problem,
       attention,

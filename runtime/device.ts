@@ -1,6 +1,8 @@
 /**
  * Opening a WebGPU device the way sparqc needs it: the high-performance adapter, the adapter's
- * real limits (not WebGPU's small defaults), and the optional features it grants.
+ * real limits (not WebGPU's small defaults), the optional features it grants (`shader-f16`,
+ * `timestamp-query`, `subgroups`), every validation error caught and attributed, and device
+ * loss reported with what was running.
  *
  * @module
  */
@@ -19,13 +21,43 @@ const RAISED_LIMITS = [
 /** Features requested whenever the adapter has them. */
 const WANTED_FEATURES = ["shader-f16", "timestamp-query"] as const;
 
-/** An open device and what it was granted. */
+/** An open device, what it was granted, and its error log. */
 export interface Gpu {
   adapter: GPUAdapter;
   device: GPUDevice;
   features: ReadonlySet<string>;
   info: GPUAdapterInfo;
+  /** Validation errors no error scope caught, each with what was running. */
+  uncaptured: string[];
+  /** Names what the device is doing, for error and loss messages. */
+  doing(activity: string): void;
+  /** Throws if an uncaptured error arrived since the last call. */
+  throwIfErrors(): void;
 }
+
+/**
+ * One line describing the adapter, for a command to print once.
+ *
+ * @example
+ * ```ts
+ * import { adapterLine, openGpu } from "./device.ts";
+ * console.error(adapterLine(await openGpu()));
+ * ```
+ */
+export function adapterLine(gpu: Pick<Gpu, "info" | "features">): string {
+  const { vendor, architecture, description, isFallbackAdapter } = gpu.info;
+  const name = description || [vendor, architecture].filter(Boolean).join(" ") || "unknown adapter";
+  const where = isFallbackAdapter ? "software, on the CPU" : "GPU";
+  return `adapter: ${name} (${where}; ${[...gpu.features].join(", ") || "no optional features"})`;
+}
+
+/** What to do when the device is lost; the default prints and exits with code 1. */
+export type LostHandler = (message: string) => void;
+
+const exitOnLoss: LostHandler = (message) => {
+  console.error(`sparqc: error: ${message}`);
+  Deno.exit(1);
+};
 
 /**
  * Opens the high-performance adapter's device, or throws with what to install.
@@ -34,11 +66,11 @@ export interface Gpu {
  * ```ts
  * import { openGpu } from "./device.ts";
  * const gpu = await openGpu();
- * console.log(gpu.info.description, gpu.features.has("shader-f16"));
+ * gpu.features.has("shader-f16");
  * gpu.device.destroy();
  * ```
  */
-export async function openGpu(): Promise<Gpu> {
+export async function openGpu(onLost: LostHandler = exitOnLoss): Promise<Gpu> {
   const adapter = await navigator.gpu?.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) {
     throw new Error(
@@ -48,9 +80,56 @@ export async function openGpu(): Promise<Gpu> {
   }
   const requiredLimits: Record<string, number> = {};
   for (const name of RAISED_LIMITS) requiredLimits[name] = adapter.limits[name];
-  const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f));
-  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
-  return { adapter, device, features: new Set(requiredFeatures), info: adapter.info };
+  const features: string[] = WANTED_FEATURES.filter((f) => adapter.features.has(f));
+  // Deno does not list `subgroups` among the adapter's features, but grants it where the
+  // driver supports it: ask, and go without when refused.
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({
+      requiredLimits,
+      requiredFeatures: [...features, "subgroups"] as GPUFeatureName[],
+    });
+    features.push("subgroups");
+  } catch {
+    device = await adapter.requestDevice({
+      requiredLimits,
+      requiredFeatures: features as GPUFeatureName[],
+    });
+  }
+
+  let activity = "idle";
+  let destroyed = false;
+  const uncaptured: string[] = [];
+  let reported = 0;
+  device.addEventListener("uncapturederror", (event) => {
+    uncaptured.push(`${activity}: ${(event as GPUUncapturedErrorEvent).error.message}`);
+  });
+  const destroy = device.destroy.bind(device);
+  device.destroy = () => {
+    destroyed = true;
+    destroy();
+  };
+  device.lost.then((info) => {
+    if (destroyed || info.reason === "destroyed") return;
+    onLost(`the GPU device was lost while ${activity}: ${info.message || info.reason}`);
+  });
+  return {
+    adapter,
+    device,
+    features: new Set(features),
+    info: adapter.info,
+    uncaptured,
+    doing(what: string) {
+      activity = what;
+    },
+    throwIfErrors() {
+      if (uncaptured.length > reported) {
+        const fresh = uncaptured.slice(reported);
+        reported = uncaptured.length;
+        throw new Error(`WebGPU validation failed: ${fresh.join("; ")}`);
+      }
+    },
+  };
 }
 
 /** What {@link checkKernel} needs of a kernel. */

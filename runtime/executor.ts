@@ -1,11 +1,14 @@
 /**
  * Runs a compiled program on a WebGPU device: creates its buffers, pipelines (with explicit
  * bind-group layouts, so that a binding a kernel does not read still has its slot) and bind
- * groups once, then encodes the whole schedule into one command buffer per run.
+ * groups once, then encodes the schedule — or some of its nodes — into one command buffer per
+ * run. `profile` times stages with timestamp queries.
  *
  * @module
  */
-import type { PlanTensor, Program } from "../compiler/plan.ts";
+import { Plan, type PlanDispatch, type PlanTensor, type Program } from "../compiler/plan.ts";
+import { UserError, zodErrorLine } from "../compiler/user_error.ts";
+import type { Gpu } from "./device.ts";
 import { decodeValues, encodeValues, type HostValues } from "./tensor_bytes.ts";
 
 const ACCESS_TYPE = {
@@ -14,13 +17,48 @@ const ACCESS_TYPE = {
   uniform: "uniform",
 } as const;
 
+/** The most timestamp queries one query set holds (WebGPU's limit). */
+const MAX_QUERIES = 4096;
+
+/** One compiled dispatch, ready to encode. */
+interface Step {
+  dispatch: PlanDispatch;
+  pipeline: GPUComputePipeline;
+  /** One bind group per input set (set 0 is the program's own buffers). */
+  groups: GPUBindGroup[];
+}
+
+/** Options of {@link Executor.profile}. */
+export interface ProfileOptions {
+  /** Repetitions of the timed dispatches. */
+  reps: number;
+  /** Nanoseconds per timestamp tick (see tick_calibration.ts). */
+  nsPerTick: number;
+  /** Which stage a dispatch belongs to; consecutive dispatches of a stage share one pass. */
+  stageOf?: (d: PlanDispatch) => string;
+  /** Time only these nodes' dispatches (default: the whole schedule). */
+  nodes?: ReadonlySet<string>;
+  /**
+   * Cold cache: rotate among this many copies of the input and state buffers, so that no
+   * repetition finds the previous one's data in the GPU's L2.
+   */
+  inputSets?: number;
+}
+
+/** GPU time of each stage, one sample per repetition, in nanoseconds. */
+export interface Profile {
+  stages: { stage: string; samplesNs: number[] }[];
+  /** Σ over stages, per repetition. */
+  totalNs: number[];
+}
+
 /** A program made ready on a device. */
 export class Executor {
   private constructor(
-    readonly device: GPUDevice,
+    readonly gpu: Gpu,
     readonly program: Program,
     private readonly buffers: GPUBuffer[],
-    private readonly steps: { pipeline: GPUComputePipeline; group: GPUBindGroup; grid: number[] }[],
+    private readonly steps: Step[],
   ) {}
 
   /**
@@ -30,10 +68,13 @@ export class Executor {
    * ```ts
    * import { Executor } from "./executor.ts";
    * import { openGpu } from "./device.ts";
-   * // const executor = await Executor.create((await openGpu()).device, program);
+   * // const executor = await Executor.create(await openGpu(), program);
    * ```
    */
-  static async create(device: GPUDevice, program: Program): Promise<Executor> {
+  static async create(gpu: Gpu, program: Program): Promise<Executor> {
+    const { device } = gpu;
+    gpu.doing("allocating the program's buffers");
+    device.pushErrorScope("out-of-memory");
     const buffers = program.buffers.map((b) =>
       device.createBuffer({
         label: b.label,
@@ -43,9 +84,15 @@ export class Executor {
           : GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
       })
     );
+    const oom = await device.popErrorScope();
+    if (oom) {
+      const total = program.buffers.reduce((s, b) => s + b.bytes, 0);
+      throw new UserError(`the GPU cannot hold the program's ${total} bytes: ${oom.message}`);
+    }
 
     const pipelines = new Map<string, GPUComputePipeline>();
     for (const kernel of program.kernels) {
+      gpu.doing(`building kernel '${kernel.id}'`);
       device.pushErrorScope("validation");
       const module = device.createShaderModule({ label: kernel.id, code: kernel.source });
       const layout = device.createBindGroupLayout({
@@ -66,31 +113,44 @@ export class Executor {
       pipelines.set(kernel.id, pipeline);
     }
 
-    const params = new Uint32Array(program.schedule.length * 64);
+    gpu.doing("binding the schedule's buffers");
+    device.pushErrorScope("validation");
+    const params = new Uint32Array(Math.max(1, program.schedule.length) * 64);
     const steps = program.schedule.map((d, i) => {
       params.set(d.params, i * 64);
       const pipeline = pipelines.get(d.kernel)!;
-      const group = device.createBindGroup({
-        label: `${d.node}:${d.kernel}#${d.shard}`,
-        layout: pipeline.getBindGroupLayout(0),
-        entries: d.bindings.map((b) => ({
-          binding: b.binding,
-          resource: { buffer: buffers[b.buffer], offset: b.offset, size: b.size },
-        })),
-      });
-      return { pipeline, group, grid: d.dispatch };
+      return { dispatch: d, pipeline, groups: [bindGroup(device, pipeline, d, buffers)] };
     });
     const paramsBuffer = program.buffers.find((b) => b.role === "params");
-    if (paramsBuffer && params.length) {
-      device.queue.writeBuffer(
-        buffers[paramsBuffer.id],
-        0,
-        params,
-        0,
-        program.schedule.length * 64,
+    if (paramsBuffer) device.queue.writeBuffer(buffers[paramsBuffer.id], 0, params);
+    const error = await device.popErrorScope();
+    if (error) throw new Error(`binding the schedule: ${error.message}`);
+    gpu.throwIfErrors();
+    return new Executor(gpu, program, buffers, steps);
+  }
+
+  /**
+   * Loads a plan from a `plan.json` file (as `deno task compile` writes it) and prepares it.
+   *
+   * @example
+   * ```ts
+   * import { Executor } from "./executor.ts";
+   * import { openGpu } from "./device.ts";
+   * // const executor = await Executor.load(await openGpu(), "out/plans/tiny-llama-sparq/plan.json");
+   * ```
+   */
+  static async load(gpu: Gpu, path: string): Promise<Executor> {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(await Deno.readTextFile(path));
+    } catch (error) {
+      throw new UserError(
+        `cannot read plan ${path}: ${error instanceof Error ? error.message : error}`,
       );
     }
-    return new Executor(device, program, buffers, steps);
+    const plan = Plan.safeParse(raw);
+    if (!plan.success) throw new UserError(zodErrorLine(path, plan.error));
+    return Executor.create(gpu, plan.data);
   }
 
   private tensor(name: string): PlanTensor {
@@ -120,7 +180,7 @@ export class Executor {
       const part = ArrayBuffer.isView(values)
         ? (values as unknown as Float64Array).subarray(from, to)
         : Array.prototype.slice.call(values, from, to);
-      this.device.queue.writeBuffer(this.buffers[shard.buffer], 0, encodeValues(part, t.dtype));
+      this.gpu.device.queue.writeBuffer(this.buffers[shard.buffer], 0, encodeValues(part, t.dtype));
     }
   }
 
@@ -134,21 +194,24 @@ export class Executor {
    */
   async read(name: string): Promise<Float32Array | Uint32Array | Int32Array> {
     const t = this.tensor(name);
+    const device = this.gpu.device;
     const total = t.shape.reduce((a, b) => a * b, 1);
     const rowValues = total / t.shards.reduce((sum, s) => sum + s.rows, 0);
     const parts: (Float32Array | Uint32Array | Int32Array)[] = [];
+    this.gpu.doing(`reading tensor '${name}'`);
     for (const shard of t.shards) {
-      const staging = this.device.createBuffer({
+      const staging = device.createBuffer({
         size: shard.bytes,
         usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       });
-      const encoder = this.device.createCommandEncoder();
+      const encoder = device.createCommandEncoder();
       encoder.copyBufferToBuffer(this.buffers[shard.buffer], 0, staging, 0, shard.bytes);
-      this.device.queue.submit([encoder.finish()]);
+      device.queue.submit([encoder.finish()]);
       await staging.mapAsync(GPUMapMode.READ);
       parts.push(decodeValues(staging.getMappedRange().slice(0), t.dtype, shard.rows * rowValues));
       staging.destroy();
     }
+    this.gpu.throwIfErrors();
     if (parts.length === 1) return parts[0];
     const out = new (parts[0].constructor as Float32ArrayConstructor)(total);
     let at = 0;
@@ -160,29 +223,173 @@ export class Executor {
   }
 
   /**
-   * Encodes the schedule `times` times into one command buffer and submits it.
+   * Encodes the schedule (or only `nodes`' dispatches) `times` times into one command buffer
+   * and submits it.
    *
    * @example
    * ```ts
-   * // executor.run(); await executor.device.queue.onSubmittedWorkDone();
+   * // executor.run(); const y = await executor.read("y");
    * ```
    */
-  run(times = 1): void {
-    const encoder = this.device.createCommandEncoder();
+  run(times = 1, nodes?: ReadonlySet<string>): void {
+    const steps = this.steps.filter((s) => !nodes || nodes.has(s.dispatch.node));
+    this.gpu.doing(`running ${steps.length} dispatches ×${times}`);
+    const encoder = this.gpu.device.createCommandEncoder();
     const pass = encoder.beginComputePass();
-    for (let i = 0; i < times; i++) {
+    for (let i = 0; i < times; i++) for (const step of steps) encodeStep(pass, step, 0);
+    pass.end();
+    this.gpu.device.queue.submit([encoder.finish()]);
+  }
+
+  /**
+   * Times stages with timestamp queries: one compute pass per stage, `reps` repetitions
+   * encoded back to back (several submits if the query set is full), one read-back at the end.
+   *
+   * @example
+   * ```ts
+   * // const { stages } = await executor.profile({ reps: 50, nsPerTick: 1 });
+   * ```
+   */
+  async profile(options: ProfileOptions): Promise<Profile> {
+    const device = this.gpu.device;
+    const stageOf = options.stageOf ?? ((d: PlanDispatch) => `${d.node} ${d.kernel}`);
+    const steps = this.steps.filter((s) => !options.nodes || options.nodes.has(s.dispatch.node));
+    const groups: { stage: string; steps: Step[] }[] = [];
+    for (const step of steps) {
+      const stage = stageOf(step.dispatch);
+      if (groups.at(-1)?.stage === stage) groups.at(-1)!.steps.push(step);
+      else groups.push({ stage, steps: [step] });
+    }
+    const sets = Math.max(1, options.inputSets ?? 1);
+    await this.ensureInputSets(sets);
+
+    const queriesPerRep = 2 * groups.length;
+    const repsPerSubmit = Math.floor(MAX_QUERIES / queriesPerRep);
+    if (repsPerSubmit < 1) throw new Error(`${groups.length} stages exceed one query set`);
+    const querySet = device.createQuerySet({ type: "timestamp", count: MAX_QUERIES });
+    const resolve = device.createBuffer({
+      size: MAX_QUERIES * 8,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const readback = device.createBuffer({
+      size: options.reps * queriesPerRep * 8,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    this.gpu.doing(`timing ${groups.map((g) => g.stage).join(", ")}`);
+    for (let first = 0; first < options.reps; first += repsPerSubmit) {
+      const reps = Math.min(repsPerSubmit, options.reps - first);
+      const encoder = device.createCommandEncoder();
+      for (let r = 0; r < reps; r++) {
+        const set = (first + r) % sets;
+        groups.forEach((group, g) => {
+          const at = (r * groups.length + g) * 2;
+          const pass = encoder.beginComputePass({
+            timestampWrites: {
+              querySet,
+              beginningOfPassWriteIndex: at,
+              endOfPassWriteIndex: at + 1,
+            },
+          });
+          for (const step of group.steps) encodeStep(pass, step, set);
+          pass.end();
+        });
+      }
+      encoder.resolveQuerySet(querySet, 0, reps * queriesPerRep, resolve, 0);
+      encoder.copyBufferToBuffer(
+        resolve,
+        0,
+        readback,
+        first * queriesPerRep * 8,
+        reps * queriesPerRep * 8,
+      );
+      device.queue.submit([encoder.finish()]);
+    }
+    await readback.mapAsync(GPUMapMode.READ);
+    const ticks = new BigUint64Array(readback.getMappedRange().slice(0));
+    readback.destroy();
+    querySet.destroy();
+    resolve.destroy();
+    this.gpu.throwIfErrors();
+
+    const stages = groups.map((group) => ({ stage: group.stage, samplesNs: [] as number[] }));
+    const totalNs: number[] = [];
+    for (let r = 0; r < options.reps; r++) {
+      let total = 0;
+      groups.forEach((_, g) => {
+        const at = (r * groups.length + g) * 2;
+        const ns = Number(ticks[at + 1] - ticks[at]) * options.nsPerTick;
+        stages[g].samplesNs.push(ns);
+        total += ns;
+      });
+      totalNs.push(total);
+    }
+    return { stages, totalNs };
+  }
+
+  /** Bytes of the program's input and state buffers: what a cold-cache copy duplicates. */
+  inputBytes(): number {
+    return this.program.buffers
+      .filter((b) => b.role === "input" || b.role === "state")
+      .reduce((sum, b) => sum + b.bytes, 0);
+  }
+
+  private extraBuffers: GPUBuffer[][] = [];
+
+  /** Makes sure `count` input sets exist: copies of input and state buffers, data included. */
+  private async ensureInputSets(count: number): Promise<void> {
+    const device = this.gpu.device;
+    const copied = this.program.buffers.filter((b) => b.role === "input" || b.role === "state");
+    if (this.extraBuffers.length + 1 >= count) return;
+    this.gpu.doing(`copying inputs into ${count} sets for cold-cache timing`);
+    device.pushErrorScope("out-of-memory");
+    const encoder = device.createCommandEncoder();
+    while (this.extraBuffers.length + 1 < count) {
+      const set = [...this.buffers];
+      for (const b of copied) {
+        set[b.id] = device.createBuffer({
+          label: `${b.label} (set ${this.extraBuffers.length + 1})`,
+          size: b.bytes,
+          usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
+        });
+        encoder.copyBufferToBuffer(this.buffers[b.id], 0, set[b.id], 0, b.bytes);
+      }
+      this.extraBuffers.push(set);
       for (const step of this.steps) {
-        pass.setPipeline(step.pipeline);
-        pass.setBindGroup(0, step.group);
-        pass.dispatchWorkgroups(step.grid[0], step.grid[1], step.grid[2]);
+        step.groups.push(bindGroup(device, step.pipeline, step.dispatch, set));
       }
     }
-    pass.end();
-    this.device.queue.submit([encoder.finish()]);
+    device.queue.submit([encoder.finish()]);
+    const oom = await device.popErrorScope();
+    if (oom) throw new UserError(`no room for ${count} cold-cache input sets: ${oom.message}`);
   }
 
   /** Frees the program's buffers. */
   destroy(): void {
     for (const buffer of this.buffers) buffer.destroy();
+    const own = new Set(this.buffers);
+    for (const set of this.extraBuffers) for (const b of set) if (!own.has(b)) b.destroy();
   }
+}
+
+function bindGroup(
+  device: GPUDevice,
+  pipeline: GPUComputePipeline,
+  d: PlanDispatch,
+  buffers: GPUBuffer[],
+): GPUBindGroup {
+  return device.createBindGroup({
+    label: `${d.node}:${d.kernel}#${d.shard}`,
+    layout: pipeline.getBindGroupLayout(0),
+    entries: d.bindings.map((b) => ({
+      binding: b.binding,
+      resource: { buffer: buffers[b.buffer], offset: b.offset, size: b.size },
+    })),
+  });
+}
+
+function encodeStep(pass: GPUComputePassEncoder, step: Step, set: number): void {
+  pass.setPipeline(step.pipeline);
+  pass.setBindGroup(0, step.groups[set]);
+  const [x, y, z] = step.dispatch.dispatch;
+  pass.dispatchWorkgroups(x, y, z);
 }

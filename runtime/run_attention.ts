@@ -11,6 +11,7 @@ import { compileGraph } from "../compiler/compile.ts";
 import type { AttentionMethod } from "../compiler/ir.ts";
 import type { Target } from "../compiler/target.ts";
 import type { AttentionProblem } from "../kernels/reference.ts";
+import type { Gpu } from "./device.ts";
 import { Executor } from "./executor.ts";
 
 /** What one attention call returns. */
@@ -78,11 +79,11 @@ export function valueMean(
  * @example
  * ```ts
  * import { runAttention } from "./run_attention.ts";
- * // const { y } = await runAttention(device, target, problem, { kind: "dense" }, "f16");
+ * // const { y } = await runAttention(gpu, target, problem, { kind: "dense" }, "f16");
  * ```
  */
 export async function runAttention(
-  device: GPUDevice,
+  gpu: Gpu,
   target: Target,
   p: AttentionProblem,
   method: AttentionMethod,
@@ -99,7 +100,7 @@ export async function runAttention(
     method,
     append: false,
   });
-  const executor = await Executor.create(device, compileGraph(graph, target));
+  const executor = await Executor.create(gpu, compileGraph(graph, target));
   try {
     executor.write(T.q, p.q);
     executor.write(T.positions, Array.from(p.lengths, (length) => length - 1));
