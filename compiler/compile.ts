@@ -16,6 +16,7 @@ import { validate } from "./passes/validate.ts";
 import type { Graph } from "./ir.ts";
 import type { Plan, Program } from "./plan.ts";
 import type { Target } from "./target.ts";
+import type { TuningChoices, TuningRecord } from "./tuning.ts";
 
 /**
  * Compiles one decode step of a model for a target.
@@ -31,14 +32,19 @@ import type { Target } from "./target.ts";
  * plan.stats.dispatchesPerStep; // every dispatch of one decode step
  * ```
  */
-export function compile(config: ModelConfig, options: BuildOptions, target: Target): Plan {
+export function compile(
+  config: ModelConfig,
+  options: BuildOptions,
+  target: Target,
+  tuning?: { choices: TuningChoices; records: TuningRecord[] },
+): Plan {
   checkOptions(config, options);
   const graph = validate(buildDecodeGraph(config, options));
   const types = inferShapes(graph);
   const shardings = planShards(graph, target);
-  const lowered = lower(graph, types, shardings, target);
+  const lowered = lower(graph, types, shardings, target, tuning?.choices);
   const buffers = planBuffers(graph, types, shardings, lowered, target);
-  return emitPlan({ config, options, target, graph, lowered, buffers });
+  return emitPlan({ config, options, target, graph, lowered, buffers, tuning: tuning?.records });
 }
 
 /**
@@ -57,10 +63,10 @@ export function compile(config: ModelConfig, options: BuildOptions, target: Targ
  * compileGraph(graph, TARGETS.get("h100")!).schedule.length; // 2
  * ```
  */
-export function compileGraph(raw: Graph, target: Target): Program {
+export function compileGraph(raw: Graph, target: Target, tuning?: TuningChoices): Program {
   const graph = validate(raw);
   const types = inferShapes(graph);
   const shardings = planShards(graph, target);
-  const lowered = lower(graph, types, shardings, target);
+  const lowered = lower(graph, types, shardings, target, tuning);
   return emitProgram(lowered, planBuffers(graph, types, shardings, lowered, target));
 }

@@ -5,7 +5,8 @@
  * @module
  */
 import { join } from "node:path";
-import { type BuildOptions, defaultOptions } from "./build_options.ts";
+import { buildDecodeGraph } from "./build_graph.ts";
+import { type BuildOptions, checkOptions, defaultOptions } from "./build_options.ts";
 import {
   choiceOption,
   integerOption,
@@ -19,7 +20,14 @@ import { compile } from "./compile.ts";
 import { loadModel } from "./load_model.ts";
 import { PRESETS } from "./presets.ts";
 import { summaryLines } from "./summary.ts";
-import { TARGETS, withBudget } from "./target.ts";
+import { type Target, TARGETS, withBudget } from "./target.ts";
+import { tuningProblems } from "./tuning.ts";
+import type { ModelConfig } from "./model_config.ts";
+import { adapterLine, openGpu } from "../runtime/device.ts";
+import { deviceTarget } from "../runtime/device_target.ts";
+import { calibrateTicks, gpuProbe } from "../runtime/tick_calibration.ts";
+import { TuneCache } from "../runtime/tune_cache.ts";
+import { tune } from "../runtime/tuner.ts";
 import { UserError } from "./user_error.ts";
 import { writeDirAtomic } from "./atomic_write.ts";
 
@@ -44,6 +52,11 @@ Options:
   --target NAME             ${[...TARGETS.keys()].join(", ")} (default h100)
   --memory-budget GIB       memory the plan may use, overriding the target's
   --out DIR                 output folder (default out/plans/<model>-<attention>)
+  --tune                    tune launch parameters on this machine's adapter: measure each
+                            tunable kernel's candidates (or reuse the cache) and compile for
+                            this adapter's limits
+  --no-tune                 use the kernels' built-in launch parameters (the default)
+  --tune-cache PATH         tuning cache file (default out/tune-cache.json)
   -h, --help                this text
 
 Example:
@@ -61,6 +74,9 @@ const OPTIONS = {
   target: { type: "string" },
   "memory-budget": { type: "string" },
   out: { type: "string" },
+  tune: { type: "boolean" },
+  "no-tune": { type: "boolean" },
+  "tune-cache": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -71,6 +87,56 @@ async function checkOutDir(dir: string): Promise<void> {
     }
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+}
+
+/** The default tuning cache. */
+export const DEFAULT_TUNE_CACHE = join("out", "tune-cache.json");
+
+/**
+ * Tunes the plan's kernels on the local adapter: the target becomes the adapter's limits (with
+ * the named target's memory budget), ticks are calibrated, and each tunable problem is measured
+ * or taken from the cache. Progress goes to stderr.
+ */
+async function tuneForAdapter(
+  config: ModelConfig,
+  options: BuildOptions,
+  named: Target,
+  cachePath: string | undefined,
+  io: Io,
+) {
+  const gpu = await openGpu();
+  try {
+    io.err(`sparqc compile: ${adapterLine(gpu)}`);
+    const target = { ...deviceTarget(gpu, named.memoryBudget), name: "adapter" };
+    const cache = await TuneCache.open(
+      cachePath ?? DEFAULT_TUNE_CACHE,
+      (line) => io.err(`sparqc compile: warning: ${line}`),
+    );
+    const problems = tuningProblems(buildDecodeGraph(config, options));
+    const result = await tune(gpu, problems, {
+      target,
+      cache,
+      reps: gpu.info.isFallbackAdapter ? 5 : 30,
+      progress: (line) => io.err(`sparqc compile: ${line}`),
+      nsPerTick: async () => {
+        io.err("sparqc compile: calibrating GPU timestamp ticks against the wall clock");
+        const calibration = await calibrateTicks(
+          gpuProbe(gpu.device, gpu.info.isFallbackAdapter),
+          { minShortNs: gpu.info.isFallbackAdapter ? 20e6 : 50e6 },
+        );
+        io.err(
+          `sparqc compile: ${calibration.measuredNsPerTick.toFixed(3)} ns per tick measured; ` +
+            `using ${
+              calibration.nsPerTick === 1 ? "1 (ticks are nanoseconds)" : calibration.nsPerTick
+            }`,
+        );
+        return calibration.nsPerTick;
+      },
+    });
+    return { target, tuning: result };
+  } finally {
+    gpu.device.destroy();
   }
 }
 
@@ -150,8 +216,18 @@ export function compileCommand(args: string[], io: Io = processIo): Promise<numb
       join("out", "plans", `${config.name.replace(/[^A-Za-z0-9._-]+/g, "_")}-${method}`);
     await checkOutDir(outDir);
 
+    if (values.tune && values["no-tune"]) throw new UserError("give --tune or --no-tune, not both");
+    if (values["tune-cache"] && !values.tune) throw new UserError("--tune-cache needs --tune");
+    checkOptions(config, options);
+    let tuning;
+    if (values.tune) {
+      const tuned = await tuneForAdapter(config, options, target, values["tune-cache"], io);
+      target = tuned.target;
+      tuning = tuned.tuning;
+    }
+
     const started = performance.now();
-    const plan = compile(config, options, target);
+    const plan = compile(config, options, target, tuning);
     const compileMs = performance.now() - started;
 
     const files = new Map<string, string>([["plan.json", JSON.stringify(plan, null, 1) + "\n"]]);

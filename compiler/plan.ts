@@ -11,6 +11,7 @@ import { BuildOptions } from "./build_options.ts";
 import { DType, Graph } from "./ir.ts";
 import { ModelConfig } from "./model_config.ts";
 import { Target } from "./target.ts";
+import { TuningRecord } from "./tuning.ts";
 
 /** The plan format's version; a runtime refuses plans of another. */
 export const PLAN_VERSION = 1;
@@ -130,6 +131,8 @@ export const Plan = Program.extend({
   target: Target,
   graph: Graph,
   stats: PlanStats,
+  /** Launch configurations the tuner chose (empty when compiled with the defaults). */
+  tuning: z.array(TuningRecord),
 });
 /** A compiled decode step. */
 export type Plan = z.infer<typeof Plan>;

@@ -7,8 +7,15 @@
 import { formatBytes } from "./passes/plan_buffers.ts";
 import type { Plan } from "./plan.ts";
 
-const GB = (bytes: number) => `${(bytes / 1e9).toFixed(bytes < 1e8 ? 4 : 2)} GB`;
+/** Bytes moved, in decimal units like bandwidth: GB, MB or kB. */
+const GB = (bytes: number) =>
+  bytes >= 1e9
+    ? `${(bytes / 1e9).toFixed(2)} GB`
+    : bytes >= 1e6
+    ? `${(bytes / 1e6).toFixed(2)} MB`
+    : `${(bytes / 1e3).toFixed(1)} kB`;
 const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
+const us = (ns: number) => `${(ns / 1000).toFixed(1)} µs`;
 
 /**
  * One line per fact, aligned for a terminal.
@@ -53,5 +60,11 @@ export function summaryLines(plan: Plan): string[] {
     `${GB(t.attentionSparq)}: ${ratio(t.attentionDense, t.attentionSparq)} less`,
     `                whole step   dense ${GB(stepDense)}, SparQ ${GB(stepSparq)} ` +
     `(weights ${GB(t.weights)}): ${ratio(stepDense, stepSparq)} less`,
+    ...plan.tuning.map((r, i) =>
+      `  ${i === 0 ? "tuning        " : "              "}${r.bucket}: ` +
+      `${Object.entries(r.choice).map(([k, v]) => `${k} ${v}`).join(", ")}, ` +
+      `${us(r.bestNs)} against ${us(r.defaultNs)} by default ` +
+      `(${r.source === "cache" ? "from the cache" : `measured ${r.candidates} candidates`})`
+    ),
   ];
 }

@@ -22,6 +22,21 @@ import {
   rowLayout,
 } from "./wgsl_common.ts";
 
+/** Dense attention's launch parameters. */
+export interface DenseConfig {
+  /** Positions per workgroup of the partial kernel (the split-K chunk). */
+  chunk: number;
+  /** Invocations per workgroup of the partial kernel, about (rounded to whole rows of lanes). */
+  workgroup: number;
+}
+
+/** The default launch. */
+export const DENSE_DEFAULT: DenseConfig = { chunk: 256, workgroup: 256 };
+/** The candidates the tuner measures (those whose workgroup memory does not fit are skipped). */
+export const DENSE_SPACE: DenseConfig[] = [128, 256, 512, 1024].flatMap((chunk) =>
+  [128, 256, 512].map((workgroup) => ({ chunk, workgroup }))
+);
+
 /** The chunking of dense attention for a shape. */
 export interface DenseLayout {
   chunk: number;
@@ -32,7 +47,8 @@ export interface DenseLayout {
 }
 
 /**
- * Chunk size and workgroup shape: the largest chunk whose workgroup memory fits the target.
+ * Chunk size and workgroup shape: the configured chunk, or the largest smaller one whose
+ * workgroup memory fits the target.
  *
  * @example
  * ```ts
@@ -41,14 +57,19 @@ export interface DenseLayout {
  *   workgroupStorage: 49152 }).chunks; // 16
  * ```
  */
-export function denseLayout(s: AttentionKernelShape): DenseLayout {
+export function denseLayout(
+  s: AttentionKernelShape,
+  config: DenseConfig = DENSE_DEFAULT,
+): DenseLayout {
   const group = s.heads / s.kvHeads;
-  const { lanes, slices, workgroup } = rowLayout(s.headDim);
+  const { lanes, slices, workgroup } = rowLayout(s.headDim, config.workgroup);
   const fixed = group * s.headDim * 4 + workgroup * 16 + workgroup * 12 + group * 8;
+  const candidates = [config.chunk, 256, 128, 64, 32, 16].filter((c) => c <= config.chunk);
   const chunk = fitTile(
     "attention_dense_partial",
     s.workgroupStorage,
     (t) => fixed + group * t * 4,
+    candidates,
   );
   return { chunk, chunks: Math.ceil(s.maxSeq / chunk), lanes, slices, workgroup };
 }

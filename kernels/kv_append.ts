@@ -9,8 +9,18 @@
 import type { KernelSpec } from "./kernel_spec.ts";
 import { FLAT_ID, type KvDtype, kvPrelude, MAIN_ARGS, PARAMS_DECL } from "./wgsl_common.ts";
 
-/** Invocations per workgroup of kv_append. */
-export const KV_APPEND_WORKGROUP = 256;
+/** kv_append's launch parameters. */
+export interface KvAppendConfig {
+  /** Invocations per workgroup. */
+  workgroup: number;
+}
+
+/** The default launch, and the candidates the tuner measures. */
+export const KV_APPEND_DEFAULT: KvAppendConfig = { workgroup: 256 };
+/** kv_append's search space. */
+export const KV_APPEND_SPACE: KvAppendConfig[] = [64, 128, 256, 512].map((workgroup) => ({
+  workgroup,
+}));
 
 /**
  * The kv_append kernel for one cache layout.
@@ -24,6 +34,7 @@ export const KV_APPEND_WORKGROUP = 256;
  */
 export function kvAppendKernel(
   s: { kvHeads: number; headDim: number; maxSeq: number; kvDtype: KvDtype; sparq: boolean },
+  config: KvAppendConfig = KV_APPEND_DEFAULT,
 ): KernelSpec {
   const cache = s.sparq ? ["k_cache", "kt_cache", "v_cache", "v_mean"] : ["k_cache", "v_cache"];
   const decls = ["k", "v", "positions", ...cache].map((name, i) => {
@@ -36,7 +47,7 @@ ${kvPrelude(s.kvDtype)}
 const HEAD_DIM = ${s.headDim}u;
 const KV_HEADS = ${s.kvHeads}u;
 const MAX_SEQ = ${s.maxSeq}u;
-const WG = ${KV_APPEND_WORKGROUP}u;
+const WG = ${config.workgroup}u;
 ${PARAMS_DECL}
 ${decls.join("\n")}
 @group(0) @binding(${decls.length}) var<uniform> params: Params;

@@ -34,14 +34,31 @@ export interface SparqKernelParams {
   localWindow: number;
 }
 
-/** Positions per workgroup of stage 1 (one per invocation). */
-export const SPARQ_BLOCK = 256;
+/** SparQ's launch parameters. */
+export interface SparqConfig {
+  /** Positions per workgroup of stage 1, one per invocation. */
+  block: number;
+  /** Invocations per workgroup of stage 3, about (rounded to whole rows of lanes). */
+  attendWorkgroup: number;
+}
+
+/** The default launch. */
+export const SPARQ_DEFAULT: SparqConfig = { block: 256, attendWorkgroup: 256 };
+/** The candidates the tuner measures. */
+export const SPARQ_SPACE: SparqConfig[] = [64, 128, 256, 512].flatMap((block) =>
+  [64, 128, 256].map((attendWorkgroup) => ({ block, attendWorkgroup }))
+);
+
 /** Invocations of the top-k workgroup: one per radix bin. */
 export const SPARQ_TOPK_WORKGROUP = 256;
 
 /** Sizes of the SparQ scratch tensors for a shape. */
-export function sparqScratch(s: AttentionKernelShape, p: SparqKernelParams) {
-  const blocks = Math.ceil(s.maxSeq / SPARQ_BLOCK);
+export function sparqScratch(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  config: SparqConfig = SPARQ_DEFAULT,
+) {
+  const blocks = Math.ceil(s.maxSeq / config.block);
   const kept = Math.min(p.k, s.maxSeq);
   return {
     blocks,
@@ -54,7 +71,7 @@ export function sparqScratch(s: AttentionKernelShape, p: SparqKernelParams) {
   };
 }
 
-function constants(s: AttentionKernelShape, p: SparqKernelParams): string {
+function constants(s: AttentionKernelShape, p: SparqKernelParams, c: SparqConfig): string {
   return `const HEAD_DIM = ${s.headDim}u;
 const GROUP = ${s.heads / s.kvHeads}u;
 const HEADS = ${s.heads}u;
@@ -64,8 +81,8 @@ const R = ${p.r}u;
 const K_SEL = ${p.k}u;
 const KEPT = ${Math.min(p.k, s.maxSeq)}u;
 const LOCAL_WINDOW = ${p.localWindow}u;
-const BLOCK = ${SPARQ_BLOCK}u;
-const BLOCKS = ${Math.ceil(s.maxSeq / SPARQ_BLOCK)}u;
+const BLOCK = ${c.block}u;
+const BLOCKS = ${Math.ceil(s.maxSeq / c.block)}u;
 ${PARAMS_DECL}`;
 }
 
@@ -98,13 +115,17 @@ function spec(
  *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
  * ```
  */
-export function sparqScoresKernel(s: AttentionKernelShape, p: SparqKernelParams): KernelSpec {
+export function sparqScoresKernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig = SPARQ_DEFAULT,
+): KernelSpec {
   const group = s.heads / s.kvHeads;
-  const bytes = s.headDim * 4 + p.r * 4 + group * p.r * 4 + SPARQ_BLOCK * 12;
-  fitTile("sparq_scores", s.workgroupStorage, () => bytes, [SPARQ_BLOCK]);
+  const bytes = s.headDim * 4 + p.r * 4 + group * p.r * 4 + c.block * 12;
+  fitTile("sparq_scores", s.workgroupStorage, () => bytes, [c.block]);
   const source = `// sparqc SparQ stage 1: top-r query components and approximate scores from Kᵀ
 ${kvPrelude(s.kvDtype)}
-${constants(s, p)}
+${constants(s, p, c)}
 const WG = BLOCK;
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
@@ -116,7 +137,7 @@ const WG = BLOCK;
 var<workgroup> abs_q: array<f32, HEAD_DIM>;
 var<workgroup> i1: array<u32, R>;
 var<workgroup> q_sel: array<f32, GROUP * R>;
-${reductions(SPARQ_BLOCK)}
+${reductions(c.block)}
 @compute @workgroup_size(WG)
 fn main(
   ${MAIN_ARGS},
@@ -200,10 +221,14 @@ fn main(
  *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
  * ```
  */
-export function sparqTopkKernel(s: AttentionKernelShape, p: SparqKernelParams): KernelSpec {
+export function sparqTopkKernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig = SPARQ_DEFAULT,
+): KernelSpec {
   const source =
     `// sparqc SparQ stage 2: rank positions by Σ_group ŝ and select the top k (radix select)
-${constants(s, p)}
+${constants(s, p, c)}
 const WG = ${SPARQ_TOPK_WORKGROUP}u;
 @group(0) @binding(0) var<storage, read> scores: array<f32>;
 @group(0) @binding(1) var<storage, read> block_stats: array<f32>;
@@ -350,9 +375,9 @@ fn main(
 }
 
 /** Workgroup shape and tile of stage 3. */
-export function attendLayout(s: AttentionKernelShape) {
+export function attendLayout(s: AttentionKernelShape, c: SparqConfig = SPARQ_DEFAULT) {
   const group = s.heads / s.kvHeads;
-  const { lanes, slices, workgroup } = rowLayout(s.headDim);
+  const { lanes, slices, workgroup } = rowLayout(s.headDim, c.attendWorkgroup);
   const fixed = group * s.headDim * 4 + workgroup * 16 + workgroup * 12 + group * 12;
   const tile = fitTile("sparq_attend", s.workgroupStorage, (t) => fixed + group * t * 4 + t * 4);
   return { lanes, slices, workgroup, tile };
@@ -368,12 +393,16 @@ export function attendLayout(s: AttentionKernelShape) {
  *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
  * ```
  */
-export function sparqAttendKernel(s: AttentionKernelShape, p: SparqKernelParams): KernelSpec {
-  const layout = attendLayout(s);
+export function sparqAttendKernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig = SPARQ_DEFAULT,
+): KernelSpec {
+  const layout = attendLayout(s, c);
   const source =
     `// sparqc SparQ stage 3: exact attention over the top-k rows, mean-value reallocation
 ${kvPrelude(s.kvDtype)}
-${constants(s, p)}
+${constants(s, p, c)}
 const LANES = ${layout.lanes}u;
 const SLICES = ${layout.slices}u;
 const WG = ${layout.workgroup}u;

@@ -151,18 +151,22 @@ export interface AttentionKernelShape {
 
 /**
  * Lanes (vec4s per row), slices and the workgroup size for a head dimension: a workgroup of
- * about 256 invocations as lanes × slices, so each slice reads whole rows.
+ * about `target` invocations as lanes × slices, so each slice reads whole rows.
  *
  * @example
  * ```ts
  * import { rowLayout } from "./wgsl_common.ts";
  * rowLayout(128); // { lanes: 32, slices: 8, workgroup: 256 }
  * rowLayout(80); // { lanes: 20, slices: 12, workgroup: 240 }
+ * rowLayout(128, 512); // { lanes: 32, slices: 16, workgroup: 512 }
  * ```
  */
-export function rowLayout(headDim: number): { lanes: number; slices: number; workgroup: number } {
+export function rowLayout(
+  headDim: number,
+  target = 256,
+): { lanes: number; slices: number; workgroup: number } {
   const lanes = headDim / 4;
-  const slices = Math.max(1, Math.floor(256 / lanes));
+  const slices = Math.max(1, Math.floor(target / lanes));
   return { lanes, slices, workgroup: lanes * slices };
 }
 

@@ -326,6 +326,25 @@ export class Executor {
     return { stages, totalNs };
   }
 
+  /**
+   * The GPU buffers holding a tensor, each with the index of its first value and its count.
+   *
+   * @example
+   * ```ts
+   * // for (const { buffer, first, count } of executor.buffersOf("k_cache")) ...
+   * ```
+   */
+  buffersOf(name: string): { buffer: GPUBuffer; first: number; count: number }[] {
+    const t = this.tensor(name);
+    const total = t.shape.reduce((a, b) => a * b, 1);
+    const rowValues = total / t.shards.reduce((sum, s) => sum + s.rows, 0);
+    return t.shards.map((s) => ({
+      buffer: this.buffers[s.buffer],
+      first: s.firstRow * rowValues,
+      count: s.rows * rowValues,
+    }));
+  }
+
   /** Bytes of the program's input and state buffers: what a cold-cache copy duplicates. */
   inputBytes(): number {
     return this.program.buffers

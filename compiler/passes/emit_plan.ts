@@ -12,6 +12,7 @@ import type { ModelConfig } from "../model_config.ts";
 import { Plan, PLAN_VERSION, type PlanDispatch, type PlanKernel, Program } from "../plan.ts";
 import { planStats } from "../plan_stats.ts";
 import type { Target } from "../target.ts";
+import type { TuningRecord } from "../tuning.ts";
 import type { Lowered } from "./lower_context.ts";
 import { type BufferPlan, PARAMS_SLOT } from "./plan_buffers.ts";
 
@@ -23,6 +24,7 @@ export interface EmitInput {
   graph: Graph;
   lowered: Lowered;
   buffers: BufferPlan;
+  tuning?: TuningRecord[];
 }
 
 function kernelTable() {
@@ -111,6 +113,7 @@ export function emitPlan(input: EmitInput): Plan {
     target: input.target,
     graph: input.graph,
     ...program,
+    tuning: input.tuning ?? [],
     stats: planStats({
       ...input,
       kernels: program.kernels,

@@ -9,6 +9,7 @@
 import { placeholderKernel } from "../../kernels/placeholder.ts";
 import type { Graph, TensorType } from "../ir.ts";
 import type { Target } from "../target.ts";
+import type { TuningChoices } from "../tuning.ts";
 import { NodeError } from "./graph_error.ts";
 import type { TensorTypes } from "./infer_shapes.ts";
 import { lowerAttention, lowerKvAppend } from "./lower_attention.ts";
@@ -147,11 +148,12 @@ export function lower(
   types: TensorTypes,
   shardings: Shardings,
   target: Target,
+  tuning?: TuningChoices,
 ): Lowered {
   const scratch = new Map<string, ScratchTensor>();
   const invocations: Invocation[] = [];
   for (const node of graph.nodes) {
-    for (const invocation of lowerNode({ node, types, shardings, target, scratch })) {
+    for (const invocation of lowerNode({ node, types, shardings, target, scratch, tuning })) {
       const storageBindings = invocation.kernel.bindings.filter((b) => b.access !== "uniform");
       if (storageBindings.length > target.limits.maxStorageBuffersPerShaderStage) {
         throw new NodeError(

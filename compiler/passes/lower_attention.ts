@@ -9,20 +9,23 @@
  * @module
  */
 import {
+  type DenseConfig,
   denseLayout,
   densePartialKernel,
   denseReduceKernel,
 } from "../../kernels/attention_dense.ts";
 import { grid1d } from "../../kernels/grid.ts";
-import { KV_APPEND_WORKGROUP, kvAppendKernel } from "../../kernels/kv_append.ts";
+import { KV_APPEND_DEFAULT, type KvAppendConfig, kvAppendKernel } from "../../kernels/kv_append.ts";
 import {
   sparqAttendKernel,
+  type SparqConfig,
   sparqScoresKernel,
   sparqScratch,
   sparqTopkKernel,
 } from "../../kernels/sparq.ts";
 import type { AttentionKernelShape, KvDtype } from "../../kernels/wgsl_common.ts";
 import type { NodeOf } from "../ir.ts";
+import { tuningBucket, type TuningFamily, type TuningProblem } from "../tuning.ts";
 import { NodeError } from "./graph_error.ts";
 import { type Invocation, type LowerContext, shardRanges } from "./lower_context.ts";
 
@@ -40,6 +43,16 @@ function shapeOf(ctx: LowerContext, kCache: string, heads: number): AttentionKer
   };
 }
 
+/** The tuned configuration of a node, if the tuning table has one for its bucket. */
+function tuned<C>(
+  ctx: LowerContext,
+  family: TuningFamily,
+  shape: AttentionKernelShape,
+  extra: Pick<TuningProblem, "sparq" | "sparqLayout"> = {},
+): C | undefined {
+  return ctx.tuning?.get(tuningBucket({ family, ...shape, ...extra })) as C | undefined;
+}
+
 /** Kernel generators throw RangeError when a shape cannot fit the target; name the node. */
 function build<T>(ctx: LowerContext, make: () => T): T {
   try {
@@ -54,7 +67,10 @@ function build<T>(ctx: LowerContext, make: () => T): T {
 export function lowerKvAppend(ctx: LowerContext, node: NodeOf<"kv_append">): Invocation[] {
   const state = node.inputs.slice(3);
   const shape = shapeOf(ctx, state[0], node.attrs.kvHeads);
-  const kernel = kvAppendKernel({ ...shape, sparq: node.attrs.sparq });
+  const config = tuned<KvAppendConfig>(ctx, "kv_append", shape, {
+    sparqLayout: node.attrs.sparq,
+  });
+  const kernel = kvAppendKernel({ ...shape, sparq: node.attrs.sparq }, config);
   const maxPerDim = ctx.target.limits.maxComputeWorkgroupsPerDimension;
   return shardRanges(ctx, state).map((range, shard) => {
     const rows = range.rows || shape.batch * shape.kvHeads;
@@ -64,7 +80,10 @@ export function lowerKvAppend(ctx: LowerContext, node: NodeOf<"kv_append">): Inv
       args: node.inputs,
       shard,
       params: [range.firstRow, rows, 0, 0],
-      dispatch: grid1d(Math.ceil((rows * shape.headDim) / KV_APPEND_WORKGROUP), maxPerDim),
+      dispatch: grid1d(
+        Math.ceil((rows * shape.headDim) / (config ?? KV_APPEND_DEFAULT).workgroup),
+        maxPerDim,
+      ),
     };
   });
 }
@@ -111,7 +130,8 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
 
   if (method.kind === "dense") {
     const [kCache, vCache] = cache;
-    const layout = build(ctx, () => denseLayout(shape));
+    const config = tuned<DenseConfig>(ctx, "attention_dense", shape);
+    const layout = build(ctx, () => denseLayout(shape, config));
     const partials = scratch("partials", [B, H, layout.chunks, shape.headDim + 2], "f32");
     return [
       ...perShard(
@@ -124,7 +144,10 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
   }
 
   const [kCache, ktCache, vCache, vMean] = cache;
-  const sizes = sparqScratch(shape, method);
+  const config = tuned<SparqConfig>(ctx, "attention_sparq", shape, {
+    sparq: { r: method.r, k: method.k, localWindow: method.localWindow },
+  });
+  const sizes = sparqScratch(shape, method, config);
   const scores = scratch("scores", sizes.scores, "f32");
   const blockStats = scratch("block_stats", sizes.blockStats, "f32");
   const keys = scratch("keys", sizes.keys, "u32");
@@ -132,17 +155,17 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
   const alpha = scratch("alpha", sizes.alpha, "f32");
   return [
     ...perShard(
-      build(ctx, () => sparqScoresKernel(shape, method)),
+      build(ctx, () => sparqScoresKernel(shape, method, config)),
       [q, positions, ktCache, scores, blockStats],
       (rows) => sizes.blocks * rows,
     ),
     whole(
-      sparqTopkKernel(shape, method),
+      sparqTopkKernel(shape, method, config),
       [scores, blockStats, positions, keys, indices, alpha],
       allRows,
     ),
     ...perShard(
-      build(ctx, () => sparqAttendKernel(shape, method)),
+      build(ctx, () => sparqAttendKernel(shape, method, config)),
       [q, positions, kCache, vCache, vMean, indices, alpha, y],
       (rows) => rows,
     ),

@@ -9,6 +9,7 @@ import type { KernelSpec } from "../../kernels/kernel_spec.ts";
 import { PLACEHOLDER_WORKGROUP } from "../../kernels/placeholder.ts";
 import type { Node, TensorType } from "../ir.ts";
 import type { Target } from "../target.ts";
+import type { TuningChoices } from "../tuning.ts";
 import { NodeError } from "./graph_error.ts";
 import type { TensorTypes } from "./infer_shapes.ts";
 import type { Shardings } from "./plan_shards.ts";
@@ -44,6 +45,8 @@ export interface LowerContext {
   shardings: Shardings;
   target: Target;
   scratch: Map<string, ScratchTensor>;
+  /** Tuned launch configurations by shape bucket; absent entries use kernel defaults. */
+  tuning?: TuningChoices;
 }
 
 /**

@@ -1,0 +1,238 @@
+/**
+ * The tuner: measures each tunable problem's candidate launch configurations on this adapter
+ * and keeps the fastest whose output matches the default configuration's. Candidates run on
+ * seeded GPU-generated data at the plan's own shapes; GPU time comes from timestamp queries
+ * (median of the repetitions). Results go to the tuning cache, so the next compile for the same
+ * adapter, kernels and shapes measures nothing.
+ *
+ * @module
+ */
+import { ATTENTION_TENSORS as T, buildAttentionGraph } from "../compiler/build_attention_graph.ts";
+import { compileGraph } from "../compiler/compile.ts";
+import type { AttentionMethod } from "../compiler/ir.ts";
+import type { Target } from "../compiler/target.ts";
+import {
+  tuningBucket,
+  type TuningChoices,
+  type TuningConfig,
+  type TuningProblem,
+  type TuningRecord,
+} from "../compiler/tuning.ts";
+import { DENSE_DEFAULT, DENSE_SPACE } from "../kernels/attention_dense.ts";
+import { KV_APPEND_DEFAULT, KV_APPEND_SPACE } from "../kernels/kv_append.ts";
+import { SPARQ_DEFAULT, SPARQ_SPACE } from "../kernels/sparq.ts";
+import { relativeL2 } from "../kernels/compare.ts";
+import type { Gpu } from "./device.ts";
+import { Executor } from "./executor.ts";
+import { fillUniform } from "./fill.ts";
+import { summarize } from "./stats.ts";
+import { adapterId, type TuneCache } from "./tune_cache.ts";
+
+/** The search space and default of each family (each kernel file declares its own). */
+export const SPACES = {
+  kv_append: { default: KV_APPEND_DEFAULT, space: KV_APPEND_SPACE },
+  attention_dense: { default: DENSE_DEFAULT, space: DENSE_SPACE },
+  attention_sparq: { default: SPARQ_DEFAULT, space: SPARQ_SPACE },
+} as const;
+
+/** What the tuner did for one problem (the plan records these). */
+export type TuneRecord = TuningRecord;
+
+/** Options of {@link tune}. */
+export interface TuneOptions {
+  target: Target;
+  cache: TuneCache;
+  /**
+   * Nanoseconds per timestamp tick; called once, before the first measurement (never when the
+   * cache has every answer), since calibrating takes GPU time.
+   */
+  nsPerTick: () => Promise<number>;
+  /** Timed repetitions per candidate. */
+  reps?: number;
+  /** Replaces the families' search spaces (tests use small ones). */
+  spaces?: Partial<Record<TuningProblem["family"], TuningConfig[]>>;
+  progress?: (line: string) => void;
+}
+
+/** The graph a problem is measured on, and which node and output to time and compare. */
+function benchOf(p: TuningProblem) {
+  const method: AttentionMethod = p.family === "attention_sparq"
+    ? { kind: "sparq", ...p.sparq! }
+    : p.family === "kv_append" && p.sparqLayout
+    ? { kind: "sparq", r: Math.max(1, p.headDim / 4), k: 16, localWindow: 0 }
+    : { kind: "dense" };
+  const graph = buildAttentionGraph({
+    batch: p.batch,
+    heads: p.heads,
+    kvHeads: p.kvHeads,
+    headDim: p.headDim,
+    maxSeq: p.maxSeq,
+    kvDtype: p.kvDtype,
+    method,
+    append: p.family === "kv_append",
+  });
+  return p.family === "kv_append"
+    ? { graph, node: "kv_append", output: T.kCache }
+    : { graph, node: T.y, output: T.y };
+}
+
+/** SHA-256 of the default configuration's kernel sources: changes when the kernels change. */
+async function sourceHash(sources: string[]): Promise<string> {
+  const bytes = new TextEncoder().encode(sources.join("\n\0\n"));
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest.slice(0, 12), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Runs one configuration: its output (after one run) and its GPU time samples. */
+async function measure(
+  gpu: Gpu,
+  p: TuningProblem,
+  config: TuningConfig,
+  options: TuneOptions & { ticks: number },
+): Promise<
+  { output: Float32Array | Uint32Array | Int32Array; ns: number; kernelsNs: Record<string, number> }
+> {
+  const bench = benchOf(p);
+  const bucket = tuningBucket(p);
+  const program = compileGraph(bench.graph, options.target, new Map([[bucket, config]]));
+  const executor = await Executor.create(gpu, program);
+  try {
+    let seed = 1;
+    for (const [name, t] of Object.entries(program.tensors)) {
+      if ((t.role === "input" || t.role === "state") && t.dtype !== "u32") {
+        fillUniform(executor, name, seed++);
+      }
+    }
+    executor.write(T.positions, Array(p.batch).fill(p.maxSeq - 1));
+    executor.run(1);
+    const output = await executor.read(bench.output);
+    executor.run(3); // warm-up
+    const profile = await executor.profile({
+      reps: options.reps ?? 20,
+      nsPerTick: options.ticks,
+      nodes: new Set([bench.node]),
+      stageOf: (d) => d.kernel,
+    });
+    const kernelsNs: Record<string, number> = {};
+    for (const stage of profile.stages) {
+      kernelsNs[stage.stage] = (kernelsNs[stage.stage] ?? 0) + summarize(stage.samplesNs).median;
+    }
+    return { output, ns: summarize(profile.totalNs).median, kernelsNs };
+  } finally {
+    executor.destroy();
+  }
+}
+
+const describe = (c: TuningConfig) => Object.entries(c).map(([k, v]) => `${k} ${v}`).join(", ");
+
+/**
+ * Tunes every problem (or takes it from the cache) and returns the choices for the compiler
+ * and a record of each; saves the cache when anything was measured.
+ *
+ * @example
+ * ```ts
+ * import { tune } from "./tuner.ts";
+ * // const { choices, records } = await tune(gpu, tuningProblems(graph), {
+ * //   target, cache, nsPerTick: () => Promise.resolve(1),
+ * // });
+ * ```
+ */
+export async function tune(
+  gpu: Gpu,
+  problems: TuningProblem[],
+  options: TuneOptions,
+): Promise<{ choices: TuningChoices; records: TuneRecord[] }> {
+  const adapter = adapterId(gpu.info);
+  const choices = new Map<string, TuningConfig>();
+  const records: TuneRecord[] = [];
+  const progress = options.progress ?? (() => {});
+  let ticks: number | undefined;
+  for (const [index, p] of problems.entries()) {
+    const bucket = tuningBucket(p);
+    const family = SPACES[p.family];
+    const defaults = compileGraph(
+      benchOf(p).graph,
+      options.target,
+      new Map([[bucket, family.default]]),
+    );
+    const hash = await sourceHash(defaults.kernels.map((k) => k.source));
+    const cached = options.cache.lookup(adapter, bucket, hash);
+    if (cached) {
+      choices.set(bucket, cached.choice as unknown as TuningConfig);
+      records.push({
+        bucket,
+        choice: cached.choice,
+        defaultConfig: { ...family.default },
+        defaultNs: cached.defaultNs,
+        bestNs: cached.bestNs,
+        kernelsNs: cached.kernelsNs,
+        source: "cache",
+        candidates: cached.candidates,
+        rejected: [],
+      });
+      progress(`tuning ${index + 1}/${problems.length} ${bucket}: from the cache`);
+      continue;
+    }
+    ticks ??= await options.nsPerTick();
+    const measuring = { ...options, ticks };
+    const base = await measure(gpu, p, family.default, measuring);
+    const space = (options.spaces?.[p.family] ?? family.space).filter((c) =>
+      Object.values(c).every((v) => v <= options.target.limits.maxComputeInvocationsPerWorkgroup)
+    );
+    let best = {
+      config: family.default as TuningConfig,
+      ns: base.ns,
+      kernelsNs: base.kernelsNs,
+    };
+    const defaultNs = best.ns;
+    const rejected: string[] = [];
+    for (const [i, config] of space.entries()) {
+      progress(
+        `tuning ${index + 1}/${problems.length} ${bucket}: candidate ${i + 1}/${space.length} ` +
+          `(${describe(config)})`,
+      );
+      if (JSON.stringify(config) === JSON.stringify(family.default)) continue;
+      let result;
+      try {
+        result = await measure(gpu, p, config, measuring);
+      } catch (error) {
+        // A candidate the target cannot hold (workgroup memory) is skipped, not fatal.
+        if (error instanceof Error && /workgroup memory/.test(error.message)) continue;
+        throw error;
+      }
+      const error = relativeL2(result.output, base.output);
+      if (!(error <= 1e-4)) {
+        rejected.push(
+          `${describe(config)} (output differs: relative L2 ${error.toExponential(1)})`,
+        );
+        continue;
+      }
+      if (result.ns < best.ns) best = { config, ns: result.ns, kernelsNs: result.kernelsNs };
+    }
+    choices.set(bucket, best.config);
+    records.push({
+      bucket,
+      choice: { ...best.config },
+      defaultConfig: { ...family.default },
+      defaultNs,
+      bestNs: best.ns,
+      kernelsNs: { default: base.kernelsNs, best: best.kernelsNs },
+      source: "measured",
+      candidates: space.length,
+      rejected,
+    });
+    options.cache.store({
+      adapter,
+      bucket,
+      sourceHash: hash,
+      choice: { ...best.config },
+      defaultNs,
+      bestNs: best.ns,
+      kernelsNs: { default: base.kernelsNs, best: best.kernelsNs },
+      candidates: space.length,
+      measuredAt: new Date().toISOString(),
+    });
+  }
+  if (ticks !== undefined) await options.cache.save();
+  return { choices, records };
+}
