@@ -108,6 +108,16 @@ async function tuneForAdapter(
   const gpu = await openGpu();
   try {
     io.err(`sparqc compile: ${adapterLine(gpu)}`);
+    if (!gpu.features.has("timestamp-query")) {
+      throw new UserError(
+        "this adapter has no timestamp-query, which --tune needs to measure GPU time; " +
+          "compile without --tune",
+      );
+    }
+    if (options.kvDtype === "f16" && !gpu.features.has("shader-f16")) {
+      io.err("sparqc compile: note: this adapter has no shader-f16; the KV cache is f32");
+      options = { ...options, kvDtype: "f32" };
+    }
     const target = { ...deviceTarget(gpu, named.memoryBudget), name: "adapter" };
     const cache = await TuneCache.open(
       cachePath ?? DEFAULT_TUNE_CACHE,
@@ -134,7 +144,7 @@ async function tuneForAdapter(
         return calibration.nsPerTick;
       },
     });
-    return { target, tuning: result };
+    return { target, tuning: result, options };
   } finally {
     gpu.device.destroy();
   }
@@ -192,7 +202,7 @@ export function compileCommand(args: string[], io: Io = processIo): Promise<numb
     const { config, warnings } = await loadModel(positionals[0]);
     warnings.forEach((w) => io.err(`sparqc compile: note: ${w}`));
     const defaults = defaultOptions(config, method);
-    const options: BuildOptions = {
+    let options: BuildOptions = {
       batch: batch ?? defaults.batch,
       maxSeq: maxSeq ?? defaults.maxSeq,
       kvDtype: kvDtype ?? defaults.kvDtype,
@@ -224,6 +234,7 @@ export function compileCommand(args: string[], io: Io = processIo): Promise<numb
       const tuned = await tuneForAdapter(config, options, target, values["tune-cache"], io);
       target = tuned.target;
       tuning = tuned.tuning;
+      options = tuned.options;
     }
 
     const started = performance.now();

@@ -14,7 +14,11 @@ const GB = (bytes: number) =>
     : bytes >= 1e6
     ? `${(bytes / 1e6).toFixed(2)} MB`
     : `${(bytes / 1e3).toFixed(1)} kB`;
-const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
+/** "6.40× less", or "1.13× more" where SparQ moves more (k close to or above S). */
+const ratio = (dense: number, sparq: number) =>
+  dense >= sparq
+    ? `${(dense / sparq).toFixed(2)}× less`
+    : `SparQ moves ${(sparq / dense).toFixed(2)}× more`;
 const us = (ns: number) => `${(ns / 1000).toFixed(1)} µs`;
 
 /**
@@ -57,9 +61,9 @@ export function summaryLines(plan: Plan): string[] {
     `                total        ${formatBytes(m.total)} of ${formatBytes(m.budget)} budget`,
     `  transfer per decode step at S=${t.seqLen} (SPARQ.md model):`,
     `                attention    dense ${GB(t.attentionDense)}, ${sparqLabel} ` +
-    `${GB(t.attentionSparq)}: ${ratio(t.attentionDense, t.attentionSparq)} less`,
+    `${GB(t.attentionSparq)}: ${ratio(t.attentionDense, t.attentionSparq)}`,
     `                whole step   dense ${GB(stepDense)}, SparQ ${GB(stepSparq)} ` +
-    `(weights ${GB(t.weights)}): ${ratio(stepDense, stepSparq)} less`,
+    `(weights ${GB(t.weights)}): ${ratio(stepDense, stepSparq)}`,
     ...plan.tuning.map((r, i) =>
       `  ${i === 0 ? "tuning        " : "              "}${r.bucket}: ` +
       `${Object.entries(r.choice).map(([k, v]) => `${k} ${v}`).join(", ")}, ` +
