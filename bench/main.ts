@@ -1,18 +1,362 @@
 /**
- * `deno task bench`: dense against SparQ attention across sequence lengths and batch sizes.
- * Not built yet; it says so rather than print figures it did not measure.
+ * `deno task bench`: dense against SparQ attention across sequence lengths and batch sizes on
+ * this machine's GPU; writes `out/bench/<run-id>.jsonl` point by point and, at the end, the HTML
+ * report beside it.
  *
  * @module
  */
-import { notBuiltCommand } from "../compiler/not_built.ts";
+import { totalmem } from "node:os";
+import { join } from "node:path";
+import { writeFileAtomic } from "../compiler/atomic_write.ts";
+import {
+  choiceOption,
+  type Io,
+  parseOptions,
+  positiveNumberOption,
+  processIo,
+  runCommand,
+} from "../compiler/cli.ts";
+import { loadModel } from "../compiler/load_model.ts";
+import type { ModelConfig } from "../compiler/model_config.ts";
+import { TARGETS } from "../compiler/target.ts";
+import { UserError } from "../compiler/user_error.ts";
+import { writeReport } from "../reports/write_report.ts";
+import { adapterLine, type Gpu, openGpu } from "../runtime/device.ts";
+import { deviceTarget } from "../runtime/device_target.ts";
+import { calibrateTicks, gpuProbe } from "../runtime/tick_calibration.ts";
+import { measureGroup } from "./measure.ts";
+import {
+  type PointLine,
+  readRun,
+  type RunHeader,
+  RunWriter,
+  type SweepOptions,
+  toCsv,
+} from "./results.ts";
+import { measureRoofline } from "./roofline.ts";
+import { sweepGroups } from "./sweep.ts";
 
-if (import.meta.main) {
-  Deno.exit(
-    await notBuiltCommand(
-      "bench",
-      "Runs dense against SparQ attention across sequence lengths and batch sizes on the GPU,\n" +
-        "measuring latency and bandwidth, and writes a JSONL of results and an HTML report.",
-      Deno.args,
-    ),
-  );
+const HELP = `Usage: deno task bench [options]
+
+Runs dense against SparQ attention across sequence lengths and batch sizes on this machine's
+GPU, times every call with timestamp queries, and writes out/bench/<run-id>.jsonl (one line per
+point, flushed as measured) and the HTML report out/bench/<run-id>.html.
+
+Options (lists are comma-separated):
+  --model LIST        presets or config.json paths (GPU default: llama2-7b,llama3-8b)
+  --seq LIST          context lengths (GPU default: 1k,2k,4k,8k,16k,32k,64k,128k; k = 1024)
+  --batch LIST        batch sizes (GPU default: 1,4,16,64)
+  --method LIST       dense, sparq (default both)
+  --r LIST            SparQ query components (default 16,32,64)
+  --k LIST            SparQ positions kept (default 128)
+  --kv-dtype f16|f32  KV cache type (default f16)
+  --data realistic|gaussian
+                      data the timings run on (default realistic; errors use both)
+  --memory-budget GIB memory the sweep may use (default: the H100's 78.6, system memory / 2 on
+                      a software adapter, else 8)
+  --quick             a short sweep: llama2-7b; S 4k, 32k; B 1, 16; dense and SparQ r=32
+  --resume RUN        continue an interrupted run (its .jsonl path or run id) with its options
+  --csv               also write out/bench/<run-id>.csv
+  --out DIR           output folder (default out/bench)
+  -h, --help          this text
+
+On a software adapter (no GPU) the default is a small sweep that finishes in about a minute
+or two, and the report says in its title that the figures come from a CPU.
+
+Examples:
+  deno task bench
+  deno task bench --model llama3-8b --seq 4096,32768 --batch 1,16 --r 32
+  deno task bench --resume out/bench/20261124-120000-nvidia-h100.jsonl`;
+
+const OPTIONS = {
+  model: { type: "string" },
+  seq: { type: "string" },
+  batch: { type: "string" },
+  method: { type: "string" },
+  r: { type: "string" },
+  k: { type: "string" },
+  "kv-dtype": { type: "string" },
+  data: { type: "string" },
+  "memory-budget": { type: "string" },
+  quick: { type: "boolean" },
+  resume: { type: "string" },
+  csv: { type: "boolean" },
+  out: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** A comma-separated list of whole numbers, "k" meaning ×1024. */
+function numberList(name: string, raw: string | undefined): number[] | undefined {
+  if (raw === undefined) return undefined;
+  const items = raw.split(",").map((s) => s.trim()).filter(Boolean);
+  if (items.length === 0) throw new UserError(`${name} needs at least one value`);
+  return items.map((item) => {
+    const match = /^(\d+)(k?)$/i.exec(item);
+    const value = match ? Number(match[1]) * (match[2] ? 1024 : 1) : NaN;
+    if (!(value >= 1) || !Number.isSafeInteger(value)) {
+      throw new UserError(`${name}: '${item}' is not a positive whole number (e.g. 4096 or 4k)`);
+    }
+    return value;
+  });
 }
+
+function defaultsFor(
+  gpu: Gpu,
+  quick: boolean,
+): Omit<SweepOptions, "memoryBudget" | "kvDtype" | "data"> {
+  if (quick) {
+    return {
+      models: ["llama2-7b"],
+      seqs: [4096, 32768],
+      batches: [1, 16],
+      methods: ["dense", "sparq"],
+      rs: [32],
+      ks: [128],
+    };
+  }
+  if (gpu.info.isFallbackAdapter) {
+    return {
+      models: ["llama2-7b", "llama3-8b"],
+      seqs: [256, 1024],
+      batches: [1, 2],
+      methods: ["dense", "sparq"],
+      rs: [16, 32],
+      ks: [64],
+    };
+  }
+  return {
+    models: ["llama2-7b", "llama3-8b"],
+    seqs: [1, 2, 4, 8, 16, 32, 64, 128].map((k) => k * 1024),
+    batches: [1, 4, 16, 64],
+    methods: ["dense", "sparq"],
+    rs: [16, 32, 64],
+    ks: [128],
+  };
+}
+
+function defaultBudget(gpu: Gpu): number {
+  if (gpu.info.isFallbackAdapter) return totalmem() / 2;
+  if (/H100/i.test(gpu.info.description)) return TARGETS.get("h100")!.memoryBudget;
+  return 8 * 2 ** 30;
+}
+
+async function gitCommit(): Promise<string> {
+  try {
+    const out = await new Deno.Command("git", {
+      args: ["rev-parse", "--short", "HEAD"],
+      stdout: "piped",
+      stderr: "null",
+    })
+      .output();
+    return out.success ? new TextDecoder().decode(out.stdout).trim() : "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
+function runIdFor(gpu: Gpu): string {
+  const stamp = new Date().toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
+  const name = (gpu.info.description || gpu.info.vendor || "gpu").toLowerCase()
+    .replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 32);
+  return `${stamp}-${name}`;
+}
+
+/**
+ * Runs the bench command with `args`; returns the exit code.
+ *
+ * @example
+ * ```ts
+ * import { benchCommand } from "./main.ts";
+ * // await benchCommand(["--quick"]);
+ * ```
+ */
+export function benchCommand(args: string[], io: Io = processIo): Promise<number> {
+  return runCommand("bench", io, async () => {
+    const { values, positionals } = parseOptions("bench", args, OPTIONS);
+    if (values.help) {
+      io.out(HELP);
+      return 0;
+    }
+    if (positionals.length) throw new UserError(`unexpected argument '${positionals[0]}'`);
+    const outDir = values.out ?? join("out", "bench");
+    const resumed = values.resume ? await openResume(values.resume, outDir) : undefined;
+    if (resumed) {
+      const given = [
+        "model",
+        "seq",
+        "batch",
+        "method",
+        "r",
+        "k",
+        "kv-dtype",
+        "data",
+        "quick",
+        "memory-budget",
+      ]
+        .filter((o) => values[o as keyof typeof values] !== undefined);
+      if (given.length) {
+        throw new UserError(`--resume continues a run with its own options; drop --${given[0]}`);
+      }
+    }
+    const methods = values.method?.split(",").map((m) =>
+      choiceOption("--method", m.trim(), ["dense", "sparq"] as const)!
+    );
+    const kvDtype = choiceOption("--kv-dtype", values["kv-dtype"], ["f16", "f32"] as const);
+    const data = choiceOption("--data", values.data, ["realistic", "gaussian"] as const);
+    const budget = positiveNumberOption("--memory-budget", values["memory-budget"]);
+    const seqs = numberList("--seq", values.seq);
+    const batches = numberList("--batch", values.batch);
+    const rs = numberList("--r", values.r);
+    const ks = numberList("--k", values.k);
+    const modelNames = values.model?.split(",").map((m) => m.trim()).filter(Boolean);
+
+    const gpu = await openGpu();
+    io.err(`sparqc bench: ${adapterLine(gpu)}`);
+    if (!gpu.features.has("timestamp-query")) {
+      throw new UserError("this adapter has no timestamp-query; the bench needs GPU timestamps");
+    }
+    let options: SweepOptions;
+    if (resumed) {
+      options = resumed.header.options;
+    } else {
+      const d = defaultsFor(gpu, values.quick ?? false);
+      options = {
+        models: modelNames ?? d.models,
+        seqs: seqs ?? d.seqs,
+        batches: batches ?? d.batches,
+        methods: methods ?? d.methods,
+        rs: rs ?? d.rs,
+        ks: ks ?? d.ks,
+        kvDtype: kvDtype ?? "f16",
+        data: data ?? "realistic",
+        memoryBudget: budget !== undefined ? budget * 2 ** 30 : defaultBudget(gpu),
+      };
+      if (!options.methods.includes("dense")) {
+        throw new UserError(
+          "--method must include dense: SparQ's speedup and error are against it",
+        );
+      }
+    }
+    if (options.kvDtype === "f16" && !gpu.features.has("shader-f16")) {
+      if (resumed || kvDtype === "f16") {
+        throw new UserError("this adapter has no shader-f16 for an f16 KV cache");
+      }
+      io.err("sparqc bench: note: this adapter has no shader-f16; the KV cache is f32");
+      options = { ...options, kvDtype: "f32" };
+    }
+    const models = new Map<string, ModelConfig>();
+    for (const name of options.models) models.set(name, (await loadModel(name)).config);
+    const target = { ...deviceTarget(gpu, options.memoryBudget), name: "adapter" };
+
+    let header: RunHeader;
+    let writer: RunWriter;
+    let path: string;
+    if (resumed) {
+      header = resumed.header;
+      path = resumed.path;
+      writer = await RunWriter.open(
+        path,
+        resumed.tornTail ? [header, ...resumed.lines] : undefined,
+      );
+      io.err(`sparqc bench: resuming ${path}: ${resumed.lines.length} points done`);
+    } else {
+      io.err("sparqc bench: calibrating timestamp ticks and measuring the read ceiling");
+      const calibration = await calibrateTicks(gpuProbe(gpu.device, gpu.info.isFallbackAdapter), {
+        minShortNs: gpu.info.isFallbackAdapter ? 20e6 : 50e6,
+      });
+      const roofline = await measureRoofline(gpu, calibration.nsPerTick);
+      const runId = runIdFor(gpu);
+      header = {
+        type: "header",
+        format: "sparqc-bench",
+        version: 1,
+        runId,
+        createdAt: new Date().toISOString(),
+        adapter: {
+          vendor: gpu.info.vendor,
+          architecture: gpu.info.architecture,
+          device: gpu.info.device,
+          description: gpu.info.description,
+          isFallbackAdapter: gpu.info.isFallbackAdapter,
+          features: [...gpu.features],
+        },
+        deno: Deno.version.deno,
+        commit: await gitCommit(),
+        options,
+        nsPerTick: calibration.nsPerTick,
+        roofline,
+      };
+      path = join(outDir, `${runId}.jsonl`);
+      await Deno.mkdir(outDir, { recursive: true });
+      writer = await RunWriter.open(path);
+      await writer.append(header);
+      io.err(
+        `sparqc bench: read ceiling ${
+          roofline.gbps.toFixed(roofline.gbps < 10 ? 2 : 0)
+        } GB/s; writing ${path}`,
+      );
+    }
+
+    const done = new Set(resumed?.lines.map((l) => l.key) ?? []);
+    const recordedDense = new Map(
+      (resumed?.lines ?? []).filter((l): l is PointLine =>
+        l.type === "point" && l.method === "dense"
+      )
+        .map((l) => [l.key, l]),
+    );
+    const groups = sweepGroups(models, options);
+    const total = groups.reduce((n, g) => n + 1 + g.sparq.length, 0);
+    let count = done.size;
+    const onInterrupt = () => {
+      io.err(
+        `\nsparqc bench: interrupted; ${count} of ${total} points are in ${path}; continue with --resume ${path}`,
+      );
+      Deno.exit(130);
+    };
+    Deno.addSignalListener("SIGINT", onInterrupt);
+    try {
+      for (const group of groups) {
+        await measureGroup(
+          { gpu, target, header, data: options.data, seed: 20261124 },
+          group,
+          done,
+          recordedDense,
+          async (line) => {
+            await writer.append(line);
+            count++;
+            const what = line.type === "point"
+              ? `${(line.time.median / 1e3).toFixed(1)} µs` +
+                (line.method === "sparq"
+                  ? `, ${line.speedup.toFixed(2)}× dense (${
+                    line.theoreticalSpeedup.toFixed(2)
+                  }× possible)`
+                  : `, ${line.achievedGBps.toFixed(line.achievedGBps < 10 ? 2 : 0)} GB/s`)
+              : `skipped: ${line.reason}`;
+            io.err(`sparqc bench: [${count}/${total}] ${line.key}: ${what}`);
+          },
+        );
+      }
+    } finally {
+      Deno.removeSignalListener("SIGINT", onInterrupt);
+      writer.close();
+      gpu.device.destroy();
+    }
+    const run = await readRun(path);
+    const html = path.replace(/\.jsonl$/, ".html");
+    await writeReport(run, html);
+    io.out(`wrote ${path} (${run.lines.length} points) and ${html}`);
+    if (values.csv) {
+      const csv = path.replace(/\.jsonl$/, ".csv");
+      await writeFileAtomic(csv, toCsv(run.lines));
+      io.out(`wrote ${csv}`);
+    }
+    return 0;
+  });
+}
+
+async function openResume(spec: string, outDir: string) {
+  const path = spec.endsWith(".jsonl") ? spec : join(outDir, `${spec}.jsonl`);
+  return { path, ...await readRun(path) };
+}
+
+if (import.meta.main) Deno.exit(await benchCommand(Deno.args));

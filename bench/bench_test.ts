@@ -1,0 +1,133 @@
+import { deepStrictEqual, ok } from "node:assert/strict";
+import { join } from "node:path";
+import { memoryIo } from "../compiler/cli.ts";
+import { benchCommand } from "./main.ts";
+import { readRun, toCsv } from "./results.ts";
+
+const dir = await Deno.makeTempDir();
+globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+
+// A sweep small enough for the software adapter: tiny models, short contexts.
+const SWEEP = [
+  "--model",
+  "tiny-llama,tiny-qwen2",
+  "--seq",
+  "64,256",
+  "--batch",
+  "1,2",
+  "--r",
+  "4,8",
+  "--k",
+  "16",
+];
+
+Deno.test("the bench writes a header, one line per point, the HTML report and the CSV", async () => {
+  const out = join(dir, "full");
+  const io = memoryIo();
+  deepStrictEqual(
+    await benchCommand([...SWEEP, "--out", out, "--csv"], io),
+    0,
+    io.stderr.join("\n"),
+  );
+  const files = [...Deno.readDirSync(out)].map((e) => e.name).sort();
+  deepStrictEqual(files.map((f) => f.replace(/^.*\./, "")), ["csv", "html", "jsonl"]);
+  const run = await readRun(join(out, files.find((f) => f.endsWith(".jsonl"))!));
+  deepStrictEqual(run.header.options.models, ["tiny-llama", "tiny-qwen2"]);
+  ok(run.header.roofline.gbps > 0);
+  ok(run.header.commit.length > 0);
+  // 2 models × 2 contexts × 2 batches × (dense + 2 SparQ) points, each once.
+  deepStrictEqual(run.lines.length, 24);
+  deepStrictEqual(new Set(run.lines.map((l) => l.key)).size, 24);
+  for (const line of run.lines) {
+    ok(line.type === "point", `${line.key}: ${line.type === "skipped" ? line.reason : ""}`);
+    ok(line.time.median > 0 && line.time.n >= 3);
+    ok(line.bytes > 0 && line.achievedGBps > 0);
+    if (line.method === "sparq") {
+      deepStrictEqual(Object.keys(line.stages), ["sparq_scores", "sparq_topk", "sparq_attend"]);
+      deepStrictEqual(Object.keys(line.errorVsDense).sort(), ["gaussian", "realistic"]);
+      ok(line.theoreticalSpeedup > 0 && line.speedup > 0);
+    } else {
+      deepStrictEqual(line.speedup, 1);
+    }
+  }
+  // At S = 64 SparQ keeps 16 of 64 positions, so it differs from dense attention.
+  const sparq64 = run.lines.find((l) => l.type === "point" && l.method === "sparq" && l.seq === 64);
+  ok(sparq64 && sparq64.type === "point" && sparq64.errorVsDense.gaussian > 0);
+  const csv = await Deno.readTextFile(join(out, files.find((f) => f.endsWith(".csv"))!));
+  deepStrictEqual(csv.trim().split("\n").length, 25);
+  deepStrictEqual(toCsv(run.lines), csv);
+});
+
+Deno.test("killing the bench mid-sweep and resuming yields every point exactly once", async () => {
+  const out = join(dir, "resume");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-run=git",
+      "--allow-sys=systemMemoryInfo",
+      "bench/main.ts",
+      ...SWEEP,
+      "--out",
+      out,
+    ],
+    stdout: "null",
+    stderr: "null",
+    env: { XDG_RUNTIME_DIR: "/tmp" },
+  }).spawn();
+  // Wait for a few points, then kill it without warning.
+  let path = "";
+  for (let i = 0; i < 600; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    let name: string | undefined;
+    try {
+      for (const entry of Deno.readDirSync(out)) {
+        if (entry.name.endsWith(".jsonl")) name = entry.name;
+      }
+    } catch { /* not created yet */ }
+    if (!name) continue;
+    path = join(out, name);
+    const lines = (await Deno.readTextFile(path)).split("\n").filter(Boolean).length;
+    if (lines >= 6) break;
+  }
+  child.kill("SIGKILL");
+  await child.status;
+  const partial = await readRun(path);
+  ok(
+    partial.lines.length >= 5 && partial.lines.length < 24,
+    `${partial.lines.length} points before the kill`,
+  );
+
+  const io = memoryIo();
+  deepStrictEqual(await benchCommand(["--resume", path], io), 0, io.stderr.join("\n"));
+  ok(io.stderr.some((l) => l.includes(`${partial.lines.length} points done`)));
+  const run = await readRun(path);
+  deepStrictEqual(run.lines.length, 24);
+  deepStrictEqual(new Set(run.lines.map((l) => l.key)).size, 24, "every point exactly once");
+  deepStrictEqual(run.lines.slice(0, partial.lines.length), partial.lines, "earlier points kept");
+  deepStrictEqual(run.header, partial.header);
+});
+
+Deno.test("bad bench options give one line and exit 2", async () => {
+  const cases: [string[], string][] = [
+    [["--seq", "4x"], "--seq: '4x' is not a positive whole number"],
+    [["--batch", "0"], "--batch: '0' is not a positive whole number"],
+    [["--method", "sparse"], "--method must be one of dense, sparq"],
+    [["--method", "sparq"], "--method must include dense"],
+    [["--resume", join(dir, "nothing.jsonl")], "no such file"],
+    [["--model", "gpt-9"], "unknown model 'gpt-9'"],
+  ];
+  for (const [args, expected] of cases) {
+    const io = memoryIo();
+    deepStrictEqual(
+      await benchCommand([...args, "--out", join(dir, "bad")], io),
+      2,
+      args.join(" "),
+    );
+    const errors = io.stderr.filter((l) => l.includes("error:"));
+    deepStrictEqual(errors.length, 1, io.stderr.join("\n"));
+    ok(errors[0].includes(expected), `${errors[0]} lacks ${expected}`);
+  }
+});

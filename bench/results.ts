@@ -1,0 +1,267 @@
+/**
+ * The bench's results: a JSONL file, `out/bench/<run-id>.jsonl`. The first line is the run's
+ * header (adapter, Deno version, git commit, date, options, the measured read ceiling); each
+ * later line is one point, appended and flushed as soon as it is measured, so an interrupted
+ * run keeps every completed point and `--resume` continues it.
+ *
+ * @module
+ */
+import { z } from "zod";
+import { writeFileAtomic } from "../compiler/atomic_write.ts";
+import { UserError, zodErrorLine } from "../compiler/user_error.ts";
+import { Stats } from "../runtime/stats.ts";
+
+/** The sweep's options, as recorded in the header (and reused by `--resume`). */
+export const SweepOptions = z.strictObject({
+  models: z.array(z.string()).min(1),
+  seqs: z.array(z.int().positive()).min(1),
+  batches: z.array(z.int().positive()).min(1),
+  methods: z.array(z.enum(["dense", "sparq"])).min(1),
+  rs: z.array(z.int().positive()).min(1),
+  ks: z.array(z.int().positive()).min(1),
+  kvDtype: z.enum(["f16", "f32"]),
+  data: z.enum(["realistic", "gaussian"]),
+  memoryBudget: z.number().positive(),
+});
+/** The sweep's options. */
+export type SweepOptions = z.infer<typeof SweepOptions>;
+
+/** The header line. */
+export const RunHeader = z.strictObject({
+  type: z.literal("header"),
+  format: z.literal("sparqc-bench"),
+  version: z.literal(1),
+  runId: z.string(),
+  createdAt: z.string(),
+  adapter: z.strictObject({
+    vendor: z.string(),
+    architecture: z.string(),
+    device: z.string(),
+    description: z.string(),
+    isFallbackAdapter: z.boolean(),
+    features: z.array(z.string()),
+  }),
+  deno: z.string(),
+  commit: z.string(),
+  options: SweepOptions,
+  nsPerTick: z.number().positive(),
+  roofline: z.strictObject({ bytes: z.int().positive(), time: Stats, gbps: z.number().positive() }),
+});
+/** The header line. */
+export type RunHeader = z.infer<typeof RunHeader>;
+
+const pointFields = {
+  /** Unique within a run: model, batch, context, method and its parameters. */
+  key: z.string(),
+  model: z.string(),
+  heads: z.int().positive(),
+  kvHeads: z.int().positive(),
+  headDim: z.int().positive(),
+  batch: z.int().positive(),
+  seq: z.int().positive(),
+  method: z.enum(["dense", "sparq"]),
+  r: z.int().positive().optional(),
+  k: z.int().positive().optional(),
+  kvDtype: z.enum(["f16", "f32"]),
+};
+
+/** A measured point. Times in ns; bandwidths in GB/s. */
+export const PointLine = z.strictObject({
+  type: z.literal("point"),
+  ...pointFields,
+  /** GPU time of one attention call (all its dispatches), from timestamp queries. */
+  time: Stats,
+  /** SparQ: time of each stage (its shards together). */
+  stages: z.record(z.string(), Stats),
+  /** Bytes one call moves by the transfer model of SPARQ.md. */
+  bytes: z.number().positive(),
+  /** bytes / median time. */
+  achievedGBps: z.number().nonnegative(),
+  /** The dense call's bytes / this median time (= speedup × dense bandwidth). */
+  denseEquivalentGBps: z.number().nonnegative(),
+  /** achieved / the run's read ceiling, in percent. */
+  rooflinePercent: z.number().nonnegative(),
+  /** Dense median / this median, at the same point (1 for dense). */
+  speedup: z.number().positive(),
+  /** Dense bytes / these bytes: the speedup the byte ratio allows. */
+  theoreticalSpeedup: z.number().positive(),
+  /** SparQ's output against dense attention on the same data, relative L2, per data mode. */
+  errorVsDense: z.record(z.string(), z.number()),
+  /** Buffers the KV cache was split over (more than one past a binding's limit). */
+  shards: z.int().positive(),
+  /** Input sets rotated for a cold L2 (1 = none needed: the inputs exceed the L2). */
+  inputSets: z.int().positive(),
+});
+/** A measured point. */
+export type PointLine = z.infer<typeof PointLine>;
+
+/** A point that was not run, and why. */
+export const SkippedLine = z.strictObject({
+  type: z.literal("skipped"),
+  ...pointFields,
+  reason: z.string(),
+});
+/** A point that was not run. */
+export type SkippedLine = z.infer<typeof SkippedLine>;
+
+/** Any line after the header. */
+export const ResultLine = z.discriminatedUnion("type", [PointLine, SkippedLine]);
+/** Any line after the header. */
+export type ResultLine = z.infer<typeof ResultLine>;
+
+/** A run read back. */
+export interface Run {
+  header: RunHeader;
+  lines: ResultLine[];
+  /** True when the last line was cut short (an interrupted write) and was dropped. */
+  tornTail: boolean;
+}
+
+/**
+ * Reads a run's JSONL; a torn last line (an interrupted write) is dropped, any other fault is
+ * a {@link UserError} naming the line.
+ *
+ * @example
+ * ```ts
+ * import { readRun } from "./results.ts";
+ * // const { header, lines } = await readRun("out/bench/20261124-0430-h100.jsonl");
+ * ```
+ */
+export async function readRun(path: string): Promise<Run> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    const reason = error instanceof Deno.errors.NotFound ? "no such file" : String(error);
+    throw new UserError(`cannot read ${path}: ${reason}`);
+  }
+  const rows = text.split("\n");
+  const complete = text.endsWith("\n");
+  if (rows.at(-1) === "") rows.pop();
+  let tornTail = false;
+  const parsed: unknown[] = [];
+  for (const [i, row] of rows.entries()) {
+    try {
+      parsed.push(JSON.parse(row));
+    } catch {
+      if (i === rows.length - 1 && !complete && i > 0) {
+        tornTail = true;
+        break;
+      }
+      throw new UserError(`${path}:${i + 1}: not a JSON line`);
+    }
+  }
+  if (parsed.length === 0) throw new UserError(`${path} is empty; expected a sparqc bench run`);
+  const header = RunHeader.safeParse(parsed[0]);
+  if (!header.success) {
+    throw new UserError(zodErrorLine(`${path}:1 is not a sparqc bench header`, header.error));
+  }
+  const lines = parsed.slice(1).map((raw, i) => {
+    const line = ResultLine.safeParse(raw);
+    if (!line.success) throw new UserError(zodErrorLine(`${path}:${i + 2}`, line.error));
+    return line.data;
+  });
+  return { header: header.data, lines, tornTail };
+}
+
+/** Appends JSON lines to a run file, each flushed to disk before the call returns. */
+export class RunWriter {
+  private constructor(private readonly file: Deno.FsFile) {}
+
+  /**
+   * Opens `path` for appending. With `rewrite`, the file is first replaced atomically by
+   * exactly these lines (used on resume to drop a torn tail).
+   */
+  static async open(path: string, rewrite?: unknown[]): Promise<RunWriter> {
+    if (rewrite) await writeFileAtomic(path, rewrite.map((l) => JSON.stringify(l) + "\n").join(""));
+    const file = await Deno.open(path, { append: true, create: true });
+    return new RunWriter(file);
+  }
+
+  /** Appends one line and flushes it. */
+  async append(line: RunHeader | ResultLine): Promise<void> {
+    const bytes = new TextEncoder().encode(JSON.stringify(line) + "\n");
+    let written = 0;
+    while (written < bytes.length) written += await this.file.write(bytes.subarray(written));
+    await this.file.syncData();
+  }
+
+  close(): void {
+    this.file.close();
+  }
+}
+
+/**
+ * The run's points as CSV, one row per line (skipped points with their reason).
+ *
+ * @example
+ * ```ts
+ * import { toCsv } from "./results.ts";
+ * // await Deno.writeTextFile("run.csv", toCsv(run.lines));
+ * ```
+ */
+export function toCsv(lines: ResultLine[]): string {
+  const columns = [
+    "key",
+    "model",
+    "heads",
+    "kvHeads",
+    "headDim",
+    "batch",
+    "seq",
+    "method",
+    "r",
+    "k",
+    "kvDtype",
+    "status",
+    "median_us",
+    "p10_us",
+    "p90_us",
+    "n",
+    "bytes",
+    "achieved_GBps",
+    "dense_equivalent_GBps",
+    "roofline_percent",
+    "speedup",
+    "theoretical_speedup",
+    "error_realistic",
+    "error_gaussian",
+    "reason",
+  ];
+  const quote = (value: unknown) => {
+    const text = value === undefined ? "" : String(value);
+    return /[",\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+  };
+  const rows = lines.map((l) => {
+    const p = l.type === "point" ? l : undefined;
+    const us = (ns?: number) => ns === undefined ? undefined : (ns / 1000).toFixed(3);
+    return [
+      l.key,
+      l.model,
+      l.heads,
+      l.kvHeads,
+      l.headDim,
+      l.batch,
+      l.seq,
+      l.method,
+      l.r,
+      l.k,
+      l.kvDtype,
+      l.type === "point" ? "measured" : "skipped",
+      us(p?.time.median),
+      us(p?.time.p10),
+      us(p?.time.p90),
+      p?.time.n,
+      p?.bytes,
+      p?.achievedGBps.toFixed(1),
+      p?.denseEquivalentGBps.toFixed(1),
+      p?.rooflinePercent.toFixed(1),
+      p?.speedup.toFixed(3),
+      p?.theoreticalSpeedup.toFixed(3),
+      p?.errorVsDense.realistic,
+      p?.errorVsDense.gaussian,
+      l.type === "skipped" ? l.reason : undefined,
+    ].map(quote).join(",");
+  });
+  return [columns.join(","), ...rows].join("\n") + "\n";
+}
