@@ -157,7 +157,8 @@ export async function measureGroup(
   const programs = new Map<Point, Program | string>();
   for (const p of [group.dense, ...group.sparq]) {
     try {
-      const program = programOf(p, ctx.target);
+      // Compile without the budget so that the bench, not the compiler, words the reason.
+      const program = programOf(p, { ...ctx.target, memoryBudget: Number.MAX_SAFE_INTEGER });
       programs.set(p, unfit(program, ctx.target) ?? program);
     } catch (error) {
       if (!(error instanceof UserError)) throw error;
