@@ -25,6 +25,11 @@ export const Target = z.strictObject({
   name: z.string(),
   description: z.string(),
   limits: TargetLimits,
+  /**
+   * The subgroup size when the target grants `subgroups` and its size is fixed (NVIDIA: 32;
+   * lavapipe: 8); null where kernels must not use subgroup operations.
+   */
+  subgroupSize: z.int().positive().nullable(),
   /** Bytes the plan may allocate in all. */
   memoryBudget: positiveInt,
 });
@@ -46,6 +51,7 @@ export const TARGETS: ReadonlyMap<string, Target> = new Map([
       maxComputeWorkgroupStorageSize: 49152,
       maxComputeWorkgroupsPerDimension: 65535,
     },
+    subgroupSize: 32,
     // 81559 MiB reported by the driver, less 1 GiB for the runtime and other processes.
     memoryBudget: 81559 * 1024 ** 2 - GiB,
   }],
@@ -60,6 +66,7 @@ export const TARGETS: ReadonlyMap<string, Target> = new Map([
       maxComputeWorkgroupStorageSize: 16384,
       maxComputeWorkgroupsPerDimension: 65535,
     },
+    subgroupSize: null,
     memoryBudget: 8 * GiB,
   }],
 ].map(([name, target]) => [name as string, Target.parse(target)]));

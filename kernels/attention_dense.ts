@@ -212,11 +212,13 @@ fn main(
 }
 
 /** Invocations per workgroup of the reduction. */
-export const DENSE_REDUCE_WORKGROUP = 64;
+export const DENSE_REDUCE_WORKGROUP = 256;
 
 /**
  * The reduction: one workgroup per (sequence, query head); bindings partials, positions, y,
- * params (rows = B·H).
+ * params (rows = B·H). The chunks' statistics merge in a tree, each chunk's weight
+ * exp(m_c − M) / L goes to workgroup memory, then (component, slice of chunks) pairs sum the
+ * outputs in parallel — no invocation walks a long chain of dependent loads.
  *
  * @example
  * ```ts
@@ -227,16 +229,20 @@ export const DENSE_REDUCE_WORKGROUP = 64;
  * ```
  */
 export function denseReduceKernel(s: AttentionKernelShape, layout: DenseLayout): KernelSpec {
+  const slices = Math.max(1, Math.floor(DENSE_REDUCE_WORKGROUP / s.headDim));
   const source =
     `// sparqc dense attention, split-K reduction: one workgroup per (sequence, query head)
 ${header(s, layout)}
 const RWG = ${DENSE_REDUCE_WORKGROUP}u;
-const NEG = -3.0e38;
+const RSLICES = ${slices}u;
 @group(0) @binding(0) var<storage, read> partials: array<f32>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
 
+var<workgroup> weight: array<f32, CHUNKS>;
+var<workgroup> sliced: array<f32, RSLICES * HEAD_DIM>;
+${reductions(DENSE_REDUCE_WORKGROUP)}
 @compute @workgroup_size(RWG)
 fn main(
   ${MAIN_ARGS},
@@ -247,20 +253,33 @@ fn main(
   let len = min(positions[b] + 1u, MAX_SEQ);
   let used = (len + CHUNK - 1u) / CHUNK;
   let base = flat * CHUNKS * (HEAD_DIM + 2u);
-  var top = NEG;
-  for (var c = 0u; c < used; c++) { top = max(top, partials[base + c * (HEAD_DIM + 2u) + HEAD_DIM]); }
-  var total = 0.0;
-  for (var c = 0u; c < used; c++) {
+  var m = NEG;
+  var sum = 0.0;
+  for (var c = tid; c < used; c += RWG) {
     let at = base + c * (HEAD_DIM + 2u) + HEAD_DIM;
-    total += partials[at + 1u] * exp(partials[at] - top);
+    let mc = partials[at];
+    let top = max(m, mc);
+    sum = sum * exp(m - top) + partials[at + 1u] * exp(mc - top);
+    m = top;
   }
+  let stats = reduce_softmax(m, sum, tid);
+  for (var c = tid; c < used; c += RWG) {
+    weight[c] = exp(partials[base + c * (HEAD_DIM + 2u) + HEAD_DIM] - stats.x) / stats.y;
+  }
+  workgroupBarrier();
+  for (var i = tid; i < RSLICES * HEAD_DIM; i += RWG) {
+    let j = i % HEAD_DIM;
+    var o = 0.0;
+    for (var c = i / HEAD_DIM; c < used; c += RSLICES) {
+      o += partials[base + c * (HEAD_DIM + 2u) + j] * weight[c];
+    }
+    sliced[i] = o;
+  }
+  workgroupBarrier();
   for (var j = tid; j < HEAD_DIM; j += RWG) {
     var o = 0.0;
-    for (var c = 0u; c < used; c++) {
-      let at = base + c * (HEAD_DIM + 2u);
-      o += partials[at + j] * exp(partials[at + HEAD_DIM] - top);
-    }
-    y[flat * HEAD_DIM + j] = o / total;
+    for (var r = 0u; r < RSLICES; r++) { o += sliced[r * HEAD_DIM + j]; }
+    y[flat * HEAD_DIM + j] = o;
   }
 }
 `;
@@ -274,6 +293,171 @@ fn main(
       { name: "partials", access: "read" },
       { name: "positions", access: "read" },
       { name: "y", access: "read_write" },
+      { name: "params", access: "uniform" },
+    ],
+    placeholder: false,
+  };
+}
+
+/**
+ * Whether the subgroup partial kernel applies: a row of K is `headDim / 4` vec4 lanes, which a
+ * whole number of subgroup-wide loads must cover.
+ *
+ * @example
+ * ```ts
+ * import { subgroupRowsFit } from "./attention_dense.ts";
+ * subgroupRowsFit(128, 32); // true: one vec4 per invocation
+ * subgroupRowsFit(64, 32); // false: 16 lanes cannot feed 32 invocations
+ * ```
+ */
+export function subgroupRowsFit(headDim: number, subgroupSize: number | null): boolean {
+  const lanes = headDim / 4;
+  return subgroupSize !== null && lanes >= subgroupSize && lanes % subgroupSize === 0;
+}
+
+/**
+ * The subgroup partial kernel: each subgroup walks the chunk one K/V row at a time — every load
+ * instruction reads a contiguous stretch of the row — reduces the dot products with
+ * `subgroupAdd`, and keeps an online softmax (running max, Σexp, output) with no barrier in the
+ * row loop; the subgroups of a workgroup merge once at the end. Invocations are assumed to form
+ * subgroups in order of `local_invocation_index` (as on NVIDIA and lavapipe; the tests check the
+ * results on both). Bindings and partials layout as {@link densePartialKernel}.
+ *
+ * @example
+ * ```ts
+ * import { denseLayout, densePartialSubgroupKernel } from "./attention_dense.ts";
+ * const shape = { batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16" as const, workgroupStorage: 49152 };
+ * densePartialSubgroupKernel(shape, denseLayout(shape), 32).name; // "attention_dense_partial_sg"
+ * ```
+ */
+export function densePartialSubgroupKernel(
+  s: AttentionKernelShape,
+  layout: DenseLayout,
+  subgroupSize: number,
+  workgroup = 256,
+): KernelSpec {
+  const wg = Math.max(subgroupSize, Math.floor(workgroup / subgroupSize) * subgroupSize);
+  const source = `// sparqc dense attention, split-K partial, one subgroup per row at a time
+${header(s, layout)}
+const SG = ${subgroupSize}u;
+const PER = LANES / SG;
+const TEAM_WG = ${wg}u;
+const TEAMS = TEAM_WG / SG;
+const NEG = -3.0e38;
+@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> positions: array<u32>;
+@group(0) @binding(2) var<storage, read> k_cache: array<KV4>;
+@group(0) @binding(3) var<storage, read> v_cache: array<KV4>;
+@group(0) @binding(4) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(5) var<uniform> params: Params;
+
+var<workgroup> team_max: array<f32, TEAMS * GROUP>;
+var<workgroup> team_sum: array<f32, TEAMS * GROUP>;
+var<workgroup> merged: array<vec4<f32>, TEAMS * LANES>;
+
+@compute @workgroup_size(TEAM_WG)
+fn main(
+  ${MAIN_ARGS},
+  @builtin(subgroup_invocation_id) lane: u32,
+) {
+  ${FLAT_ID}
+  let chunk = flat % CHUNKS;
+  let local_row = flat / CHUNKS;
+  if (local_row >= params.rows) { return; }
+  let row = params.first_row + local_row;
+  let b = row / KV_HEADS;
+  let len = min(positions[b] + 1u, MAX_SEQ);
+  let start = chunk * CHUNK;
+  if (start >= len) { return; }
+  let n = min(CHUNK, len - start);
+  let head0 = row * GROUP;
+  let team = tid / SG;
+
+  var qv = array<vec4<f32>, GROUP * PER>();
+  for (var h = 0u; h < GROUP; h++) {
+    for (var p = 0u; p < PER; p++) { qv[h * PER + p] = q[(head0 + h) * LANES + p * SG + lane]; }
+  }
+  var run_max = array<f32, GROUP>();
+  var run_sum = array<f32, GROUP>();
+  var acc = array<vec4<f32>, GROUP * PER>();
+  for (var h = 0u; h < GROUP; h++) { run_max[h] = NEG; }
+
+  let base = local_row * MAX_SEQ + start;
+  // The loop bound is uniform so that subgroupAdd runs in uniform control flow; teams past the
+  // chunk's end reread its last row and drop the result.
+  for (var t0 = 0u; t0 < n; t0 += TEAMS) {
+    let t = t0 + team;
+    let valid = t < n;
+    let at = (base + min(t, n - 1u)) * LANES + lane;
+    var keys = array<vec4<f32>, PER>();
+    var values = array<vec4<f32>, PER>();
+    for (var p = 0u; p < PER; p++) {
+      keys[p] = vec4<f32>(k_cache[at + p * SG]);
+      values[p] = vec4<f32>(v_cache[at + p * SG]);
+    }
+    for (var h = 0u; h < GROUP; h++) {
+      var part = 0.0;
+      for (var p = 0u; p < PER; p++) { part += dot(qv[h * PER + p], keys[p]); }
+      let score = subgroupAdd(part) * SCALE;
+      if (valid) {
+        let top = max(run_max[h], score);
+        let rescale = exp(run_max[h] - top);
+        let e = exp(score - top);
+        run_sum[h] = run_sum[h] * rescale + e;
+        run_max[h] = top;
+        for (var p = 0u; p < PER; p++) { acc[h * PER + p] = acc[h * PER + p] * rescale + e * values[p]; }
+      }
+    }
+  }
+
+  // Merge the teams: every team holds the same statistics in all its invocations.
+  if (lane == 0u) {
+    for (var h = 0u; h < GROUP; h++) {
+      team_max[team * GROUP + h] = run_max[h];
+      team_sum[team * GROUP + h] = run_sum[h];
+    }
+  }
+  workgroupBarrier();
+  for (var h = 0u; h < GROUP; h++) {
+    var top = NEG;
+    for (var w = 0u; w < TEAMS; w++) { top = max(top, team_max[w * GROUP + h]); }
+    var total = 0.0;
+    for (var w = 0u; w < TEAMS; w++) {
+      total += team_sum[w * GROUP + h] * exp(team_max[w * GROUP + h] - top);
+    }
+    let mine = exp(run_max[h] - top);
+    for (var p = 0u; p < PER; p++) { merged[team * LANES + p * SG + lane] = acc[h * PER + p] * mine; }
+    workgroupBarrier();
+    if (tid < LANES) {
+      var o = vec4<f32>(0.0);
+      for (var w = 0u; w < TEAMS; w++) { o += merged[w * LANES + tid]; }
+      let out = ((head0 + h) * CHUNKS + chunk) * (HEAD_DIM + 2u);
+      partials[out + 4u * tid] = o.x;
+      partials[out + 4u * tid + 1u] = o.y;
+      partials[out + 4u * tid + 2u] = o.z;
+      partials[out + 4u * tid + 3u] = o.w;
+      if (tid == 0u) {
+        partials[out + HEAD_DIM] = top;
+        partials[out + HEAD_DIM + 1u] = total;
+      }
+    }
+    workgroupBarrier();
+  }
+}
+`;
+  return {
+    name: "attention_dense_partial_sg",
+    op: "attention",
+    source,
+    entryPoint: "main",
+    constants: {},
+    bindings: [
+      { name: "q", access: "read" },
+      { name: "positions", access: "read" },
+      { name: "k_cache", access: "read" },
+      { name: "v_cache", access: "read" },
+      { name: "partials", access: "read_write" },
       { name: "params", access: "uniform" },
     ],
     placeholder: false,

@@ -20,6 +20,7 @@ import type { Gpu } from "./device.ts";
  */
 export function deviceTarget(gpu: Gpu, memoryBudget: number): Target {
   const l = gpu.device.limits;
+  const info = gpu.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
   return {
     name: "device",
     description: gpu.info.description || `${gpu.info.vendor} ${gpu.info.architecture}`.trim(),
@@ -31,6 +32,10 @@ export function deviceTarget(gpu: Gpu, memoryBudget: number): Target {
       maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
       maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
     },
+    subgroupSize: gpu.features.has("subgroups") && info.subgroupMinSize === info.subgroupMaxSize &&
+        info.subgroupMinSize > 0
+      ? info.subgroupMinSize
+      : null,
     memoryBudget: Math.floor(memoryBudget),
   };
 }

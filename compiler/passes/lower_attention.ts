@@ -12,7 +12,9 @@ import {
   type DenseConfig,
   denseLayout,
   densePartialKernel,
+  densePartialSubgroupKernel,
   denseReduceKernel,
+  subgroupRowsFit,
 } from "../../kernels/attention_dense.ts";
 import { grid1d } from "../../kernels/grid.ts";
 import { KV_APPEND_DEFAULT, type KvAppendConfig, kvAppendKernel } from "../../kernels/kv_append.ts";
@@ -133,9 +135,13 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     const config = tuned<DenseConfig>(ctx, "attention_dense", shape);
     const layout = build(ctx, () => denseLayout(shape, config));
     const partials = scratch("partials", [B, H, layout.chunks, shape.headDim + 2], "f32");
+    const sg = ctx.target.subgroupSize;
+    const partialKernel = subgroupRowsFit(shape.headDim, sg)
+      ? densePartialSubgroupKernel(shape, layout, sg!, config?.workgroup)
+      : densePartialKernel(shape, layout);
     return [
       ...perShard(
-        densePartialKernel(shape, layout),
+        partialKernel,
         [q, positions, kCache, vCache, partials],
         (rows) => layout.chunks * rows,
       ),
