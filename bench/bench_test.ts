@@ -43,7 +43,12 @@ Deno.test("the bench writes a header, one line per point, the HTML report and th
     ok(line.time.median > 0 && line.time.n >= 3);
     ok(line.bytes > 0 && line.achievedGBps > 0);
     if (line.method === "sparq") {
-      deepStrictEqual(Object.keys(line.stages), ["sparq_scores", "sparq_topk", "sparq_attend"]);
+      deepStrictEqual(Object.keys(line.stages), [
+        "sparq_prepare",
+        "sparq_scores",
+        "sparq_topk",
+        "sparq_attend",
+      ]);
       deepStrictEqual(Object.keys(line.errorVsDense).sort(), ["gaussian", "realistic"]);
       ok(line.theoreticalSpeedup > 0 && line.speedup > 0);
     } else {

@@ -15,11 +15,15 @@ Deno.test("every preset compiles with both attention methods, and its plan round
       deepStrictEqual(plan.stats.layers, model.numLayers);
       // Attention lowers to the split-K pair (dense) or three SparQ stages, per layer.
       const attention = plan.schedule.filter((d) => d.node === "layers.0.attention");
+      // Dense: the subgroup partial kernel where the h100 target's subgroups fit the rows.
+      const denseKernels = model.numHeads === model.numKvHeads && model.headDim % 128 === 0
+        ? ["attention_dense_partial_sg", "attention_dense_reduce"]
+        : ["attention_dense_partial", "attention_dense_reduce"];
       deepStrictEqual(
         attention.map((d) => d.kernel),
         method === "dense"
-          ? ["attention_dense_partial", "attention_dense_reduce"]
-          : ["sparq_scores", "sparq_topk", "sparq_attend"],
+          ? denseKernels
+          : ["sparq_prepare", "sparq_scores", "sparq_topk", "sparq_attend"],
       );
       ok(plan.stats.kernels < plan.stats.dispatchesPerStep, "kernels are shared across layers");
     }

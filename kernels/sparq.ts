@@ -1,9 +1,11 @@
 /**
- * SparQ attention in three kernels (../shared/SPARQ.md):
+ * SparQ attention in four kernels (../shared/SPARQ.md):
  *
- * 1. `sparq_scores` — per (block of positions, sequence, KV head): the r largest components of
- *    Σ_group |q| (i1), each head's tau, and the approximate logits q[i1]·Kᵀ[i1, pos] / tau from the
- *    contiguous Kᵀ rows; writes the logits and each block's softmax statistics (max, Σexp).
+ * 0. `sparq_prepare` — per (sequence, KV head): the r largest components of Σ_group |q| (i1) and
+ *    each head's q[i1] / tau, once.
+ * 1. `sparq_scores` — per (block of positions, sequence, KV head): the approximate logits
+ *    q[i1]·Kᵀ[i1, pos] / tau from the contiguous Kᵀ rows; writes the logits and each block's
+ *    softmax statistics (max, Σexp).
  * 2. `sparq_topk` — per (sequence, KV head): merges the block statistics into each head's
  *    softmax, ranks positions by Σ_group ŝ, and selects the top k on the GPU by a 4-pass radix
  *    select over the scores' bit patterns (non-negative floats order as their bits do); the
@@ -36,16 +38,16 @@ export interface SparqKernelParams {
 
 /** SparQ's launch parameters. */
 export interface SparqConfig {
-  /** Positions per workgroup of stage 1, one per invocation. */
+  /** Positions per workgroup of stage 1 (up to 256 invocations, several positions each). */
   block: number;
   /** Invocations per workgroup of stage 3, about (rounded to whole rows of lanes). */
   attendWorkgroup: number;
 }
 
 /** The default launch. */
-export const SPARQ_DEFAULT: SparqConfig = { block: 256, attendWorkgroup: 256 };
+export const SPARQ_DEFAULT: SparqConfig = { block: 1024, attendWorkgroup: 256 };
 /** The candidates the tuner measures. */
-export const SPARQ_SPACE: SparqConfig[] = [64, 128, 256, 512].flatMap((block) =>
+export const SPARQ_SPACE: SparqConfig[] = [256, 512, 1024, 2048].flatMap((block) =>
   [64, 128, 256].map((attendWorkgroup) => ({ block, attendWorkgroup }))
 );
 
@@ -64,6 +66,8 @@ export function sparqScratch(
     blocks,
     kept,
     scores: [s.batch, s.heads, s.maxSeq],
+    chosen: [s.batch, s.kvHeads, p.r],
+    querySelected: [s.batch, s.heads, p.r],
     blockStats: [s.batch, s.heads, blocks, 2],
     keys: [s.batch, s.kvHeads, s.maxSeq],
     indices: [s.batch, s.kvHeads, kept],
@@ -105,8 +109,96 @@ function spec(
   };
 }
 
+/** Invocations per workgroup of `sparq_prepare`. */
+export const SPARQ_PREPARE_WORKGROUP = 128;
+
 /**
- * Stage 1: bindings q, positions, kt_cache, scores, block_stats, params.
+ * Stage 0, once per (sequence, KV head): i1, the r largest components of Σ_group |q| (ties to
+ * the lower component), and each head's q[i1] / tau. Bindings q, chosen, query_selected, params
+ * (rows = B·Hkv).
+ *
+ * @example
+ * ```ts
+ * import { sparqPrepareKernel } from "./sparq.ts";
+ * sparqPrepareKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
+ * ```
+ */
+export function sparqPrepareKernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig = SPARQ_DEFAULT,
+): KernelSpec {
+  const source =
+    `// sparqc SparQ stage 0: the top-r query components of each KV group, and q[i1] / tau
+${constants(s, p, c)}
+const WG = ${SPARQ_PREPARE_WORKGROUP}u;
+@group(0) @binding(0) var<storage, read> q: array<f32>;
+@group(0) @binding(1) var<storage, read_write> chosen: array<u32>;
+@group(0) @binding(2) var<storage, read_write> query_selected: array<f32>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+var<workgroup> abs_q: array<f32, HEAD_DIM>;
+var<workgroup> i1: array<u32, R>;
+${reductions(SPARQ_PREPARE_WORKGROUP)}
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${FLAT_ID}
+  if (flat >= params.rows) { return; }
+  let row = flat;
+  let head0 = row * GROUP;
+  for (var j = tid; j < HEAD_DIM; j += WG) {
+    var a = 0.0;
+    for (var h = 0u; h < GROUP; h++) { a += abs(q[(head0 + h) * HEAD_DIM + j]); }
+    abs_q[j] = a;
+  }
+  workgroupBarrier();
+  for (var j = tid; j < HEAD_DIM; j += WG) {
+    let aj = abs_q[j];
+    var rank = 0u;
+    for (var i = 0u; i < HEAD_DIM; i++) {
+      let ai = abs_q[i];
+      if (ai > aj || (ai == aj && i < j)) { rank++; }
+    }
+    if (rank < R) {
+      i1[rank] = j;
+      chosen[row * R + rank] = j;
+    }
+  }
+  workgroupBarrier();
+  for (var h = 0u; h < GROUP; h++) {
+    let at = (head0 + h) * HEAD_DIM;
+    var total = 0.0;
+    for (var j = tid; j < HEAD_DIM; j += WG) { total += abs(q[at + j]); }
+    total = reduce_sum(total, tid);
+    var picked = 0.0;
+    for (var i = tid; i < R; i += WG) { picked += abs(q[at + i1[i]]); }
+    picked = reduce_sum(picked, tid);
+    var tau = sqrt(f32(HEAD_DIM));
+    if (total > 0.0) { tau = sqrt(f32(HEAD_DIM) * picked / total); }
+    for (var i = tid; i < R; i += WG) { query_selected[(head0 + h) * R + i] = q[at + i1[i]] / tau; }
+  }
+}
+`;
+  return spec("sparq_prepare", source, [
+    ["q", "read"],
+    ["chosen", "read_write"],
+    ["query_selected", "read_write"],
+  ]);
+}
+
+/** Stage 1's workgroup: up to 256 invocations, each scoring `block / workgroup` positions. */
+export function scoresLayout(c: SparqConfig): { workgroup: number; perThread: number } {
+  const workgroup = Math.min(256, c.block);
+  return { workgroup, perThread: c.block / workgroup };
+}
+
+/**
+ * Stage 1: bindings query_selected, positions, kt_cache, chosen, scores, block_stats, params.
+ * Each invocation scores several positions, one workgroup-wide coalesced read of a Kᵀ row per
+ * component and position slot.
  *
  * @example
  * ```ts
@@ -121,23 +213,25 @@ export function sparqScoresKernel(
   c: SparqConfig = SPARQ_DEFAULT,
 ): KernelSpec {
   const group = s.heads / s.kvHeads;
-  const bytes = s.headDim * 4 + p.r * 4 + group * p.r * 4 + c.block * 12;
+  const { workgroup, perThread } = scoresLayout(c);
+  const bytes = p.r * 4 + group * p.r * 4 + workgroup * 12;
   fitTile("sparq_scores", s.workgroupStorage, () => bytes, [c.block]);
-  const source = `// sparqc SparQ stage 1: top-r query components and approximate scores from Kᵀ
+  const source = `// sparqc SparQ stage 1: approximate scores from the contiguous Kᵀ rows of i1
 ${kvPrelude(s.kvDtype)}
 ${constants(s, p, c)}
-const WG = BLOCK;
-@group(0) @binding(0) var<storage, read> q: array<f32>;
+const WG = ${workgroup}u;
+const PER = ${perThread}u;
+@group(0) @binding(0) var<storage, read> query_selected: array<f32>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<storage, read> kt_cache: array<KV>;
-@group(0) @binding(3) var<storage, read_write> scores: array<f32>;
-@group(0) @binding(4) var<storage, read_write> block_stats: array<f32>;
-@group(0) @binding(5) var<uniform> params: Params;
+@group(0) @binding(3) var<storage, read> chosen: array<u32>;
+@group(0) @binding(4) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(5) var<storage, read_write> block_stats: array<f32>;
+@group(0) @binding(6) var<uniform> params: Params;
 
-var<workgroup> abs_q: array<f32, HEAD_DIM>;
 var<workgroup> i1: array<u32, R>;
 var<workgroup> q_sel: array<f32, GROUP * R>;
-${reductions(c.block)}
+${reductions(workgroup)}
 @compute @workgroup_size(WG)
 fn main(
   ${MAIN_ARGS},
@@ -152,48 +246,35 @@ fn main(
   let start = block * BLOCK;
   if (start >= len) { return; }
   let head0 = row * GROUP;
-
-  // i1: ranks of Σ_group |q_j| (larger first, ties to the lower j).
-  for (var j = tid; j < HEAD_DIM; j += WG) {
-    var a = 0.0;
-    for (var h = 0u; h < GROUP; h++) { a += abs(q[(head0 + h) * HEAD_DIM + j]); }
-    abs_q[j] = a;
-  }
-  workgroupBarrier();
-  for (var j = tid; j < HEAD_DIM; j += WG) {
-    let aj = abs_q[j];
-    var rank = 0u;
-    for (var i = 0u; i < HEAD_DIM; i++) {
-      let ai = abs_q[i];
-      if (ai > aj || (ai == aj && i < j)) { rank++; }
-    }
-    if (rank < R) { i1[rank] = j; }
-  }
-  workgroupBarrier();
-  if (tid < GROUP) {
-    let at = (head0 + tid) * HEAD_DIM;
-    var total = 0.0;
-    for (var j = 0u; j < HEAD_DIM; j++) { total += abs(q[at + j]); }
-    var picked = 0.0;
-    for (var i = 0u; i < R; i++) { picked += abs(q[at + i1[i]]); }
-    var tau = sqrt(f32(HEAD_DIM));
-    if (total > 0.0) { tau = sqrt(f32(HEAD_DIM) * picked / total); }
-    for (var i = 0u; i < R; i++) { q_sel[tid * R + i] = q[at + i1[i]] / tau; }
-  }
+  for (var i = tid; i < R; i += WG) { i1[i] = chosen[row * R + i]; }
+  for (var i = tid; i < GROUP * R; i += WG) { q_sel[i] = query_selected[head0 * R + i]; }
   workgroupBarrier();
 
-  let pos = start + tid;
-  let valid = pos < len;
-  var z = array<f32, GROUP>();
-  if (valid) {
-    for (var i = 0u; i < R; i++) {
-      let key = f32(kt_cache[(local_row * HEAD_DIM + i1[i]) * MAX_SEQ + pos]);
-      for (var h = 0u; h < GROUP; h++) { z[h] += q_sel[h * R + i] * key; }
+  var z = array<f32, GROUP * PER>();
+  for (var i = 0u; i < R; i++) {
+    let base = (local_row * HEAD_DIM + i1[i]) * MAX_SEQ + start + tid;
+    for (var slot = 0u; slot < PER; slot++) {
+      let pos = start + tid + slot * WG;
+      if (pos < len) {
+        let key = f32(kt_cache[base + slot * WG]);
+        for (var h = 0u; h < GROUP; h++) { z[slot * GROUP + h] += q_sel[h * R + i] * key; }
+      }
     }
-    for (var h = 0u; h < GROUP; h++) { scores[(head0 + h) * MAX_SEQ + pos] = z[h]; }
   }
   for (var h = 0u; h < GROUP; h++) {
-    let stats = reduce_softmax(select(NEG, z[h], valid), select(0.0, 1.0, valid), tid);
+    var m = NEG;
+    var sum = 0.0;
+    for (var slot = 0u; slot < PER; slot++) {
+      let pos = start + tid + slot * WG;
+      if (pos < len) {
+        let v = z[slot * GROUP + h];
+        scores[(head0 + h) * MAX_SEQ + pos] = v;
+        let top = max(m, v);
+        sum = sum * exp(m - top) + exp(v - top);
+        m = top;
+      }
+    }
+    let stats = reduce_softmax(m, sum, tid);
     if (tid == 0u) {
       block_stats[((head0 + h) * BLOCKS + block) * 2u] = stats.x;
       block_stats[((head0 + h) * BLOCKS + block) * 2u + 1u] = stats.y;
@@ -202,9 +283,10 @@ fn main(
 }
 `;
   return spec("sparq_scores", source, [
-    ["q", "read"],
+    ["query_selected", "read"],
     ["positions", "read"],
     ["kt_cache", "read"],
+    ["chosen", "read"],
     ["scores", "read_write"],
     ["block_stats", "read_write"],
   ]);

@@ -21,6 +21,7 @@ import { KV_APPEND_DEFAULT, type KvAppendConfig, kvAppendKernel } from "../../ke
 import {
   sparqAttendKernel,
   type SparqConfig,
+  sparqPrepareKernel,
   sparqScoresKernel,
   sparqScratch,
   sparqTopkKernel,
@@ -136,7 +137,9 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     const layout = build(ctx, () => denseLayout(shape, config));
     const partials = scratch("partials", [B, H, layout.chunks, shape.headDim + 2], "f32");
     const sg = ctx.target.subgroupSize;
-    const partialKernel = subgroupRowsFit(shape.headDim, sg)
+    // Measured on the H100: the subgroup kernel wins with one query head per KV head; with
+    // several, its per-row reductions serialize the loop and the tiled kernel is faster.
+    const partialKernel = subgroupRowsFit(shape.headDim, sg) && shape.heads === shape.kvHeads
       ? densePartialSubgroupKernel(shape, layout, sg!, config?.workgroup)
       : densePartialKernel(shape, layout);
     return [
@@ -154,15 +157,18 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     sparq: { r: method.r, k: method.k, localWindow: method.localWindow },
   });
   const sizes = sparqScratch(shape, method, config);
+  const chosen = scratch("chosen", sizes.chosen, "u32");
+  const querySelected = scratch("query_selected", sizes.querySelected, "f32");
   const scores = scratch("scores", sizes.scores, "f32");
   const blockStats = scratch("block_stats", sizes.blockStats, "f32");
   const keys = scratch("keys", sizes.keys, "u32");
   const indices = scratch("indices", sizes.indices, "u32");
   const alpha = scratch("alpha", sizes.alpha, "f32");
   return [
+    whole(sparqPrepareKernel(shape, method, config), [q, chosen, querySelected], allRows),
     ...perShard(
       build(ctx, () => sparqScoresKernel(shape, method, config)),
-      [q, positions, ktCache, scores, blockStats],
+      [querySelected, positions, ktCache, chosen, scores, blockStats],
       (rows) => sizes.blocks * rows,
     ),
     whole(
