@@ -46,6 +46,7 @@ Deno.test("the bench writes a header, one line per point, the HTML report and th
       deepStrictEqual(Object.keys(line.stages), [
         "sparq_prepare",
         "sparq_scores",
+        "sparq_candidates",
         "sparq_topk",
         "sparq_attend",
       ]);

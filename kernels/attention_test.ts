@@ -280,3 +280,31 @@ Deno.test("caches split over several bindings give the same results", async () =
   ok(relativeL2(dense.y, denseReference(p)) <= 1e-5, `seed=${seed}: dense`);
   await appendThenAttend(p, true, small, `sharded append seed=${seed}`);
 });
+
+Deno.test("SparQ's top-k across several candidate blocks (S > 4096)", async () => {
+  const seed = freshSeed();
+  const p = randomProblem({
+    batch: 2,
+    heads: 4,
+    kvHeads: 2,
+    seqCapacity: 9000,
+    headDim: 64,
+    ragged: true,
+    seed,
+    kvDtype: "f16",
+  });
+  p.lengths[0] = 9000; // at least one sequence spans all three blocks
+  for (
+    const params of [{ r: 8, k: 16, localWindow: 0 }, { r: 16, k: 300, localWindow: 40 }, {
+      r: 4,
+      k: 8999,
+      localWindow: 0,
+    }]
+  ) {
+    const label = `seed=${seed} k=${params.k}`;
+    const out = await runAttention(gpu, target, p, { kind: "sparq", ...params }, "f16");
+    const chosen = checkIndices(p, params, out.indices!, label);
+    const error = relativeL2(out.y, sparqReference(p, params, chosen).y);
+    ok(error <= 2e-3, `${label}: relative L2 ${error}`);
+  }
+});

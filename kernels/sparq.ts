@@ -51,8 +51,10 @@ export const SPARQ_SPACE: SparqConfig[] = [256, 512, 1024, 2048].flatMap((block)
   [64, 128, 256].map((attendWorkgroup) => ({ block, attendWorkgroup }))
 );
 
-/** Invocations of the top-k workgroup: one per radix bin. */
+/** Invocations of the top-k workgroups: one per radix bin. */
 export const SPARQ_TOPK_WORKGROUP = 256;
+/** Positions each `sparq_candidates` workgroup ranks in workgroup memory. */
+export const CANDIDATE_BLOCK = 4096;
 
 /** Sizes of the SparQ scratch tensors for a shape. */
 export function sparqScratch(
@@ -62,6 +64,9 @@ export function sparqScratch(
 ) {
   const blocks = Math.ceil(s.maxSeq / config.block);
   const kept = Math.min(p.k, s.maxSeq);
+  const candidateBlock = Math.min(CANDIDATE_BLOCK, s.maxSeq);
+  const candidateBlocks = Math.ceil(s.maxSeq / candidateBlock);
+  const perBlock = Math.min(p.k, candidateBlock);
   return {
     blocks,
     kept,
@@ -69,7 +74,7 @@ export function sparqScratch(
     chosen: [s.batch, s.kvHeads, p.r],
     querySelected: [s.batch, s.heads, p.r],
     blockStats: [s.batch, s.heads, blocks, 2],
-    keys: [s.batch, s.kvHeads, s.maxSeq],
+    candidates: [s.batch, s.kvHeads, candidateBlocks * perBlock, 2],
     indices: [s.batch, s.kvHeads, kept],
     alpha: [s.batch, s.heads],
   };
@@ -87,6 +92,9 @@ const KEPT = ${Math.min(p.k, s.maxSeq)}u;
 const LOCAL_WINDOW = ${p.localWindow}u;
 const BLOCK = ${c.block}u;
 const BLOCKS = ${Math.ceil(s.maxSeq / c.block)}u;
+const CBLOCK = ${Math.min(CANDIDATE_BLOCK, s.maxSeq)}u;
+const CBLOCKS = ${Math.ceil(s.maxSeq / Math.min(CANDIDATE_BLOCK, s.maxSeq))}u;
+const CK = ${Math.min(p.k, Math.min(CANDIDATE_BLOCK, s.maxSeq))}u;
 ${PARAMS_DECL}`;
 }
 
@@ -292,9 +300,299 @@ fn main(
   ]);
 }
 
+/** Kᵀ rows whose loads stage 1 issues before using any of them. */
+const ROWS_IN_FLIGHT = 8;
+
 /**
- * Stage 2: bindings scores, block_stats, positions, keys, indices, alpha, params
- * (rows = B·Hkv, never sharded).
+ * Stage 1 where the capacity S is a multiple of 4: each invocation scores 4 consecutive
+ * positions with one 8-byte load per Kᵀ row, issuing {@link ROWS_IN_FLIGHT} rows' loads before
+ * using them, and keeps each head's 4 scores in a vec4. Same bindings as
+ * {@link sparqScoresKernel}.
+ *
+ * @example
+ * ```ts
+ * import { sparqScoresVec4Kernel } from "./sparq.ts";
+ * sparqScoresVec4Kernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
+ * ```
+ */
+export function sparqScoresVec4Kernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig = SPARQ_DEFAULT,
+): KernelSpec {
+  const group = s.heads / s.kvHeads;
+  const workgroup = Math.min(256, c.block / 4);
+  const bytes = p.r * 4 + group * p.r * 4 + workgroup * 12;
+  fitTile("sparq_scores", s.workgroupStorage, () => bytes, [c.block]);
+  const batch = Math.min(ROWS_IN_FLIGHT, p.r);
+  const source =
+    `// sparqc SparQ stage 1 (4 positions per invocation): approximate scores from Kᵀ rows of i1
+${kvPrelude(s.kvDtype)}
+${constants(s, p, c)}
+const WG = ${workgroup}u;
+const PER = BLOCK / (WG * 4u);
+const IN_FLIGHT = ${batch}u;
+const ROW4 = MAX_SEQ / 4u;
+@group(0) @binding(0) var<storage, read> query_selected: array<f32>;
+@group(0) @binding(1) var<storage, read> positions: array<u32>;
+@group(0) @binding(2) var<storage, read> kt_cache: array<KV4>;
+@group(0) @binding(3) var<storage, read> chosen: array<u32>;
+@group(0) @binding(4) var<storage, read_write> scores: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> block_stats: array<f32>;
+@group(0) @binding(6) var<uniform> params: Params;
+
+var<workgroup> i1: array<u32, R>;
+var<workgroup> q_sel: array<f32, GROUP * R>;
+${reductions(workgroup)}
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${FLAT_ID}
+  let block = flat % BLOCKS;
+  let local_row = flat / BLOCKS;
+  if (local_row >= params.rows) { return; }
+  let row = params.first_row + local_row;
+  let b = row / KV_HEADS;
+  let len = min(positions[b] + 1u, MAX_SEQ);
+  let start = block * BLOCK;
+  if (start >= len) { return; }
+  let head0 = row * GROUP;
+  for (var i = tid; i < R; i += WG) { i1[i] = chosen[row * R + i]; }
+  for (var i = tid; i < GROUP * R; i += WG) { q_sel[i] = query_selected[head0 * R + i]; }
+  workgroupBarrier();
+
+  var run_max = array<f32, GROUP>();
+  var run_sum = array<f32, GROUP>();
+  for (var h = 0u; h < GROUP; h++) { run_max[h] = NEG; }
+  for (var slot = 0u; slot < PER; slot++) {
+    let pos0 = start + (slot * WG + tid) * 4u;
+    if (pos0 >= len) { break; }
+    var z = array<vec4<f32>, GROUP>();
+    let column = pos0 / 4u;
+    for (var i0 = 0u; i0 < R; i0 += IN_FLIGHT) {
+      var keys = array<vec4<f32>, IN_FLIGHT>();
+      for (var j = 0u; j < IN_FLIGHT; j++) {
+        let i = min(i0 + j, R - 1u);
+        keys[j] = vec4<f32>(kt_cache[(local_row * HEAD_DIM + i1[i]) * ROW4 + column]);
+      }
+      for (var j = 0u; j < IN_FLIGHT; j++) {
+        if (i0 + j < R) {
+          for (var h = 0u; h < GROUP; h++) { z[h] += q_sel[h * R + i0 + j] * keys[j]; }
+        }
+      }
+    }
+    for (var h = 0u; h < GROUP; h++) {
+      scores[((head0 + h) * MAX_SEQ + pos0) / 4u] = z[h];
+      for (var e = 0u; e < 4u; e++) {
+        if (pos0 + e < len) {
+          let v = z[h][e];
+          let top = max(run_max[h], v);
+          run_sum[h] = run_sum[h] * exp(run_max[h] - top) + exp(v - top);
+          run_max[h] = top;
+        }
+      }
+    }
+  }
+  for (var h = 0u; h < GROUP; h++) {
+    let stats = reduce_softmax(run_max[h], run_sum[h], tid);
+    if (tid == 0u) {
+      block_stats[((head0 + h) * BLOCKS + block) * 2u] = stats.x;
+      block_stats[((head0 + h) * BLOCKS + block) * 2u + 1u] = stats.y;
+    }
+  }
+}
+`;
+  return spec("sparq_scores", source, [
+    ["query_selected", "read"],
+    ["positions", "read"],
+    ["kt_cache", "read"],
+    ["chosen", "read"],
+    ["scores", "read_write"],
+    ["block_stats", "read_write"],
+  ]);
+}
+
+/** WGSL shared by the two selection stages: head statistics and the radix select. */
+function selectionCommon(): string {
+  return `var<workgroup> head_max: array<f32, GROUP>;
+var<workgroup> head_inv: array<f32, GROUP>;
+var<workgroup> hist: array<atomic<u32>, 256>;
+var<workgroup> chosen_bin: u32;
+var<workgroup> chosen_left: u32;
+
+fn shat(head: u32, pos: u32, h: u32) -> f32 {
+  return exp(scores[head * MAX_SEQ + pos] - head_max[h]) * head_inv[h];
+}
+
+// Each head's softmax over all valid positions, from stage 1's per-block statistics.
+fn head_statistics(head0: u32, len: u32, tid: u32) {
+  let used = (len + BLOCK - 1u) / BLOCK;
+  for (var h = 0u; h < GROUP; h++) {
+    var m = NEG;
+    var sum = 0.0;
+    for (var blk = tid; blk < used; blk += WG) {
+      let at = ((head0 + h) * BLOCKS + blk) * 2u;
+      let bm = block_stats[at];
+      let top = max(m, bm);
+      sum = sum * exp(m - top) + block_stats[at + 1u] * exp(bm - top);
+      m = top;
+    }
+    let stats = reduce_softmax(m, sum, tid);
+    if (tid == 0u) {
+      head_max[h] = stats.x;
+      head_inv[h] = 1.0 / stats.y;
+    }
+  }
+  workgroupBarrier();
+}
+
+// The ranking key of a position: the bits of Σ_group ŝ (≥ 0, so they order as the floats);
+// the local window gets the largest key.
+fn ranking_key(head0: u32, pos: u32, len: u32) -> u32 {
+  if (pos + LOCAL_WINDOW >= len) { return 0xffffffffu; }
+  var c = 0.0;
+  for (var h = 0u; h < GROUP; h++) { c += shat(head0 + h, pos, h); }
+  return bitcast<u32>(c);
+}
+
+// One radix round: picks the bin holding the want-th largest key among keys matching prefix.
+// hist must hold this round's counts; returns (bin, how many to take from it).
+fn radix_round(want: u32, tid: u32) -> vec2<u32> {
+  var above = 0u;
+  for (var i = tid + 1u; i < 256u; i++) { above += atomicLoad(&hist[i]); }
+  let here = atomicLoad(&hist[tid]);
+  if (above < want && want <= above + here) {
+    chosen_bin = tid;
+    chosen_left = want - above;
+  }
+  let bin = workgroupUniformLoad(&chosen_bin);
+  let left = workgroupUniformLoad(&chosen_left);
+  atomicStore(&hist[tid], 0u);
+  workgroupBarrier();
+  return vec2<u32>(bin, left);
+}
+`;
+}
+
+/**
+ * Stage 2a: each workgroup ranks `CANDIDATE_BLOCK` positions of one (sequence, KV head) in
+ * workgroup memory and keeps its local top k, in position order, as (key, position)
+ * candidates. The global top k is always among the local ones (same tie rule). Bindings
+ * scores, block_stats, positions, candidates, params (rows = B·Hkv).
+ *
+ * @example
+ * ```ts
+ * import { sparqCandidatesKernel } from "./sparq.ts";
+ * sparqCandidatesKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
+ * ```
+ */
+export function sparqCandidatesKernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig = SPARQ_DEFAULT,
+): KernelSpec {
+  const block = Math.min(CANDIDATE_BLOCK, s.maxSeq);
+  fitTile(
+    "sparq_candidates",
+    s.workgroupStorage,
+    () => block * 4 + 256 * 4 + SPARQ_TOPK_WORKGROUP * 12,
+    [block],
+  );
+  const source = `// sparqc SparQ stage 2a: local top-k candidates of each block of positions
+${constants(s, p, c)}
+const WG = ${SPARQ_TOPK_WORKGROUP}u;
+@group(0) @binding(0) var<storage, read> scores: array<f32>;
+@group(0) @binding(1) var<storage, read> block_stats: array<f32>;
+@group(0) @binding(2) var<storage, read> positions: array<u32>;
+@group(0) @binding(3) var<storage, read_write> candidates: array<vec2<u32>>;
+@group(0) @binding(4) var<uniform> params: Params;
+
+var<workgroup> keys: array<u32, CBLOCK>;
+${reductions(SPARQ_TOPK_WORKGROUP)}
+${selectionCommon()}
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${FLAT_ID}
+  let cblock = flat % CBLOCKS;
+  let row = flat / CBLOCKS;
+  if (row >= params.rows) { return; }
+  let b = row / KV_HEADS;
+  let len = min(positions[b] + 1u, MAX_SEQ);
+  let start = cblock * CBLOCK;
+  // k ≥ length: stage 2b takes every position; nothing to rank.
+  if (start >= len || K_SEL >= len) { return; }
+  let n = min(CBLOCK, len - start);
+  let head0 = row * GROUP;
+  let out = (row * CBLOCKS + cblock) * CK;
+  head_statistics(head0, len, tid);
+  for (var t = tid; t < n; t += WG) { keys[t] = ranking_key(head0, start + t, len); }
+  atomicStore(&hist[tid], 0u);
+  workgroupBarrier();
+  if (n <= CK) {
+    for (var t = tid; t < n; t += WG) { candidates[out + t] = vec2<u32>(keys[t], start + t); }
+    return;
+  }
+
+  var prefix = 0u;
+  var left = CK;
+  for (var round = 0u; round < 4u; round++) {
+    let shift = 24u - 8u * round;
+    let mask = select(0u, 0xffffffffu << (shift + 8u), round > 0u);
+    for (var t = tid; t < n; t += WG) {
+      let key = keys[t];
+      if ((key & mask) == prefix) { atomicAdd(&hist[(key >> shift) & 255u], 1u); }
+    }
+    workgroupBarrier();
+    let picked = radix_round(left, tid);
+    prefix = prefix | (picked.x << shift);
+    left = picked.y;
+  }
+  let threshold = prefix;
+  let span = (n + WG - 1u) / WG;
+  let lo = min(tid * span, n);
+  let hi = min(lo + span, n);
+  var above_count = 0u;
+  var equal_count = 0u;
+  for (var t = lo; t < hi; t++) {
+    let key = keys[t];
+    if (key > threshold) { above_count++; } else if (key == threshold) { equal_count++; }
+  }
+  let equal_before = scan_exclusive(equal_count, tid).x;
+  let take_equal = min(equal_count, left - min(left, equal_before));
+  var slot = scan_exclusive(above_count + take_equal, tid).x;
+  var taken_equal = 0u;
+  for (var t = lo; t < hi; t++) {
+    let key = keys[t];
+    var take = key > threshold;
+    if (key == threshold && taken_equal < take_equal) {
+      take = true;
+      taken_equal++;
+    }
+    if (take) {
+      candidates[out + slot] = vec2<u32>(key, start + t);
+      slot++;
+    }
+  }
+}
+`;
+  return spec("sparq_candidates", source, [
+    ["scores", "read"],
+    ["block_stats", "read"],
+    ["positions", "read"],
+    ["candidates", "read_write"],
+  ]);
+}
+
+/**
+ * Stage 2b, per (sequence, KV head): the top k among the candidates by a 4-pass radix select
+ * over their keys (ties to the lower position: candidates are in position order), written as
+ * ascending indices, and each head's kept mass alpha (1 exactly when k ≥ length). Bindings
+ * scores, block_stats, positions, candidates, indices, alpha, params (rows = B·Hkv).
  *
  * @example
  * ```ts
@@ -308,26 +606,26 @@ export function sparqTopkKernel(
   p: SparqKernelParams,
   c: SparqConfig = SPARQ_DEFAULT,
 ): KernelSpec {
-  const source =
-    `// sparqc SparQ stage 2: rank positions by Σ_group ŝ and select the top k (radix select)
+  const source = `// sparqc SparQ stage 2b: the top k of the candidates (radix select), and alpha
 ${constants(s, p, c)}
 const WG = ${SPARQ_TOPK_WORKGROUP}u;
 @group(0) @binding(0) var<storage, read> scores: array<f32>;
 @group(0) @binding(1) var<storage, read> block_stats: array<f32>;
 @group(0) @binding(2) var<storage, read> positions: array<u32>;
-@group(0) @binding(3) var<storage, read_write> keys: array<u32>;
+@group(0) @binding(3) var<storage, read> candidates: array<vec2<u32>>;
 @group(0) @binding(4) var<storage, read_write> indices: array<u32>;
 @group(0) @binding(5) var<storage, read_write> alpha: array<f32>;
 @group(0) @binding(6) var<uniform> params: Params;
 
-var<workgroup> head_max: array<f32, GROUP>;
-var<workgroup> head_inv: array<f32, GROUP>;
-var<workgroup> hist: array<atomic<u32>, 256>;
-var<workgroup> chosen_bin: u32;
-var<workgroup> chosen_left: u32;
 ${reductions(SPARQ_TOPK_WORKGROUP)}
-fn shat(head: u32, pos: u32, h: u32) -> f32 {
-  return exp(scores[head * MAX_SEQ + pos] - head_max[h]) * head_inv[h];
+${selectionCommon()}
+// Candidate i of the row (i < count), in position order, and whether it exists.
+fn candidate_at(row: u32, len: u32, i: u32) -> vec3<u32> {
+  let cblock = i / CK;
+  let n = min(CBLOCK, len - min(len, cblock * CBLOCK));
+  let valid = select(0u, 1u, i % CK < min(CK, n));
+  let c = candidates[(row * CBLOCKS + cblock) * CK + i % CK];
+  return vec3<u32>(c.x, c.y, valid);
 }
 
 @compute @workgroup_size(WG)
@@ -347,97 +645,56 @@ fn main(
     if (tid < GROUP) { alpha[head0 + tid] = 1.0; }
     return;
   }
-
-  // Each head's softmax over all valid positions, from the per-block statistics.
-  let used = (len + BLOCK - 1u) / BLOCK;
-  for (var h = 0u; h < GROUP; h++) {
-    var m = NEG;
-    var sum = 0.0;
-    for (var blk = tid; blk < used; blk += WG) {
-      let at = ((head0 + h) * BLOCKS + blk) * 2u;
-      let bm = block_stats[at];
-      let top = max(m, bm);
-      sum = sum * exp(m - top) + block_stats[at + 1u] * exp(bm - top);
-      m = top;
-    }
-    let stats = reduce_softmax(m, sum, tid);
-    if (tid == 0u) {
-      head_max[h] = stats.x;
-      head_inv[h] = 1.0 / stats.y;
-    }
-  }
+  head_statistics(head0, len, tid);
   atomicStore(&hist[tid], 0u);
   workgroupBarrier();
+  let count = ((len + CBLOCK - 1u) / CBLOCK) * CK;
 
-  // Ranking keys: the bits of Σ_group ŝ (≥ 0, so they order as the floats); the local window
-  // gets the largest key. The first radix pass's histogram is built on the way.
-  let key_base = row * MAX_SEQ;
-  for (var pos = tid; pos < len; pos += WG) {
-    var c = 0.0;
-    for (var h = 0u; h < GROUP; h++) { c += shat(head0 + h, pos, h); }
-    var key = bitcast<u32>(c);
-    if (pos + LOCAL_WINDOW >= len) { key = 0xffffffffu; }
-    keys[key_base + pos] = key;
-    atomicAdd(&hist[key >> 24u], 1u);
-  }
-  storageBarrier();
-  workgroupBarrier();
-
-  // Radix select of the K_SEL-th largest key, 8 bits a pass from the top.
   var prefix = 0u;
   var left = K_SEL;
   for (var round = 0u; round < 4u; round++) {
     let shift = 24u - 8u * round;
-    if (round > 0u) {
-      atomicStore(&hist[tid], 0u);
-      workgroupBarrier();
-      let mask = 0xffffffffu << (shift + 8u);
-      for (var pos = tid; pos < len; pos += WG) {
-        let key = keys[key_base + pos];
-        if ((key & mask) == prefix) { atomicAdd(&hist[(key >> shift) & 255u], 1u); }
-      }
-      workgroupBarrier();
+    let mask = select(0u, 0xffffffffu << (shift + 8u), round > 0u);
+    for (var i = tid; i < count; i += WG) {
+      let c = candidate_at(row, len, i);
+      if (c.z == 1u && (c.x & mask) == prefix) { atomicAdd(&hist[(c.x >> shift) & 255u], 1u); }
     }
-    var above = 0u;
-    for (var i = tid + 1u; i < 256u; i++) { above += atomicLoad(&hist[i]); }
-    let here = atomicLoad(&hist[tid]);
-    if (above < left && left <= above + here) {
-      chosen_bin = tid;
-      chosen_left = left - above;
-    }
-    let bin = workgroupUniformLoad(&chosen_bin);
-    left = workgroupUniformLoad(&chosen_left);
-    prefix = prefix | (bin << shift);
+    workgroupBarrier();
+    let picked = radix_round(left, tid);
+    prefix = prefix | (picked.x << shift);
+    left = picked.y;
   }
 
-  // Every key above the threshold, and the first 'left' equal to it, in position order:
-  // each invocation scans a contiguous range, prefix sums give the output slots.
+  // Every candidate above the threshold, and the first 'left' equal to it, in position order.
   let threshold = prefix;
-  let span = (len + WG - 1u) / WG;
-  let lo = min(tid * span, len);
-  let hi = min(lo + span, len);
+  let span = (count + WG - 1u) / WG;
+  let lo = min(tid * span, count);
+  let hi = min(lo + span, count);
   var above_count = 0u;
   var equal_count = 0u;
-  for (var pos = lo; pos < hi; pos++) {
-    let key = keys[key_base + pos];
-    if (key > threshold) { above_count++; } else if (key == threshold) { equal_count++; }
+  for (var i = lo; i < hi; i++) {
+    let c = candidate_at(row, len, i);
+    if (c.z == 1u) {
+      if (c.x > threshold) { above_count++; } else if (c.x == threshold) { equal_count++; }
+    }
   }
   let equal_before = scan_exclusive(equal_count, tid).x;
   let take_equal = min(equal_count, left - min(left, equal_before));
   var slot = scan_exclusive(above_count + take_equal, tid).x;
   var taken_equal = 0u;
   var kept_mass = array<f32, GROUP>();
-  for (var pos = lo; pos < hi; pos++) {
-    let key = keys[key_base + pos];
-    var take = key > threshold;
-    if (key == threshold && taken_equal < take_equal) {
+  for (var i = lo; i < hi; i++) {
+    let c = candidate_at(row, len, i);
+    if (c.z == 0u) { continue; }
+    var take = c.x > threshold;
+    if (c.x == threshold && taken_equal < take_equal) {
       take = true;
       taken_equal++;
     }
     if (take) {
-      indices[out + slot] = pos;
+      indices[out + slot] = c.y;
       slot++;
-      for (var h = 0u; h < GROUP; h++) { kept_mass[h] += shat(head0 + h, pos, h); }
+      for (var h = 0u; h < GROUP; h++) { kept_mass[h] += shat(head0 + h, c.y, h); }
     }
   }
   for (var h = 0u; h < GROUP; h++) {
@@ -450,7 +707,7 @@ fn main(
     ["scores", "read"],
     ["block_stats", "read"],
     ["positions", "read"],
-    ["keys", "read_write"],
+    ["candidates", "read"],
     ["indices", "read_write"],
     ["alpha", "read_write"],
   ]);

@@ -77,6 +77,7 @@ Deno.test("a compiled tiny model's plan runs, and its attention equals the float
     deepStrictEqual(profile.stages.map((s) => s.stage), [
       "layers.0.attention sparq_prepare",
       "layers.0.attention sparq_scores",
+      "layers.0.attention sparq_candidates",
       "layers.0.attention sparq_topk",
       "layers.0.attention sparq_attend",
     ]);

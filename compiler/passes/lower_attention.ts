@@ -19,10 +19,14 @@ import {
 import { grid1d } from "../../kernels/grid.ts";
 import { KV_APPEND_DEFAULT, type KvAppendConfig, kvAppendKernel } from "../../kernels/kv_append.ts";
 import {
+  CANDIDATE_BLOCK,
+  SPARQ_DEFAULT,
   sparqAttendKernel,
+  sparqCandidatesKernel,
   type SparqConfig,
   sparqPrepareKernel,
   sparqScoresKernel,
+  sparqScoresVec4Kernel,
   sparqScratch,
   sparqTopkKernel,
 } from "../../kernels/sparq.ts";
@@ -122,13 +126,19 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
         dispatch: grid1d(workgroups(rows), maxPerDim),
       };
     });
-  const whole = (kernel: Invocation["kernel"], args: string[], rows: number): Invocation => ({
+  /** A dispatch over all rows at once (kernels that read no sharded operand). */
+  const whole = (
+    kernel: Invocation["kernel"],
+    args: string[],
+    rows: number,
+    workgroups = rows,
+  ): Invocation => ({
     node: node.id,
     kernel,
     args,
     shard: 0,
     params: [0, rows, 0, 0],
-    dispatch: grid1d(rows, maxPerDim),
+    dispatch: grid1d(workgroups, maxPerDim),
   });
 
   if (method.kind === "dense") {
@@ -161,19 +171,31 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
   const querySelected = scratch("query_selected", sizes.querySelected, "f32");
   const scores = scratch("scores", sizes.scores, "f32");
   const blockStats = scratch("block_stats", sizes.blockStats, "f32");
-  const keys = scratch("keys", sizes.keys, "u32");
+  const candidates = scratch("candidates", sizes.candidates, "u32");
   const indices = scratch("indices", sizes.indices, "u32");
   const alpha = scratch("alpha", sizes.alpha, "f32");
   return [
     whole(sparqPrepareKernel(shape, method, config), [q, chosen, querySelected], allRows),
     ...perShard(
-      build(ctx, () => sparqScoresKernel(shape, method, config)),
+      build(
+        ctx,
+        () =>
+          shape.maxSeq % 4 === 0 && (config ?? SPARQ_DEFAULT).block % 4 === 0
+            ? sparqScoresVec4Kernel(shape, method, config)
+            : sparqScoresKernel(shape, method, config),
+      ),
       [querySelected, positions, ktCache, chosen, scores, blockStats],
       (rows) => sizes.blocks * rows,
     ),
     whole(
+      build(ctx, () => sparqCandidatesKernel(shape, method, config)),
+      [scores, blockStats, positions, candidates],
+      allRows,
+      allRows * Math.ceil(shape.maxSeq / Math.min(CANDIDATE_BLOCK, shape.maxSeq)),
+    ),
+    whole(
       sparqTopkKernel(shape, method, config),
-      [scores, blockStats, positions, keys, indices, alpha],
+      [scores, blockStats, positions, candidates, indices, alpha],
       allRows,
     ),
     ...perShard(
