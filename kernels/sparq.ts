@@ -460,9 +460,10 @@ fn ranking_key(head0: u32, pos: u32, len: u32) -> u32 {
 // One radix round: picks the bin holding the want-th largest key among keys matching prefix.
 // hist must hold this round's counts; returns (bin, how many to take from it).
 fn radix_round(want: u32, tid: u32) -> vec2<u32> {
-  var above = 0u;
-  for (var i = tid + 1u; i < 256u; i++) { above += atomicLoad(&hist[i]); }
+  // Keys in bins above this one: the total less the inclusive prefix, by one parallel scan.
   let here = atomicLoad(&hist[tid]);
+  let scan = scan_exclusive(here, tid);
+  let above = scan.y - scan.x - here;
   if (above < want && want <= above + here) {
     chosen_bin = tid;
     chosen_left = want - above;
