@@ -140,7 +140,10 @@ function defaultBudget(gpu: Gpu): number {
   return 8 * 2 ** 30;
 }
 
+/** The sparqc commit: $SPARQC_COMMIT (for copies without git history), else git's HEAD. */
 async function gitCommit(): Promise<string> {
+  const given = Deno.env.get("SPARQC_COMMIT");
+  if (given) return given;
   try {
     const out = await new Deno.Command("git", {
       args: ["rev-parse", "--short", "HEAD"],
