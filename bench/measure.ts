@@ -99,7 +99,8 @@ async function runPoint(ctx: MeasureContext, p: Point, program: Program): Promis
     const inputSets = inputBytes < COLD_BYTES
       ? Math.min(16, Math.ceil(COLD_BYTES / inputBytes))
       : 1;
-    executor.run(2); // warm-up
+    // Clocks up: about 100 ms of this work on a GPU (a few runs on a software adapter).
+    await executor.warmUp(ctx.gpu.info.isFallbackAdapter ? 0 : 100e6, estimateNs);
     const profile = await executor.profile({
       reps,
       nsPerTick: ctx.header.nsPerTick,

@@ -242,6 +242,22 @@ export class Executor {
   }
 
   /**
+   * Keeps the GPU busy with this program for at least `minNs` of GPU time (by `estimateNs` per
+   * run, at most `maxRuns` runs) and waits for it: GPUs lower their clocks when idle, and a
+   * timing taken right after CPU-side work would catch them ramping up.
+   *
+   * @example
+   * ```ts
+   * // await executor.warmUp(100e6, 250e3);
+   * ```
+   */
+  async warmUp(minNs: number, estimateNs: number, maxRuns = 2000): Promise<void> {
+    const runs = Math.max(2, Math.min(maxRuns, Math.ceil(minNs / Math.max(estimateNs, 1))));
+    for (let done = 0; done < runs; done += 200) this.run(Math.min(200, runs - done));
+    await this.gpu.device.queue.onSubmittedWorkDone();
+  }
+
+  /**
    * Times stages with timestamp queries: one compute pass per stage, `reps` repetitions
    * encoded back to back (several submits if the query set is full), one read-back at the end.
    *

@@ -10,7 +10,9 @@
 import { ATTENTION_TENSORS as T, buildAttentionGraph } from "../compiler/build_attention_graph.ts";
 import { compileGraph } from "../compiler/compile.ts";
 import type { AttentionMethod } from "../compiler/ir.ts";
+import { dtypeBytes } from "../compiler/ir.ts";
 import type { Target } from "../compiler/target.ts";
+import { attentionTransferBytes } from "../compiler/transfer.ts";
 import {
   tuningBucket,
   type TuningChoices,
@@ -106,7 +108,16 @@ async function measure(
     executor.write(T.positions, Array(p.batch).fill(p.maxSeq - 1));
     executor.run(1);
     const output = await executor.read(bench.output);
-    executor.run(3); // warm-up
+    // About 100 ms of this work on a GPU, by the transfer model at 1 TB/s, before timing.
+    const bytes = attentionTransferBytes({
+      batch: p.batch,
+      heads: p.heads,
+      kvHeads: p.kvHeads,
+      headDim: p.headDim,
+      seqLen: p.maxSeq,
+      kvBytes: dtypeBytes(p.kvDtype),
+    }).dense;
+    await executor.warmUp(gpu.info.isFallbackAdapter ? 0 : 100e6, bytes / 1e3);
     const profile = await executor.profile({
       reps: options.reps ?? 20,
       nsPerTick: options.ticks,
