@@ -150,10 +150,28 @@ function uniformBuffer(device: GPUDevice, words: number[]): GPUBuffer {
   return buffer;
 }
 
-function dispatchGrid(pass: GPUComputePassEncoder, count: number, size: number): void {
-  const groups = Math.ceil(count / size);
+/** Encodes one pass of `pipeline` over `count` invocations, binding `buffers` in order. */
+function encodePass(
+  device: GPUDevice,
+  encoder: GPUCommandEncoder,
+  pipeline: GPUComputePipeline,
+  buffers: GPUBuffer[],
+  count: number,
+  workgroupSize: number,
+): void {
+  const pass = encoder.beginComputePass();
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(
+    0,
+    device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+    }),
+  );
+  const groups = Math.ceil(count / workgroupSize);
   const x = Math.min(groups, 65535);
   pass.dispatchWorkgroups(x, Math.ceil(groups / x));
+  pass.end();
 }
 
 /**
@@ -213,22 +231,18 @@ export function generateAttentionData(
         shape.headDim,
       ]);
       scratch.push(uniform);
-      const p = pipeline(dtype);
-      const pass = encoder.beginComputePass();
-      pass.setPipeline(p);
-      pass.setBindGroup(
-        0,
-        device.createBindGroup({
-          layout: p.getBindGroupLayout(0),
-          entries: [
-            { binding: 0, resource: { buffer: part.buffer } },
-            { binding: 1, resource: { buffer: name === T.q ? dummy : qBuffer.buffer } },
-            { binding: 2, resource: { buffer: uniform } },
-          ],
-        }),
+      encodePass(
+        device,
+        encoder,
+        pipeline(dtype),
+        [
+          part.buffer,
+          name === T.q ? dummy : qBuffer.buffer,
+          uniform,
+        ],
+        part.count,
+        256,
       );
-      dispatchGrid(pass, part.count, 256);
-      pass.end();
     }
     device.queue.submit([encoder.finish()]);
   }
@@ -248,21 +262,7 @@ export function generateAttentionData(
       const local = means.length > 1 ? 0 : firstRow;
       const uniform = uniformBuffer(device, [rows, shape.seq, shape.headDim, local]);
       scratch.push(uniform);
-      const pass = encoder.beginComputePass();
-      pass.setPipeline(p);
-      pass.setBindGroup(
-        0,
-        device.createBindGroup({
-          layout: p.getBindGroupLayout(0),
-          entries: [
-            { binding: 0, resource: { buffer: part.buffer } },
-            { binding: 1, resource: { buffer: mean.buffer } },
-            { binding: 2, resource: { buffer: uniform } },
-          ],
-        }),
-      );
-      dispatchGrid(pass, rows * shape.headDim, 64);
-      pass.end();
+      encodePass(device, encoder, p, [part.buffer, mean.buffer, uniform], rows * shape.headDim, 64);
     });
     device.queue.submit([encoder.finish()]);
   }

@@ -90,6 +90,26 @@ const SCALE = ${floatLiteral(1 / Math.sqrt(s.headDim))};
 ${PARAMS_DECL}`;
 }
 
+/** The spec of a partial kernel: both variants bind q, positions, K, V, partials, params. */
+function partialSpec(name: string, source: string): KernelSpec {
+  return {
+    name,
+    op: "attention",
+    source,
+    entryPoint: "main",
+    constants: {},
+    bindings: [
+      { name: "q", access: "read" },
+      { name: "positions", access: "read" },
+      { name: "k_cache", access: "read" },
+      { name: "v_cache", access: "read" },
+      { name: "partials", access: "read_write" },
+      { name: "params", access: "uniform" },
+    ],
+    placeholder: false,
+  };
+}
+
 /**
  * The partial kernel: bindings q, positions, k_cache, v_cache, partials, params.
  *
@@ -193,22 +213,7 @@ fn main(
   }
 }
 `;
-  return {
-    name: "attention_dense_partial",
-    op: "attention",
-    source,
-    entryPoint: "main",
-    constants: {},
-    bindings: [
-      { name: "q", access: "read" },
-      { name: "positions", access: "read" },
-      { name: "k_cache", access: "read" },
-      { name: "v_cache", access: "read" },
-      { name: "partials", access: "read_write" },
-      { name: "params", access: "uniform" },
-    ],
-    placeholder: false,
-  };
+  return partialSpec("attention_dense_partial", source);
 }
 
 /** Invocations per workgroup of the reduction. */
@@ -446,20 +451,5 @@ fn main(
   }
 }
 `;
-  return {
-    name: "attention_dense_partial_sg",
-    op: "attention",
-    source,
-    entryPoint: "main",
-    constants: {},
-    bindings: [
-      { name: "q", access: "read" },
-      { name: "positions", access: "read" },
-      { name: "k_cache", access: "read" },
-      { name: "v_cache", access: "read" },
-      { name: "partials", access: "read_write" },
-      { name: "params", access: "uniform" },
-    ],
-    placeholder: false,
-  };
+  return partialSpec("attention_dense_partial_sg", source);
 }

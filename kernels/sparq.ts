@@ -197,6 +197,51 @@ fn main(
   ]);
 }
 
+/**
+ * What both stage-1 kernels share: their bindings (Kᵀ and scores typed per kernel), i1 and the
+ * scaled q[i1] in workgroup memory, and the start of `main` up to the loaded workgroup memory.
+ */
+function scoresPreamble(ktType: string, scoresType: string, workgroup: number): string {
+  return `@group(0) @binding(0) var<storage, read> query_selected: array<f32>;
+@group(0) @binding(1) var<storage, read> positions: array<u32>;
+@group(0) @binding(2) var<storage, read> kt_cache: array<${ktType}>;
+@group(0) @binding(3) var<storage, read> chosen: array<u32>;
+@group(0) @binding(4) var<storage, read_write> scores: array<${scoresType}>;
+@group(0) @binding(5) var<storage, read_write> block_stats: array<f32>;
+@group(0) @binding(6) var<uniform> params: Params;
+
+var<workgroup> i1: array<u32, R>;
+var<workgroup> q_sel: array<f32, GROUP * R>;
+${reductions(workgroup)}
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${FLAT_ID}
+  let block = flat % BLOCKS;
+  let local_row = flat / BLOCKS;
+  if (local_row >= params.rows) { return; }
+  let row = params.first_row + local_row;
+  let b = row / KV_HEADS;
+  let len = min(positions[b] + 1u, MAX_SEQ);
+  let start = block * BLOCK;
+  if (start >= len) { return; }
+  let head0 = row * GROUP;
+  for (var i = tid; i < R; i += WG) { i1[i] = chosen[row * R + i]; }
+  for (var i = tid; i < GROUP * R; i += WG) { q_sel[i] = query_selected[head0 * R + i]; }
+  workgroupBarrier();`;
+}
+
+/** The bindings of both stage-1 kernels. */
+const SCORES_BINDINGS: [string, "read" | "read_write"][] = [
+  ["query_selected", "read"],
+  ["positions", "read"],
+  ["kt_cache", "read"],
+  ["chosen", "read"],
+  ["scores", "read_write"],
+  ["block_stats", "read_write"],
+];
+
 /** Stage 1's workgroup: up to 256 invocations, each scoring `block / workgroup` positions. */
 export function scoresLayout(c: SparqConfig): { workgroup: number; perThread: number } {
   const workgroup = Math.min(256, c.block);
@@ -229,34 +274,7 @@ ${kvPrelude(s.kvDtype)}
 ${constants(s, p, c)}
 const WG = ${workgroup}u;
 const PER = ${perThread}u;
-@group(0) @binding(0) var<storage, read> query_selected: array<f32>;
-@group(0) @binding(1) var<storage, read> positions: array<u32>;
-@group(0) @binding(2) var<storage, read> kt_cache: array<KV>;
-@group(0) @binding(3) var<storage, read> chosen: array<u32>;
-@group(0) @binding(4) var<storage, read_write> scores: array<f32>;
-@group(0) @binding(5) var<storage, read_write> block_stats: array<f32>;
-@group(0) @binding(6) var<uniform> params: Params;
-
-var<workgroup> i1: array<u32, R>;
-var<workgroup> q_sel: array<f32, GROUP * R>;
-${reductions(workgroup)}
-@compute @workgroup_size(WG)
-fn main(
-  ${MAIN_ARGS},
-) {
-  ${FLAT_ID}
-  let block = flat % BLOCKS;
-  let local_row = flat / BLOCKS;
-  if (local_row >= params.rows) { return; }
-  let row = params.first_row + local_row;
-  let b = row / KV_HEADS;
-  let len = min(positions[b] + 1u, MAX_SEQ);
-  let start = block * BLOCK;
-  if (start >= len) { return; }
-  let head0 = row * GROUP;
-  for (var i = tid; i < R; i += WG) { i1[i] = chosen[row * R + i]; }
-  for (var i = tid; i < GROUP * R; i += WG) { q_sel[i] = query_selected[head0 * R + i]; }
-  workgroupBarrier();
+${scoresPreamble("KV", "f32", workgroup)}
 
   var z = array<f32, GROUP * PER>();
   for (var i = 0u; i < R; i++) {
@@ -290,14 +308,7 @@ fn main(
   }
 }
 `;
-  return spec("sparq_scores", source, [
-    ["query_selected", "read"],
-    ["positions", "read"],
-    ["kt_cache", "read"],
-    ["chosen", "read"],
-    ["scores", "read_write"],
-    ["block_stats", "read_write"],
-  ]);
+  return spec("sparq_scores", source, SCORES_BINDINGS);
 }
 
 /** Kᵀ rows whose loads stage 1 issues before using any of them. */
@@ -334,34 +345,7 @@ const WG = ${workgroup}u;
 const PER = BLOCK / (WG * 4u);
 const IN_FLIGHT = ${batch}u;
 const ROW4 = MAX_SEQ / 4u;
-@group(0) @binding(0) var<storage, read> query_selected: array<f32>;
-@group(0) @binding(1) var<storage, read> positions: array<u32>;
-@group(0) @binding(2) var<storage, read> kt_cache: array<KV4>;
-@group(0) @binding(3) var<storage, read> chosen: array<u32>;
-@group(0) @binding(4) var<storage, read_write> scores: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> block_stats: array<f32>;
-@group(0) @binding(6) var<uniform> params: Params;
-
-var<workgroup> i1: array<u32, R>;
-var<workgroup> q_sel: array<f32, GROUP * R>;
-${reductions(workgroup)}
-@compute @workgroup_size(WG)
-fn main(
-  ${MAIN_ARGS},
-) {
-  ${FLAT_ID}
-  let block = flat % BLOCKS;
-  let local_row = flat / BLOCKS;
-  if (local_row >= params.rows) { return; }
-  let row = params.first_row + local_row;
-  let b = row / KV_HEADS;
-  let len = min(positions[b] + 1u, MAX_SEQ);
-  let start = block * BLOCK;
-  if (start >= len) { return; }
-  let head0 = row * GROUP;
-  for (var i = tid; i < R; i += WG) { i1[i] = chosen[row * R + i]; }
-  for (var i = tid; i < GROUP * R; i += WG) { q_sel[i] = query_selected[head0 * R + i]; }
-  workgroupBarrier();
+${scoresPreamble("KV4", "vec4<f32>", workgroup)}
 
   var run_max = array<f32, GROUP>();
   var run_sum = array<f32, GROUP>();
@@ -404,14 +388,7 @@ fn main(
   }
 }
 `;
-  return spec("sparq_scores", source, [
-    ["query_selected", "read"],
-    ["positions", "read"],
-    ["kt_cache", "read"],
-    ["chosen", "read"],
-    ["scores", "read_write"],
-    ["block_stats", "read_write"],
-  ]);
+  return spec("sparq_scores", source, SCORES_BINDINGS);
 }
 
 /** WGSL shared by the two selection stages: head statistics and the radix select. */
