@@ -90,6 +90,22 @@ const SCALE = ${floatLiteral(1 / Math.sqrt(s.headDim))};
 ${PARAMS_DECL}`;
 }
 
+/**
+ * The start of both partial kernels' `main`: which chunk and (sequence, KV head) row this
+ * workgroup takes, and the positions n of the chunk that lie within the sequence (none: return).
+ */
+const CHUNK_PREAMBLE = `${FLAT_ID}
+  let chunk = flat % CHUNKS;
+  let local_row = flat / CHUNKS;
+  if (local_row >= params.rows) { return; }
+  let row = params.first_row + local_row;
+  let b = row / KV_HEADS;
+  let len = min(positions[b] + 1u, MAX_SEQ);
+  let start = chunk * CHUNK;
+  if (start >= len) { return; }
+  let n = min(CHUNK, len - start);
+  let head0 = row * GROUP;`;
+
 /** The spec of a partial kernel: both variants bind q, positions, K, V, partials, params. */
 function partialSpec(name: string, source: string): KernelSpec {
   return {
@@ -141,17 +157,7 @@ ${reductions(layout.workgroup)}
 fn main(
   ${MAIN_ARGS},
 ) {
-  ${FLAT_ID}
-  let chunk = flat % CHUNKS;
-  let local_row = flat / CHUNKS;
-  if (local_row >= params.rows) { return; }
-  let row = params.first_row + local_row;
-  let b = row / KV_HEADS;
-  let len = min(positions[b] + 1u, MAX_SEQ);
-  let start = chunk * CHUNK;
-  if (start >= len) { return; }
-  let n = min(CHUNK, len - start);
-  let head0 = row * GROUP;
+  ${CHUNK_PREAMBLE}
   for (var i = tid; i < GROUP * LANES; i += WG) { q_sh[i] = q[head0 * LANES + i]; }
   workgroupBarrier();
 
@@ -366,17 +372,7 @@ fn main(
   ${MAIN_ARGS},
   @builtin(subgroup_invocation_id) lane: u32,
 ) {
-  ${FLAT_ID}
-  let chunk = flat % CHUNKS;
-  let local_row = flat / CHUNKS;
-  if (local_row >= params.rows) { return; }
-  let row = params.first_row + local_row;
-  let b = row / KV_HEADS;
-  let len = min(positions[b] + 1u, MAX_SEQ);
-  let start = chunk * CHUNK;
-  if (start >= len) { return; }
-  let n = min(CHUNK, len - start);
-  let head0 = row * GROUP;
+  ${CHUNK_PREAMBLE}
   let team = tid / SG;
 
   var qv = array<vec4<f32>, GROUP * PER>();
