@@ -311,13 +311,20 @@ ${scoresPreamble("KV", "f32", workgroup)}
   return spec("sparq_scores", source, SCORES_BINDINGS);
 }
 
-/** Kᵀ rows whose loads stage 1 issues before using any of them. */
-const ROWS_IN_FLIGHT = 8;
+/**
+ * Kᵀ rows whose loads stage 1 issues before using any of them, and the type they wait in.
+ * Measured on the H100 (docs/performance.md, version 6): with one query head per KV head, 16
+ * rows held as f16 (stage 1 at llama2 B=64 S=4k: 709 → 580 µs); with several, 8 rows held as
+ * f32 (16 as f16 made llama3's 267 µs into 484).
+ */
+function rowsInFlight(group: number): { rows: number; held: "KV4" | "vec4<f32>" } {
+  return group === 1 ? { rows: 16, held: "KV4" } : { rows: 8, held: "vec4<f32>" };
+}
 
 /**
  * Stage 1 where the capacity S is a multiple of 4: each invocation scores 4 consecutive
- * positions with one 8-byte load per Kᵀ row, issuing {@link ROWS_IN_FLIGHT} rows' loads before
- * using them, and keeps each head's 4 scores in a vec4. Same bindings as
+ * positions with one 8-byte load per Kᵀ row, issuing several rows' loads before using them (see
+ * {@link rowsInFlight}), and keeps each head's 4 scores in a vec4. Same bindings as
  * {@link sparqScoresKernel}.
  *
  * @example
@@ -336,7 +343,8 @@ export function sparqScoresVec4Kernel(
   const workgroup = Math.min(256, c.block / 4);
   const bytes = p.r * 4 + group * p.r * 4 + workgroup * 12;
   fitTile("sparq_scores", s.workgroupStorage, () => bytes, [c.block]);
-  const batch = Math.min(ROWS_IN_FLIGHT, p.r);
+  const inFlight = rowsInFlight(group);
+  const batch = Math.min(inFlight.rows, p.r);
   const source =
     `// sparqc SparQ stage 1 (4 positions per invocation): approximate scores from Kᵀ rows of i1
 ${kvPrelude(s.kvDtype)}
@@ -356,14 +364,15 @@ ${scoresPreamble("KV4", "vec4<f32>", workgroup)}
     var z = array<vec4<f32>, GROUP>();
     let column = pos0 / 4u;
     for (var i0 = 0u; i0 < R; i0 += IN_FLIGHT) {
-      var keys = array<vec4<f32>, IN_FLIGHT>();
+      var keys = array<${inFlight.held}, IN_FLIGHT>();
       for (var j = 0u; j < IN_FLIGHT; j++) {
         let i = min(i0 + j, R - 1u);
-        keys[j] = vec4<f32>(kt_cache[(local_row * HEAD_DIM + i1[i]) * ROW4 + column]);
+        keys[j] = ${inFlight.held}(kt_cache[(local_row * HEAD_DIM + i1[i]) * ROW4 + column]);
       }
       for (var j = 0u; j < IN_FLIGHT; j++) {
         if (i0 + j < R) {
-          for (var h = 0u; h < GROUP; h++) { z[h] += q_sel[h * R + i0 + j] * keys[j]; }
+          let key = vec4<f32>(keys[j]);
+          for (var h = 0u; h < GROUP; h++) { z[h] += q_sel[h * R + i0 + j] * key; }
         }
       }
     }

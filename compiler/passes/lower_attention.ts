@@ -177,13 +177,15 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
   return [
     whole(sparqPrepareKernel(shape, method, config), [q, chosen, querySelected], allRows),
     ...perShard(
-      // Measured on the H100: four positions per invocation pays off with several query heads
-      // per KV head (3.4× faster at llama3-8b's 4:1), not with one (13% slower at llama2-7b's).
-      build(ctx, () =>
-        shape.maxSeq % 4 === 0 && (config ?? SPARQ_DEFAULT).block % 4 === 0 &&
-          shape.heads > shape.kvHeads
-          ? sparqScoresVec4Kernel(shape, method, config)
-          : sparqScoresKernel(shape, method, config)),
+      // Four positions per invocation where S allows (measured faster on the H100 for both one
+      // and several query heads per KV head, with the rows in flight of rowsInFlight()).
+      build(
+        ctx,
+        () =>
+          shape.maxSeq % 4 === 0 && (config ?? SPARQ_DEFAULT).block % 4 === 0
+            ? sparqScoresVec4Kernel(shape, method, config)
+            : sparqScoresKernel(shape, method, config),
+      ),
       [querySelected, positions, ktCache, chosen, scores, blockStats],
       (rows) => sizes.blocks * rows,
     ),
