@@ -1,10 +1,10 @@
 /**
  * Lowering of the KV append and of attention: dense as the flash-decoding split-K pair (partial
- * max, Σexp and output per chunk of positions, then a reduction), SparQ as three stages (scores
- * from the r largest query components over the contiguous Kᵀ rows; top-k over positions on the
- * GPU; exact attention over the gathered K and V rows with the mean-value reallocation). Cache
- * operands may be split into shards; each shard gets its own dispatch of the stages that read
- * the cache.
+ * max, Σexp and output per chunk of positions, then a reduction), SparQ as five stages (i1 and
+ * q[i1]/τ per KV group; scores from the contiguous Kᵀ rows; local top-k candidates per block of
+ * positions; the final top-k; exact attention over the gathered K and V rows with the mean-value
+ * reallocation). Cache operands may be split into shards; each shard gets its own dispatch of
+ * the stages that read the cache.
  *
  * @module
  */
@@ -95,7 +95,7 @@ export function lowerKvAppend(ctx: LowerContext, node: NodeOf<"kv_append">): Inv
   });
 }
 
-/** attention: the dense split-K pair, or the three SparQ stages. */
+/** attention: the dense split-K pair, or the five SparQ stages. */
 export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): Invocation[] {
   const [q, positions, ...cache] = node.inputs;
   const y = node.outputs[0];
