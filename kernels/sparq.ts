@@ -1,17 +1,19 @@
 /**
- * SparQ attention in four kernels (../shared/SPARQ.md):
+ * SparQ attention in five kernels (../shared/SPARQ.md):
  *
  * 0. `sparq_prepare` — per (sequence, KV head): the r largest components of Σ_group |q| (i1) and
  *    each head's q[i1] / tau, once.
  * 1. `sparq_scores` — per (block of positions, sequence, KV head): the approximate logits
  *    q[i1]·Kᵀ[i1, pos] / tau from the contiguous Kᵀ rows; writes the logits and each block's
  *    softmax statistics (max, Σexp).
- * 2. `sparq_topk` — per (sequence, KV head): merges the block statistics into each head's
- *    softmax, ranks positions by Σ_group ŝ, and selects the top k on the GPU by a 4-pass radix
- *    select over the scores' bit patterns (non-negative floats order as their bits do); the
- *    newest `localWindow` positions always qualify; ties go to the lower position. Writes the
- *    ascending indices and each head's kept mass alpha (1 exactly when k ≥ length).
- * 3. `sparq_attend` — per (sequence, KV head): exact softmax attention over the gathered K and
+ * 2. `sparq_candidates` — per (block of 4096 positions, sequence, KV head): merges the block
+ *    statistics into each head's softmax, ranks the block's positions by Σ_group ŝ (the bits of
+ *    a non-negative float order as the float does; the newest `localWindow` positions get the
+ *    largest key) and keeps its local top k by a radix select in workgroup memory.
+ * 3. `sparq_topk` — per (sequence, KV head): the top k among the candidates (ties go to the
+ *    lower position), written as ascending indices, and each head's kept mass alpha (1 exactly
+ *    when k ≥ length).
+ * 4. `sparq_attend` — per (sequence, KV head): exact softmax attention over the gathered K and
  *    V rows for every head of the group, y = alpha · attention + (1 − alpha) · V_mean.
  *
  * @module
