@@ -466,6 +466,58 @@ fn radix_round(want: u32, tid: u32) -> vec2<u32> {
 }
 
 /**
+ * WGSL selecting, among `count` items in order, the `want` with the largest keys (ties to the
+ * earlier item): a radix select of the threshold key, 8 bits a round from the top, then each
+ * invocation takes a contiguous range and exclusive scans give every taken item its output slot,
+ * so items come out in their order. `item` is WGSL defining `key` (u32), `valid` (bool) and
+ * `position` from `i`; `take` is WGSL run for each taken item with its `slot`.
+ */
+function topSelection(p: { count: string; want: string; item: string; take: string }): string {
+  return `  var prefix = 0u;
+  var left = ${p.want};
+  for (var round = 0u; round < 4u; round++) {
+    let shift = 24u - 8u * round;
+    let mask = select(0u, 0xffffffffu << (shift + 8u), round > 0u);
+    for (var i = tid; i < ${p.count}; i += WG) {
+      ${p.item}
+      if (valid && (key & mask) == prefix) { atomicAdd(&hist[(key >> shift) & 255u], 1u); }
+    }
+    workgroupBarrier();
+    let picked = radix_round(left, tid);
+    prefix = prefix | (picked.x << shift);
+    left = picked.y;
+  }
+  let threshold = prefix;
+  let span = (${p.count} + WG - 1u) / WG;
+  let lo = min(tid * span, ${p.count});
+  let hi = min(lo + span, ${p.count});
+  var above_count = 0u;
+  var equal_count = 0u;
+  for (var i = lo; i < hi; i++) {
+    ${p.item}
+    if (valid && key > threshold) { above_count++; }
+    if (valid && key == threshold) { equal_count++; }
+  }
+  let equal_before = scan_exclusive(equal_count, tid).x;
+  let take_equal = min(equal_count, left - min(left, equal_before));
+  var slot = scan_exclusive(above_count + take_equal, tid).x;
+  var taken_equal = 0u;
+  for (var i = lo; i < hi; i++) {
+    ${p.item}
+    if (!valid) { continue; }
+    var take = key > threshold;
+    if (key == threshold && taken_equal < take_equal) {
+      take = true;
+      taken_equal++;
+    }
+    if (take) {
+      ${p.take}
+      slot++;
+    }
+  }`;
+}
+
+/**
  * Stage 2a: each workgroup ranks `CANDIDATE_BLOCK` positions of one (sequence, KV head) in
  * workgroup memory and keeps its local top k, in position order, as (key, position)
  * candidates. The global top k is always among the local ones (same tie rule). Bindings
@@ -527,45 +579,13 @@ fn main(
     return;
   }
 
-  var prefix = 0u;
-  var left = CK;
-  for (var round = 0u; round < 4u; round++) {
-    let shift = 24u - 8u * round;
-    let mask = select(0u, 0xffffffffu << (shift + 8u), round > 0u);
-    for (var t = tid; t < n; t += WG) {
-      let key = keys[t];
-      if ((key & mask) == prefix) { atomicAdd(&hist[(key >> shift) & 255u], 1u); }
-    }
-    workgroupBarrier();
-    let picked = radix_round(left, tid);
-    prefix = prefix | (picked.x << shift);
-    left = picked.y;
-  }
-  let threshold = prefix;
-  let span = (n + WG - 1u) / WG;
-  let lo = min(tid * span, n);
-  let hi = min(lo + span, n);
-  var above_count = 0u;
-  var equal_count = 0u;
-  for (var t = lo; t < hi; t++) {
-    let key = keys[t];
-    if (key > threshold) { above_count++; } else if (key == threshold) { equal_count++; }
-  }
-  let equal_before = scan_exclusive(equal_count, tid).x;
-  let take_equal = min(equal_count, left - min(left, equal_before));
-  var slot = scan_exclusive(above_count + take_equal, tid).x;
-  var taken_equal = 0u;
-  for (var t = lo; t < hi; t++) {
-    let key = keys[t];
-    var take = key > threshold;
-    if (key == threshold && taken_equal < take_equal) {
-      take = true;
-      taken_equal++;
-    }
-    if (take) {
-      candidates[out + slot] = vec2<u32>(key, start + t);
-      slot++;
-    }
+${
+    topSelection({
+      count: "n",
+      want: "CK",
+      item: "let key = keys[i]; let valid = true; let position = start + i;",
+      take: "candidates[out + slot] = vec2<u32>(key, position);",
+    })
   }
 }
 `;
@@ -639,52 +659,16 @@ fn main(
   workgroupBarrier();
   let count = ((len + CBLOCK - 1u) / CBLOCK) * CK;
 
-  var prefix = 0u;
-  var left = K_SEL;
-  for (var round = 0u; round < 4u; round++) {
-    let shift = 24u - 8u * round;
-    let mask = select(0u, 0xffffffffu << (shift + 8u), round > 0u);
-    for (var i = tid; i < count; i += WG) {
-      let c = candidate_at(row, len, i);
-      if (c.z == 1u && (c.x & mask) == prefix) { atomicAdd(&hist[(c.x >> shift) & 255u], 1u); }
-    }
-    workgroupBarrier();
-    let picked = radix_round(left, tid);
-    prefix = prefix | (picked.x << shift);
-    left = picked.y;
-  }
-
-  // Every candidate above the threshold, and the first 'left' equal to it, in position order.
-  let threshold = prefix;
-  let span = (count + WG - 1u) / WG;
-  let lo = min(tid * span, count);
-  let hi = min(lo + span, count);
-  var above_count = 0u;
-  var equal_count = 0u;
-  for (var i = lo; i < hi; i++) {
-    let c = candidate_at(row, len, i);
-    if (c.z == 1u) {
-      if (c.x > threshold) { above_count++; } else if (c.x == threshold) { equal_count++; }
-    }
-  }
-  let equal_before = scan_exclusive(equal_count, tid).x;
-  let take_equal = min(equal_count, left - min(left, equal_before));
-  var slot = scan_exclusive(above_count + take_equal, tid).x;
-  var taken_equal = 0u;
   var kept_mass = array<f32, GROUP>();
-  for (var i = lo; i < hi; i++) {
-    let c = candidate_at(row, len, i);
-    if (c.z == 0u) { continue; }
-    var take = c.x > threshold;
-    if (c.x == threshold && taken_equal < take_equal) {
-      take = true;
-      taken_equal++;
-    }
-    if (take) {
-      indices[out + slot] = c.y;
-      slot++;
-      for (var h = 0u; h < GROUP; h++) { kept_mass[h] += shat(head0 + h, c.y, h); }
-    }
+${
+    topSelection({
+      count: "count",
+      want: "K_SEL",
+      item:
+        "let c = candidate_at(row, len, i); let key = c.x; let valid = c.z == 1u; let position = c.y;",
+      take:
+        "indices[out + slot] = position; for (var h = 0u; h < GROUP; h++) { kept_mass[h] += shat(head0 + h, position, h); }",
+    })
   }
   for (var h = 0u; h < GROUP; h++) {
     let total = reduce_sum(kept_mass[h], tid);
