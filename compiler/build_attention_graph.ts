@@ -6,16 +6,11 @@
  *
  * @module
  */
+import type { AttentionShape } from "../kernels/wgsl_common.ts";
 import type { AttentionMethod, DType, Graph, TensorDecl } from "./ir.ts";
 
-/** One attention call's shape. */
-export interface AttentionGraphOptions {
-  batch: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
-  maxSeq: number;
-  kvDtype: "f16" | "f32";
+/** One attention call's shape and method. */
+export interface AttentionGraphOptions extends AttentionShape {
   method: AttentionMethod;
   /** Append `k_new`, `v_new` at `positions` before attending (tests kv_append too). */
   append: boolean;

@@ -10,19 +10,14 @@ import type { DenseConfig } from "../kernels/attention_dense.ts";
 import type { Graph } from "./ir.ts";
 import type { KvAppendConfig } from "../kernels/kv_append.ts";
 import type { SparqConfig } from "../kernels/sparq.ts";
+import type { AttentionShape } from "../kernels/wgsl_common.ts";
 
 /** What is tuned as one unit: the kernels that share a launch parameter. */
 export type TuningFamily = "kv_append" | "attention_dense" | "attention_sparq";
 
 /** A tunable node's shape. */
-export interface TuningProblem {
+export interface TuningProblem extends AttentionShape {
   family: TuningFamily;
-  batch: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
-  maxSeq: number;
-  kvDtype: "f16" | "f32";
   /** SparQ attention only. */
   sparq?: { r: number; k: number; localWindow: number };
   /** kv_append only: whether it writes SparQ's Kᵀ and V_mean too. */

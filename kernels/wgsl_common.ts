@@ -136,8 +136,8 @@ fn scan_exclusive(x: u32, tid: u32) -> vec2<u32> {
 `;
 }
 
-/** The shape of one attention call, shared by the attention kernel generators. */
-export interface AttentionKernelShape {
+/** The shape of one attention call: what graphs, tuning and kernels all describe. */
+export interface AttentionShape {
   batch: number;
   heads: number;
   kvHeads: number;
@@ -145,6 +145,10 @@ export interface AttentionKernelShape {
   /** KV capacity in positions. */
   maxSeq: number;
   kvDtype: KvDtype;
+}
+
+/** An attention shape plus the target limit the kernel generators size tiles by. */
+export interface AttentionKernelShape extends AttentionShape {
   /** The target's workgroup memory limit, in bytes. */
   workgroupStorage: number;
 }
