@@ -44,11 +44,16 @@ export interface DenseLayout {
   lanes: number;
   slices: number;
   workgroup: number;
+  /** K rows the tiled partial kernel stages in workgroup memory at a time. */
+  keyRows: number;
 }
+
+/** K rows staged per tile, largest first (the first that fits with the chunk is taken). */
+const KEY_ROWS = [64, 32, 16, 8];
 
 /**
  * Chunk size and workgroup shape: the configured chunk, or the largest smaller one whose
- * workgroup memory fits the target.
+ * workgroup memory fits the target together with a tile of staged K rows.
  *
  * @example
  * ```ts
@@ -64,14 +69,21 @@ export function denseLayout(
   const group = s.heads / s.kvHeads;
   const { lanes, slices, workgroup } = rowLayout(s.headDim, config.workgroup);
   const fixed = group * s.headDim * 4 + workgroup * 16 + workgroup * 12 + group * 8;
+  const rowBytes = (lanes + 1) * 4 * (s.kvDtype === "f16" ? 2 : 4);
   const candidates = [config.chunk, 256, 128, 64, 32, 16].filter((c) => c <= config.chunk);
   const chunk = fitTile(
     "attention_dense_partial",
     s.workgroupStorage,
-    (t) => fixed + group * t * 4,
+    (t) => fixed + group * t * 4 + KEY_ROWS.at(-1)! * rowBytes,
     candidates,
   );
-  return { chunk, chunks: Math.ceil(s.maxSeq / chunk), lanes, slices, workgroup };
+  const keyRows = fitTile(
+    "attention_dense_partial",
+    s.workgroupStorage,
+    (rows) => fixed + group * chunk * 4 + rows * rowBytes,
+    KEY_ROWS,
+  );
+  return { chunk, chunks: Math.ceil(s.maxSeq / chunk), lanes, slices, workgroup, keyRows };
 }
 
 function header(s: AttentionKernelShape, layout: DenseLayout): string {
@@ -86,6 +98,7 @@ const KV_HEADS = ${s.kvHeads}u;
 const MAX_SEQ = ${s.maxSeq}u;
 const CHUNK = ${layout.chunk}u;
 const CHUNKS = ${layout.chunks}u;
+const KEY_ROWS = ${layout.keyRows}u;
 const SCALE = ${floatLiteral(1 / Math.sqrt(s.headDim))};
 ${PARAMS_DECL}`;
 }
@@ -150,6 +163,9 @@ ${header(s, layout)}
 
 var<workgroup> q_sh: array<vec4<f32>, GROUP * LANES>;
 var<workgroup> p_sh: array<f32, GROUP * CHUNK>;
+// One lane of padding per row so that invocations scoring consecutive rows hit different banks.
+const KEY_STRIDE = LANES + 1u;
+var<workgroup> k_sh: array<KV4, KEY_ROWS * KEY_STRIDE>;
 var<workgroup> acc_sh: array<vec4<f32>, WG>;
 var<workgroup> stat_sh: array<f32, GROUP * 2u>;
 ${reductions(layout.workgroup)}
@@ -161,15 +177,29 @@ fn main(
   for (var i = tid; i < GROUP * LANES; i += WG) { q_sh[i] = q[head0 * LANES + i]; }
   workgroupBarrier();
 
-  // Scores: each invocation reads whole K rows, once for all query heads of the group.
+  // Scores, a tile of K rows at a time: the workgroup stages the rows with contiguous loads
+  // (consecutive invocations read consecutive 4-component lanes of a row), then each invocation
+  // scores (row, head) pairs from workgroup memory, so each row is read from memory once for
+  // every query head of the group.
   let base = local_row * MAX_SEQ + start;
-  for (var t = tid; t < n; t += WG) {
-    var dots = array<f32, GROUP>();
-    for (var lane = 0u; lane < LANES; lane++) {
-      let key = vec4<f32>(k_cache[(base + t) * LANES + lane]);
-      for (var h = 0u; h < GROUP; h++) { dots[h] += dot(q_sh[h * LANES + lane], key); }
+  for (var t0 = 0u; t0 < n; t0 += KEY_ROWS) {
+    let rows_here = min(KEY_ROWS, n - t0);
+    workgroupBarrier();
+    for (var i = tid; i < rows_here * LANES; i += WG) {
+      k_sh[(i / LANES) * KEY_STRIDE + i % LANES] = k_cache[(base + t0) * LANES + i];
     }
-    for (var h = 0u; h < GROUP; h++) { p_sh[h * CHUNK + t] = dots[h] * SCALE; }
+    workgroupBarrier();
+    for (var pair = tid; pair < GROUP * KEY_ROWS; pair += WG) {
+      let r = pair % KEY_ROWS;
+      let h = pair / KEY_ROWS;
+      if (r < rows_here) {
+        var d = 0.0;
+        for (var lane = 0u; lane < LANES; lane++) {
+          d += dot(q_sh[h * LANES + lane], vec4<f32>(k_sh[r * KEY_STRIDE + lane]));
+        }
+        p_sh[h * CHUNK + t0 + r] = d * SCALE;
+      }
+    }
   }
   workgroupBarrier();
 
@@ -194,10 +224,19 @@ fn main(
   // Outputs: lane = which 4 components, slice = which positions.
   let lane = tid % LANES;
   let slice = tid / LANES;
+  // Four V rows' loads are issued before any is used, to keep more bytes in flight.
   var acc = array<vec4<f32>, GROUP>();
-  for (var t = slice; t < n; t += SLICES) {
-    let value = vec4<f32>(v_cache[(base + t) * LANES + lane]);
-    for (var h = 0u; h < GROUP; h++) { acc[h] += p_sh[h * CHUNK + t] * value; }
+  for (var t = slice; t < n; t += SLICES * 4u) {
+    var values = array<vec4<f32>, 4>();
+    for (var u = 0u; u < 4u; u++) {
+      values[u] = vec4<f32>(v_cache[(base + min(t + u * SLICES, n - 1u)) * LANES + lane]);
+    }
+    for (var u = 0u; u < 4u; u++) {
+      let tu = t + u * SLICES;
+      if (tu < n) {
+        for (var h = 0u; h < GROUP; h++) { acc[h] += p_sh[h * CHUNK + tu] * values[u]; }
+      }
+    }
   }
   for (var h = 0u; h < GROUP; h++) {
     acc_sh[tid] = acc[h];
@@ -355,6 +394,7 @@ const SG = ${subgroupSize}u;
 const PER = LANES / SG;
 const TEAM_WG = ${wg}u;
 const TEAMS = TEAM_WG / SG;
+const UNROLL = 4u;
 const NEG = -3.0e38;
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
@@ -386,28 +426,34 @@ fn main(
 
   let base = local_row * MAX_SEQ + start;
   // The loop bound is uniform so that subgroupAdd runs in uniform control flow; teams past the
-  // chunk's end reread its last row and drop the result.
-  for (var t0 = 0u; t0 < n; t0 += TEAMS) {
-    let t = t0 + team;
-    let valid = t < n;
-    let at = (base + min(t, n - 1u)) * LANES + lane;
-    var keys = array<vec4<f32>, PER>();
-    var values = array<vec4<f32>, PER>();
-    for (var p = 0u; p < PER; p++) {
-      keys[p] = vec4<f32>(k_cache[at + p * SG]);
-      values[p] = vec4<f32>(v_cache[at + p * SG]);
+  // chunk's end reread its last row and drop the result. Each team issues the loads of UNROLL
+  // rows before it reduces any, to keep more bytes in flight.
+  for (var t0 = 0u; t0 < n; t0 += TEAMS * UNROLL) {
+    var keys = array<vec4<f32>, PER * UNROLL>();
+    var values = array<vec4<f32>, PER * UNROLL>();
+    for (var u = 0u; u < UNROLL; u++) {
+      let at = (base + min(t0 + u * TEAMS + team, n - 1u)) * LANES + lane;
+      for (var p = 0u; p < PER; p++) {
+        keys[u * PER + p] = vec4<f32>(k_cache[at + p * SG]);
+        values[u * PER + p] = vec4<f32>(v_cache[at + p * SG]);
+      }
     }
-    for (var h = 0u; h < GROUP; h++) {
-      var part = 0.0;
-      for (var p = 0u; p < PER; p++) { part += dot(qv[h * PER + p], keys[p]); }
-      let score = subgroupAdd(part) * SCALE;
-      if (valid) {
-        let top = max(run_max[h], score);
-        let rescale = exp(run_max[h] - top);
-        let e = exp(score - top);
-        run_sum[h] = run_sum[h] * rescale + e;
-        run_max[h] = top;
-        for (var p = 0u; p < PER; p++) { acc[h * PER + p] = acc[h * PER + p] * rescale + e * values[p]; }
+    for (var u = 0u; u < UNROLL; u++) {
+      let valid = t0 + u * TEAMS + team < n;
+      for (var h = 0u; h < GROUP; h++) {
+        var part = 0.0;
+        for (var p = 0u; p < PER; p++) { part += dot(qv[h * PER + p], keys[u * PER + p]); }
+        let score = subgroupAdd(part) * SCALE;
+        if (valid) {
+          let top = max(run_max[h], score);
+          let rescale = exp(run_max[h] - top);
+          let e = exp(score - top);
+          run_sum[h] = run_sum[h] * rescale + e;
+          run_max[h] = top;
+          for (var p = 0u; p < PER; p++) {
+            acc[h * PER + p] = acc[h * PER + p] * rescale + e * values[u * PER + p];
+          }
+        }
       }
     }
   }

@@ -20,6 +20,7 @@ import { grid1d } from "../../kernels/grid.ts";
 import { KV_APPEND_DEFAULT, type KvAppendConfig, kvAppendKernel } from "../../kernels/kv_append.ts";
 import {
   CANDIDATE_BLOCK,
+  scoresWidth,
   SPARQ_DEFAULT,
   sparqAttendKernel,
   sparqCandidatesKernel,
@@ -177,12 +178,12 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
   return [
     whole(sparqPrepareKernel(shape, method, config), [q, chosen, querySelected], allRows),
     ...perShard(
-      // Four positions per invocation where S allows (measured faster on the H100 for both one
+      // Four or eight positions per invocation where S allows (measured faster on the H100 for both one
       // and several query heads per KV head, with the rows in flight of rowsInFlight()).
       build(
         ctx,
         () =>
-          shape.maxSeq % 4 === 0 && (config ?? SPARQ_DEFAULT).block % 4 === 0
+          scoresWidth(shape, config ?? SPARQ_DEFAULT) !== null
             ? sparqScoresVec4Kernel(shape, method, config)
             : sparqScoresKernel(shape, method, config),
       ),
