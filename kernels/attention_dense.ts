@@ -44,16 +44,11 @@ export interface DenseLayout {
   lanes: number;
   slices: number;
   workgroup: number;
-  /** K rows the tiled partial kernel stages in workgroup memory at a time. */
-  keyRows: number;
 }
-
-/** K rows staged per tile, largest first (the first that fits with the chunk is taken). */
-const KEY_ROWS = [64, 32, 16, 8];
 
 /**
  * Chunk size and workgroup shape: the configured chunk, or the largest smaller one whose
- * workgroup memory fits the target together with a tile of staged K rows.
+ * workgroup memory fits the target.
  *
  * @example
  * ```ts
@@ -69,21 +64,14 @@ export function denseLayout(
   const group = s.heads / s.kvHeads;
   const { lanes, slices, workgroup } = rowLayout(s.headDim, config.workgroup);
   const fixed = group * s.headDim * 4 + workgroup * 16 + workgroup * 12 + group * 8;
-  const rowBytes = (lanes + 1) * 4 * (s.kvDtype === "f16" ? 2 : 4);
   const candidates = [config.chunk, 256, 128, 64, 32, 16].filter((c) => c <= config.chunk);
   const chunk = fitTile(
     "attention_dense_partial",
     s.workgroupStorage,
-    (t) => fixed + group * t * 4 + KEY_ROWS.at(-1)! * rowBytes,
+    (t) => fixed + group * t * 4,
     candidates,
   );
-  const keyRows = fitTile(
-    "attention_dense_partial",
-    s.workgroupStorage,
-    (rows) => fixed + group * chunk * 4 + rows * rowBytes,
-    KEY_ROWS,
-  );
-  return { chunk, chunks: Math.ceil(s.maxSeq / chunk), lanes, slices, workgroup, keyRows };
+  return { chunk, chunks: Math.ceil(s.maxSeq / chunk), lanes, slices, workgroup };
 }
 
 function header(s: AttentionKernelShape, layout: DenseLayout): string {
@@ -98,7 +86,6 @@ const KV_HEADS = ${s.kvHeads}u;
 const MAX_SEQ = ${s.maxSeq}u;
 const CHUNK = ${layout.chunk}u;
 const CHUNKS = ${layout.chunks}u;
-const KEY_ROWS = ${layout.keyRows}u;
 const SCALE = ${floatLiteral(1 / Math.sqrt(s.headDim))};
 ${PARAMS_DECL}`;
 }
@@ -163,9 +150,6 @@ ${header(s, layout)}
 
 var<workgroup> q_sh: array<vec4<f32>, GROUP * LANES>;
 var<workgroup> p_sh: array<f32, GROUP * CHUNK>;
-// One lane of padding per row so that invocations scoring consecutive rows hit different banks.
-const KEY_STRIDE = LANES + 1u;
-var<workgroup> k_sh: array<KV4, KEY_ROWS * KEY_STRIDE>;
 var<workgroup> acc_sh: array<vec4<f32>, WG>;
 var<workgroup> stat_sh: array<f32, GROUP * 2u>;
 ${reductions(layout.workgroup)}
@@ -177,29 +161,15 @@ fn main(
   for (var i = tid; i < GROUP * LANES; i += WG) { q_sh[i] = q[head0 * LANES + i]; }
   workgroupBarrier();
 
-  // Scores, a tile of K rows at a time: the workgroup stages the rows with contiguous loads
-  // (consecutive invocations read consecutive 4-component lanes of a row), then each invocation
-  // scores (row, head) pairs from workgroup memory, so each row is read from memory once for
-  // every query head of the group.
+  // Scores: each invocation reads whole K rows, once for all query heads of the group.
   let base = local_row * MAX_SEQ + start;
-  for (var t0 = 0u; t0 < n; t0 += KEY_ROWS) {
-    let rows_here = min(KEY_ROWS, n - t0);
-    workgroupBarrier();
-    for (var i = tid; i < rows_here * LANES; i += WG) {
-      k_sh[(i / LANES) * KEY_STRIDE + i % LANES] = k_cache[(base + t0) * LANES + i];
+  for (var t = tid; t < n; t += WG) {
+    var dots = array<f32, GROUP>();
+    for (var lane = 0u; lane < LANES; lane++) {
+      let key = vec4<f32>(k_cache[(base + t) * LANES + lane]);
+      for (var h = 0u; h < GROUP; h++) { dots[h] += dot(q_sh[h * LANES + lane], key); }
     }
-    workgroupBarrier();
-    for (var pair = tid; pair < GROUP * KEY_ROWS; pair += WG) {
-      let r = pair % KEY_ROWS;
-      let h = pair / KEY_ROWS;
-      if (r < rows_here) {
-        var d = 0.0;
-        for (var lane = 0u; lane < LANES; lane++) {
-          d += dot(q_sh[h * LANES + lane], vec4<f32>(k_sh[r * KEY_STRIDE + lane]));
-        }
-        p_sh[h * CHUNK + t0 + r] = d * SCALE;
-      }
-    }
+    for (var h = 0u; h < GROUP; h++) { p_sh[h * CHUNK + t] = dots[h] * SCALE; }
   }
   workgroupBarrier();
 
@@ -224,19 +194,10 @@ fn main(
   // Outputs: lane = which 4 components, slice = which positions.
   let lane = tid % LANES;
   let slice = tid / LANES;
-  // Four V rows' loads are issued before any is used, to keep more bytes in flight.
   var acc = array<vec4<f32>, GROUP>();
-  for (var t = slice; t < n; t += SLICES * 4u) {
-    var values = array<vec4<f32>, 4>();
-    for (var u = 0u; u < 4u; u++) {
-      values[u] = vec4<f32>(v_cache[(base + min(t + u * SLICES, n - 1u)) * LANES + lane]);
-    }
-    for (var u = 0u; u < 4u; u++) {
-      let tu = t + u * SLICES;
-      if (tu < n) {
-        for (var h = 0u; h < GROUP; h++) { acc[h] += p_sh[h * CHUNK + tu] * values[u]; }
-      }
-    }
+  for (var t = slice; t < n; t += SLICES) {
+    let value = vec4<f32>(v_cache[(base + t) * LANES + lane]);
+    for (var h = 0u; h < GROUP; h++) { acc[h] += p_sh[h * CHUNK + t] * value; }
   }
   for (var h = 0u; h < GROUP; h++) {
     acc_sh[tid] = acc[h];
@@ -365,6 +326,9 @@ export function subgroupRowsFit(headDim: number, subgroupSize: number | null): b
   return subgroupSize !== null && lanes >= subgroupSize && lanes % subgroupSize === 0;
 }
 
+/** Rows each subgroup loads before reducing any of them. */
+const SUBGROUP_ROWS = 4;
+
 /**
  * The subgroup partial kernel: each subgroup walks the chunk one K/V row at a time — every load
  * instruction reads a contiguous stretch of the row — reduces the dot products with
@@ -388,98 +352,66 @@ export function densePartialSubgroupKernel(
   workgroup = 256,
 ): KernelSpec {
   const wg = Math.max(subgroupSize, Math.floor(workgroup / subgroupSize) * subgroupSize);
-  const source = `// sparqc dense attention, split-K partial, one subgroup per row at a time
-${header(s, layout)}
-const SG = ${subgroupSize}u;
-const PER = LANES / SG;
-const TEAM_WG = ${wg}u;
-const TEAMS = TEAM_WG / SG;
-const UNROLL = 4u;
-const NEG = -3.0e38;
-@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> positions: array<u32>;
-@group(0) @binding(2) var<storage, read> k_cache: array<KV4>;
-@group(0) @binding(3) var<storage, read> v_cache: array<KV4>;
-@group(0) @binding(4) var<storage, read_write> partials: array<f32>;
-@group(0) @binding(5) var<uniform> params: Params;
-
-var<workgroup> team_max: array<f32, TEAMS * GROUP>;
-var<workgroup> team_sum: array<f32, TEAMS * GROUP>;
-var<workgroup> merged: array<vec4<f32>, TEAMS * LANES>;
-
-@compute @workgroup_size(TEAM_WG)
-fn main(
-  ${MAIN_ARGS},
-  @builtin(subgroup_invocation_id) lane: u32,
-) {
-  ${CHUNK_PREAMBLE}
-  let team = tid / SG;
-
-  var qv = array<vec4<f32>, GROUP * PER>();
-  for (var h = 0u; h < GROUP; h++) {
-    for (var p = 0u; p < PER; p++) { qv[h * PER + p] = q[(head0 + h) * LANES + p * SG + lane]; }
-  }
-  var run_max = array<f32, GROUP>();
-  var run_sum = array<f32, GROUP>();
-  var acc = array<vec4<f32>, GROUP * PER>();
-  for (var h = 0u; h < GROUP; h++) { run_max[h] = NEG; }
-
-  let base = local_row * MAX_SEQ + start;
-  // The loop bound is uniform so that subgroupAdd runs in uniform control flow; teams past the
-  // chunk's end reread its last row and drop the result. Each team issues the loads of UNROLL
-  // rows before it reduces any, to keep more bytes in flight.
-  for (var t0 = 0u; t0 < n; t0 += TEAMS * UNROLL) {
-    var keys = array<vec4<f32>, PER * UNROLL>();
-    var values = array<vec4<f32>, PER * UNROLL>();
-    for (var u = 0u; u < UNROLL; u++) {
-      let at = (base + min(t0 + u * TEAMS + team, n - 1u)) * LANES + lane;
-      for (var p = 0u; p < PER; p++) {
-        keys[u * PER + p] = vec4<f32>(k_cache[at + p * SG]);
-        values[u * PER + p] = vec4<f32>(v_cache[at + p * SG]);
-      }
+  const group = s.heads / s.kvHeads;
+  const per = s.headDim / 4 / subgroupSize;
+  // Straight-line WGSL generated here: one `let`/`var` per row, head and lane part, no private
+  // arrays (looped over private arrays, the kernel measured slower on the H100 — the driver
+  // may place such arrays in local memory).
+  const heads = [...Array(group).keys()];
+  const parts = [...Array(per).keys()];
+  const rows = [...Array(SUBGROUP_ROWS).keys()];
+  const each = <T>(xs: number[], f: (x: number) => T) => xs.map(f);
+  const joinLines = (list: string[], pad: string) => list.map((l) => pad + l).join("\n");
+  const loads = rows.flatMap((u) => [
+    `let at${u} = (base + min(t0 + ${u}u * TEAMS + team, n - 1u)) * LANES + lane;`,
+    `let valid${u} = t0 + ${u}u * TEAMS + team < n;`,
+    ...parts.flatMap((p) => [
+      `let key${u}_${p} = vec4<f32>(k_cache[at${u} + ${p}u * SG]);`,
+      `let value${u}_${p} = vec4<f32>(v_cache[at${u} + ${p}u * SG]);`,
+    ]),
+  ]);
+  const update = heads.flatMap((h) => [
+    ...rows.map((u) =>
+      `let score${h}_${u} = select(NEG, subgroupAdd(${
+        parts.map((p) => `dot(q${h}_${p}, key${u}_${p})`).join(" + ")
+      }) * SCALE, valid${u});`
+    ),
+    `let top${h} = max(m${h}, ${
+      rows.map((u) => `score${h}_${u}`).reduce((a, b) => `max(${a}, ${b})`)
+    });`,
+    `let rescale${h} = exp(m${h} - top${h});`,
+    ...rows.map((u) => `let e${h}_${u} = select(0.0, exp(score${h}_${u} - top${h}), valid${u});`),
+    `l${h} = l${h} * rescale${h} + ${rows.map((u) => `e${h}_${u}`).join(" + ")};`,
+    `m${h} = top${h};`,
+    ...parts.map((p) =>
+      `acc${h}_${p} = acc${h}_${p} * rescale${h} + ${
+        rows.map((u) => `e${h}_${u} * value${u}_${p}`).join(" + ")
+      };`
+    ),
+  ]);
+  const merge = heads.map((h) =>
+    `  {
+    if (lane == 0u) {
+      team_max[team] = m${h};
+      team_sum[team] = l${h};
     }
-    for (var u = 0u; u < UNROLL; u++) {
-      let valid = t0 + u * TEAMS + team < n;
-      for (var h = 0u; h < GROUP; h++) {
-        var part = 0.0;
-        for (var p = 0u; p < PER; p++) { part += dot(qv[h * PER + p], keys[u * PER + p]); }
-        let score = subgroupAdd(part) * SCALE;
-        if (valid) {
-          let top = max(run_max[h], score);
-          let rescale = exp(run_max[h] - top);
-          let e = exp(score - top);
-          run_sum[h] = run_sum[h] * rescale + e;
-          run_max[h] = top;
-          for (var p = 0u; p < PER; p++) {
-            acc[h * PER + p] = acc[h * PER + p] * rescale + e * values[u * PER + p];
-          }
-        }
-      }
-    }
-  }
-
-  // Merge the teams: every team holds the same statistics in all its invocations.
-  if (lane == 0u) {
-    for (var h = 0u; h < GROUP; h++) {
-      team_max[team * GROUP + h] = run_max[h];
-      team_sum[team * GROUP + h] = run_sum[h];
-    }
-  }
-  workgroupBarrier();
-  for (var h = 0u; h < GROUP; h++) {
+    workgroupBarrier();
     var top = NEG;
-    for (var w = 0u; w < TEAMS; w++) { top = max(top, team_max[w * GROUP + h]); }
+    for (var w = 0u; w < TEAMS; w++) { top = max(top, team_max[w]); }
     var total = 0.0;
-    for (var w = 0u; w < TEAMS; w++) {
-      total += team_sum[w * GROUP + h] * exp(team_max[w * GROUP + h] - top);
+    for (var w = 0u; w < TEAMS; w++) { total += team_sum[w] * exp(team_max[w] - top); }
+    let mine = exp(m${h} - top);
+${
+      joinLines(
+        parts.map((p) => `merged[team * LANES + ${p}u * SG + lane] = acc${h}_${p} * mine;`),
+        "    ",
+      )
     }
-    let mine = exp(run_max[h] - top);
-    for (var p = 0u; p < PER; p++) { merged[team * LANES + p * SG + lane] = acc[h * PER + p] * mine; }
     workgroupBarrier();
     if (tid < LANES) {
       var o = vec4<f32>(0.0);
       for (var w = 0u; w < TEAMS; w++) { o += merged[w * LANES + tid]; }
-      let out = ((head0 + h) * CHUNKS + chunk) * (HEAD_DIM + 2u);
+      let out = ((head0 + ${h}u) * CHUNKS + chunk) * (HEAD_DIM + 2u);
       partials[out + 4u * tid] = o.x;
       partials[out + 4u * tid + 1u] = o.y;
       partials[out + 4u * tid + 2u] = o.z;
@@ -490,7 +422,55 @@ fn main(
       }
     }
     workgroupBarrier();
+  }`
+  ).join("\n");
+  const source = `// sparqc dense attention, split-K partial, one subgroup per row at a time
+${header(s, layout)}
+const SG = ${subgroupSize}u;
+const TEAM_WG = ${wg}u;
+const TEAMS = TEAM_WG / SG;
+const NEG = -3.0e38;
+@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> positions: array<u32>;
+@group(0) @binding(2) var<storage, read> k_cache: array<KV4>;
+@group(0) @binding(3) var<storage, read> v_cache: array<KV4>;
+@group(0) @binding(4) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(5) var<uniform> params: Params;
+
+var<workgroup> team_max: array<f32, TEAMS>;
+var<workgroup> team_sum: array<f32, TEAMS>;
+var<workgroup> merged: array<vec4<f32>, TEAMS * LANES>;
+
+@compute @workgroup_size(TEAM_WG)
+fn main(
+  ${MAIN_ARGS},
+  @builtin(subgroup_invocation_id) lane: u32,
+) {
+  ${CHUNK_PREAMBLE}
+  let team = tid / SG;
+${
+    joinLines(
+      heads.flatMap((h) => [
+        ...each(parts, (p) => `let q${h}_${p} = q[(head0 + ${h}u) * LANES + ${p}u * SG + lane];`),
+        `var m${h} = NEG;`,
+        `var l${h} = 0.0;`,
+        ...each(parts, (p) => `var acc${h}_${p} = vec4<f32>(0.0);`),
+      ]),
+      "  ",
+    )
   }
+
+  let base = local_row * MAX_SEQ + start;
+  // The loop bound is uniform so that subgroupAdd runs in uniform control flow; teams past the
+  // chunk's end reread its last row and drop the result. Each team loads ${SUBGROUP_ROWS} rows before
+  // it reduces any, and folds them into the running softmax with one rescale.
+  for (var t0 = 0u; t0 < n; t0 += TEAMS * ${SUBGROUP_ROWS}u) {
+${joinLines(loads, "    ")}
+${joinLines(update, "    ")}
+  }
+
+  // Merge the teams: every team holds the same statistics in all its invocations.
+${merge}
 }
 `;
   return partialSpec("attention_dense_partial_sg", source);

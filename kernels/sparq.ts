@@ -314,18 +314,15 @@ ${scoresPreamble("KV", "f32", workgroup)}
 }
 
 /**
- * Kᵀ rows whose loads stage 1 issues before using any of them, and the type they wait in.
- * Measured on the H100 (docs/performance.md, version 6): with one query head per KV head, 16
- * rows held as f16 (stage 1 at llama2 B=64 S=4k: 709 → 580 µs); with several, 8 rows held as
- * f32 (16 as f16 made llama3's 267 µs into 484).
- */
-function rowsInFlight(group: number): { rows: number; held: "KV4" | "vec4<f32>" } {
-  return group === 1 ? { rows: 16, held: "KV4" } : { rows: 8, held: "vec4<f32>" };
-}
-
-/**
  * How stage 1 loads Kᵀ: 4 positions per 8-byte load, or — f16 Kᵀ with S a multiple of 8 — 8
- * positions per 16-byte load (fewer load instructions for the same bytes in flight).
+ * positions per 16-byte load; null where S or the block is not a multiple of 4.
+ *
+ * @example
+ * ```ts
+ * import { scoresWidth } from "./sparq.ts";
+ * scoresWidth({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096, kvDtype: "f16",
+ *   workgroupStorage: 49152 }, { block: 1024, attendWorkgroup: 256 }); // 8
+ * ```
  */
 export function scoresWidth(s: AttentionKernelShape, c: SparqConfig): 4 | 8 | null {
   if (s.kvDtype === "f16" && s.maxSeq % 8 === 0 && c.block % 8 === 0) return 8;
@@ -333,11 +330,16 @@ export function scoresWidth(s: AttentionKernelShape, c: SparqConfig): 4 | 8 | nu
   return null;
 }
 
+/** Kᵀ rows whose loads stage 1 issues before it uses any of them. */
+const ROWS_IN_FLIGHT = 8;
+
 /**
- * Stage 1 where the capacity S is a multiple of 4: each invocation scores 4 (or 8, see
- * {@link scoresWidth}) consecutive positions with one load per Kᵀ row, issuing several rows'
- * loads before using them (see {@link rowsInFlight}), and keeps each head's scores in vec4s.
- * Same bindings as {@link sparqScoresKernel}.
+ * Stage 1 where S is a multiple of 4: each invocation scores 4 or 8 consecutive positions (see
+ * {@link scoresWidth}) with one load per Kᵀ row. The generator unrolls the loop over the r rows
+ * into straight-line WGSL with one `let` per load and one `var` per accumulator: the loads of
+ * {@link ROWS_IN_FLIGHT} rows are issued before any is used, and no private array exists that
+ * the driver could place in local memory (the looped form measured 2–3× slower on the H100,
+ * docs/performance.md). Same bindings as {@link sparqScoresKernel}.
  *
  * @example
  * ```ts
@@ -357,67 +359,68 @@ export function sparqScoresVec4Kernel(
   const workgroup = Math.min(256, c.block / width);
   const bytes = p.r * 4 + group * p.r * 4 + workgroup * 12;
   fitTile("sparq_scores", s.workgroupStorage, () => bytes, [c.block]);
-  const inFlight = rowsInFlight(group);
-  const batch = Math.min(inFlight.rows, p.r);
-  const VECS = width / 4;
-  // 8-wide: Kᵀ read as vec4<u32> (8 packed f16), kept packed until used.
-  const held = width === 8 ? "vec4<u32>" : inFlight.held;
-  const loadType = width === 8 ? "vec4<u32>" : "KV4";
-  const unpack = width === 8
-    ? `let packed = keys[j];
-          let parts = array<vec4<f32>, 2>(
-            vec4<f32>(unpack2x16float(packed.x), unpack2x16float(packed.y)),
-            vec4<f32>(unpack2x16float(packed.z), unpack2x16float(packed.w)));`
-    : "let parts = array<vec4<f32>, 1>(vec4<f32>(keys[j]));";
+  const vecs = width / 4;
+  const heads = [...Array(group).keys()];
+  const parts = [...Array(vecs).keys()];
+  const acc = (h: number, v: number) => `z${h}_${v}`;
+  const lines: string[] = [];
+  for (let i0 = 0; i0 < p.r; i0 += ROWS_IN_FLIGHT) {
+    const rows = [...Array(Math.min(ROWS_IN_FLIGHT, p.r - i0)).keys()].map((j) => i0 + j);
+    for (const i of rows) {
+      lines.push(`let k${i} = kt_cache[(kt_row + i1[${i}u]) * ROW_LOADS + column];`);
+    }
+    for (const i of rows) {
+      const unpacked = width === 8
+        ? [
+          `vec4<f32>(unpack2x16float(k${i}.x), unpack2x16float(k${i}.y))`,
+          `vec4<f32>(unpack2x16float(k${i}.z), unpack2x16float(k${i}.w))`,
+        ]
+        : [`vec4<f32>(k${i})`];
+      if (width === 8) lines.push(`let lo${i} = ${unpacked[0]};`, `let hi${i} = ${unpacked[1]};`);
+      const names = width === 8 ? [`lo${i}`, `hi${i}`] : [unpacked[0]];
+      for (const h of heads) {
+        for (const v of parts) lines.push(`${acc(h, v)} += q_sel[${h * p.r + i}u] * ${names[v]};`);
+      }
+    }
+  }
+  const components = ["x", "y", "z", "w"];
+  const statistics = heads.flatMap((h) => [
+    ...parts.map((v) => `scores[((head0 + ${h}u) * MAX_SEQ + pos0) / 4u + ${v}u] = ${acc(h, v)};`),
+    ...parts.flatMap((v) =>
+      components.map((x, e) =>
+        `if (pos0 + ${v * 4 + e}u < len) { let m${h}_${v}${x} = online_update(run_max[${h}u], ` +
+        `run_sum[${h}u], ${acc(h, v)}.${x}); run_max[${h}u] = m${h}_${v}${x}.x; ` +
+        `run_sum[${h}u] = m${h}_${v}${x}.y; }`
+      )
+    ),
+  ]);
+  const indent = (list: string[]) => list.map((l) => `    ${l}`).join("\n");
   const source =
-    `// sparqc SparQ stage 1 (${width} positions per invocation): approximate scores from Kᵀ rows of i1
+    `// sparqc SparQ stage 1 (${width} positions per invocation, unrolled over r): approximate scores
 ${kvPrelude(s.kvDtype)}
 ${constants(s, p, c)}
 const WG = ${workgroup}u;
 const WIDTH = ${width}u;
-const VECS = ${VECS}u;
 const PER = BLOCK / (WG * WIDTH);
-const IN_FLIGHT = ${batch}u;
 const ROW_LOADS = MAX_SEQ / WIDTH;
-${scoresPreamble(loadType, "vec4<f32>", workgroup)}
+// Folds one score into a head's running softmax statistics (max, Σexp).
+fn online_update(m: f32, sum: f32, v: f32) -> vec2<f32> {
+  let top = max(m, v);
+  return vec2<f32>(top, sum * exp(m - top) + exp(v - top));
+}
+${scoresPreamble(width === 8 ? "vec4<u32>" : "KV4", "vec4<f32>", workgroup)}
 
   var run_max = array<f32, GROUP>();
   var run_sum = array<f32, GROUP>();
   for (var h = 0u; h < GROUP; h++) { run_max[h] = NEG; }
+  let kt_row = local_row * HEAD_DIM;
   for (var slot = 0u; slot < PER; slot++) {
     let pos0 = start + (slot * WG + tid) * WIDTH;
     if (pos0 >= len) { break; }
-    var z = array<vec4<f32>, GROUP * VECS>();
     let column = pos0 / WIDTH;
-    for (var i0 = 0u; i0 < R; i0 += IN_FLIGHT) {
-      var keys = array<${held}, IN_FLIGHT>();
-      for (var j = 0u; j < IN_FLIGHT; j++) {
-        let i = min(i0 + j, R - 1u);
-        keys[j] = ${held}(kt_cache[(local_row * HEAD_DIM + i1[i]) * ROW_LOADS + column]);
-      }
-      for (var j = 0u; j < IN_FLIGHT; j++) {
-        if (i0 + j < R) {
-          ${unpack}
-          for (var h = 0u; h < GROUP; h++) {
-            let weight = q_sel[h * R + i0 + j];
-            for (var v = 0u; v < VECS; v++) { z[h * VECS + v] += weight * parts[v]; }
-          }
-        }
-      }
-    }
-    for (var h = 0u; h < GROUP; h++) {
-      for (var v = 0u; v < VECS; v++) {
-        scores[((head0 + h) * MAX_SEQ + pos0) / 4u + v] = z[h * VECS + v];
-      }
-      for (var e = 0u; e < WIDTH; e++) {
-        if (pos0 + e < len) {
-          let value = z[h * VECS + e / 4u][e % 4u];
-          let top = max(run_max[h], value);
-          run_sum[h] = run_sum[h] * exp(run_max[h] - top) + exp(value - top);
-          run_max[h] = top;
-        }
-      }
-    }
+${heads.flatMap((h) => parts.map((v) => `    var ${acc(h, v)} = vec4<f32>(0.0);`)).join("\n")}
+${indent(lines)}
+${indent(statistics)}
   }
   for (var h = 0u; h < GROUP; h++) {
     let stats = reduce_softmax(run_max[h], run_sum[h], tid);
@@ -501,52 +504,15 @@ fn radix_round(want: u32, tid: u32) -> vec2<u32> {
  * so items come out in their order. `item` is WGSL defining `key` (u32), `valid` (bool) and
  * `position` from `i`; `take` is WGSL run for each taken item with its `slot`.
  */
-function topSelection(
-  p: { count: string; want: string; item: string; take: string; prefilter?: boolean },
-): string {
-  // The want-th largest of the invocations' own maxima is a floor for the want-th largest key
-  // (the want largest maxima are want distinct keys at or above it); the select then counts only
-  // keys at or above the floor, so the first round's histogram bins see few atomics instead of
-  // nearly every key landing in the same few bins.
-  const floor = p.prefilter
-    ? `  var floor_key = 0u;
-  if (${p.want} <= min(${p.count}, WG)) {
-    var own_max = 0u;
-    var own_any = false;
-    for (var i = tid; i < ${p.count}; i += WG) {
-      ${p.item}
-      if (valid) {
-        own_max = max(own_max, key);
-        own_any = true;
-      }
-    }
-    var floor_prefix = 0u;
-    var floor_left = ${p.want};
-    for (var round = 0u; round < 4u; round++) {
-      let shift = 24u - 8u * round;
-      let mask = select(0u, 0xffffffffu << (shift + 8u), round > 0u);
-      if (own_any && (own_max & mask) == floor_prefix) {
-        atomicAdd(&hist[(own_max >> shift) & 255u], 1u);
-      }
-      workgroupBarrier();
-      let picked = radix_round(floor_left, tid);
-      floor_prefix = floor_prefix | (picked.x << shift);
-      floor_left = picked.y;
-    }
-    floor_key = floor_prefix;
-  }
-`
-    : "  let floor_key = 0u;\n";
-  return `${floor}  var prefix = 0u;
+function topSelection(p: { count: string; want: string; item: string; take: string }): string {
+  return `  var prefix = 0u;
   var left = ${p.want};
   for (var round = 0u; round < 4u; round++) {
     let shift = 24u - 8u * round;
     let mask = select(0u, 0xffffffffu << (shift + 8u), round > 0u);
     for (var i = tid; i < ${p.count}; i += WG) {
       ${p.item}
-      if (valid && key >= floor_key && (key & mask) == prefix) {
-        atomicAdd(&hist[(key >> shift) & 255u], 1u);
-      }
+      if (valid && (key & mask) == prefix) { atomicAdd(&hist[(key >> shift) & 255u], 1u); }
     }
     workgroupBarrier();
     let picked = radix_round(left, tid);
@@ -651,7 +617,6 @@ ${
       want: "CK",
       item: "let key = keys[i]; let valid = true; let position = start + i;",
       take: "candidates[out + slot] = vec2<u32>(key, position);",
-      prefilter: true,
     })
   }
 }
@@ -735,7 +700,6 @@ ${
         "let c = candidate_at(row, len, i); let key = c.x; let valid = c.z == 1u; let position = c.y;",
       take:
         "indices[out + slot] = position; for (var h = 0u; h < GROUP; h++) { kept_mass[h] += shat(head0 + h, position, h); }",
-      prefilter: true,
     })
   }
   for (var h = 0u; h < GROUP; h++) {
@@ -759,14 +723,8 @@ export function attendLayout(s: AttentionKernelShape, c: SparqConfig = SPARQ_DEF
   const group = s.heads / s.kvHeads;
   const { lanes, slices, workgroup } = rowLayout(s.headDim, c.attendWorkgroup);
   const fixed = group * s.headDim * 4 + workgroup * 16 + workgroup * 12 + group * 12;
-  const rowBytes = (lanes + 1) * 4 * (s.kvDtype === "f16" ? 2 : 4);
-  const keyRows = 16;
-  const tile = fitTile(
-    "sparq_attend",
-    s.workgroupStorage,
-    (t) => fixed + group * t * 4 + t * 4 + keyRows * rowBytes,
-  );
-  return { lanes, slices, workgroup, tile, keyRows };
+  const tile = fitTile("sparq_attend", s.workgroupStorage, (t) => fixed + group * t * 4 + t * 4);
+  return { lanes, slices, workgroup, tile };
 }
 
 /**
@@ -793,9 +751,6 @@ const LANES = ${layout.lanes}u;
 const SLICES = ${layout.slices}u;
 const WG = ${layout.workgroup}u;
 const TILE = ${layout.tile}u;
-const KEY_ROWS = ${layout.keyRows}u;
-// One lane of padding per row so that invocations scoring consecutive rows hit different banks.
-const KEY_STRIDE = LANES + 1u;
 const SCALE = ${floatLiteral(1 / Math.sqrt(s.headDim))};
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
@@ -810,7 +765,6 @@ const SCALE = ${floatLiteral(1 / Math.sqrt(s.headDim))};
 var<workgroup> q_sh: array<vec4<f32>, GROUP * LANES>;
 var<workgroup> p_sh: array<f32, GROUP * TILE>;
 var<workgroup> idx_sh: array<u32, TILE>;
-var<workgroup> k_sh: array<KV4, KEY_ROWS * KEY_STRIDE>;
 var<workgroup> acc_sh: array<vec4<f32>, WG>;
 var<workgroup> run_max: array<f32, GROUP>;
 var<workgroup> run_sum: array<f32, GROUP>;
@@ -841,28 +795,15 @@ fn main(
   for (var t0 = 0u; t0 < n; t0 += TILE) {
     let count = min(TILE, n - t0);
     workgroupBarrier();
-    for (var t = tid; t < count; t += WG) { idx_sh[t] = indices[row * KEPT + t0 + t]; }
-    // Scores, KEY_ROWS gathered rows at a time: staged with contiguous loads (consecutive
-    // invocations read consecutive lanes of a row), then scored per (row, head) pair.
-    for (var r0 = 0u; r0 < count; r0 += KEY_ROWS) {
-      let rows_here = min(KEY_ROWS, count - r0);
-      workgroupBarrier();
-      for (var i = tid; i < rows_here * LANES; i += WG) {
-        let r = i / LANES;
-        k_sh[r * KEY_STRIDE + i % LANES] = k_cache[(base + idx_sh[r0 + r]) * LANES + i % LANES];
+    for (var t = tid; t < count; t += WG) {
+      let pos = indices[row * KEPT + t0 + t];
+      idx_sh[t] = pos;
+      var dots = array<f32, GROUP>();
+      for (var l = 0u; l < LANES; l++) {
+        let key = vec4<f32>(k_cache[(base + pos) * LANES + l]);
+        for (var h = 0u; h < GROUP; h++) { dots[h] += dot(q_sh[h * LANES + l], key); }
       }
-      workgroupBarrier();
-      for (var pair = tid; pair < GROUP * KEY_ROWS; pair += WG) {
-        let r = pair % KEY_ROWS;
-        let h = pair / KEY_ROWS;
-        if (r < rows_here) {
-          var d = 0.0;
-          for (var l = 0u; l < LANES; l++) {
-            d += dot(q_sh[h * LANES + l], vec4<f32>(k_sh[r * KEY_STRIDE + l]));
-          }
-          p_sh[h * TILE + r0 + r] = d * SCALE;
-        }
-      }
+      for (var h = 0u; h < GROUP; h++) { p_sh[h * TILE + t] = dots[h] * SCALE; }
     }
     workgroupBarrier();
     // Online softmax across tiles: rescale what came before to the new running max.
@@ -888,19 +829,9 @@ fn main(
     }
     workgroupBarrier();
     for (var h = 0u; h < GROUP; h++) { acc[h] *= rescale[h]; }
-    // Four V rows' loads are issued before any is used, to keep more bytes in flight.
-    for (var t = slice; t < count; t += SLICES * 4u) {
-      var values = array<vec4<f32>, 4>();
-      for (var u = 0u; u < 4u; u++) {
-        let tu = min(t + u * SLICES, count - 1u);
-        values[u] = vec4<f32>(v_cache[(base + idx_sh[tu]) * LANES + lane]);
-      }
-      for (var u = 0u; u < 4u; u++) {
-        let tu = t + u * SLICES;
-        if (tu < count) {
-          for (var h = 0u; h < GROUP; h++) { acc[h] += p_sh[h * TILE + tu] * values[u]; }
-        }
-      }
+    for (var t = slice; t < count; t += SLICES) {
+      let value = vec4<f32>(v_cache[(base + idx_sh[t]) * LANES + lane]);
+      for (var h = 0u; h < GROUP; h++) { acc[h] += p_sh[h * TILE + t] * value; }
     }
   }
 

@@ -179,7 +179,7 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     whole(sparqPrepareKernel(shape, method, config), [q, chosen, querySelected], allRows),
     ...perShard(
       // Four or eight positions per invocation where S allows (measured faster on the H100 for both one
-      // and several query heads per KV head, with the rows in flight of rowsInFlight()).
+      // and several query heads per KV head; see sparqScoresVec4Kernel).
       build(
         ctx,
         () =>
