@@ -21,6 +21,7 @@ import {
   reductions,
   rowLayout,
 } from "./wgsl_common.ts";
+import { rowDots, unroll, valueRows } from "./unrolled.ts";
 
 /** Dense attention's launch parameters. */
 export interface DenseConfig {
@@ -138,6 +139,7 @@ function partialSpec(name: string, source: string): KernelSpec {
  * ```
  */
 export function densePartialKernel(s: AttentionKernelShape, layout: DenseLayout): KernelSpec {
+  const group = s.heads / s.kvHeads;
   const source =
     `// sparqc dense attention, split-K partial: one workgroup per (chunk, sequence, KV head)
 ${header(s, layout)}
@@ -164,12 +166,14 @@ fn main(
   // Scores: each invocation reads whole K rows, once for all query heads of the group.
   let base = local_row * MAX_SEQ + start;
   for (var t = tid; t < n; t += WG) {
-    var dots = array<f32, GROUP>();
-    for (var lane = 0u; lane < LANES; lane++) {
-      let key = vec4<f32>(k_cache[(base + t) * LANES + lane]);
-      for (var h = 0u; h < GROUP; h++) { dots[h] += dot(q_sh[h * LANES + lane], key); }
+${
+      rowDots({
+        group,
+        lanes: layout.lanes,
+        row: "k_cache[(base + t) * LANES + {lane}]",
+        store: (h, v) => `p_sh[${h}u * CHUNK + t] = ${v} * SCALE;`,
+      })
     }
-    for (var h = 0u; h < GROUP; h++) { p_sh[h * CHUNK + t] = dots[h] * SCALE; }
   }
   workgroupBarrier();
 
@@ -194,29 +198,29 @@ fn main(
   // Outputs: lane = which 4 components, slice = which positions.
   let lane = tid % LANES;
   let slice = tid / LANES;
-  var acc = array<vec4<f32>, GROUP>();
-  for (var t = slice; t < n; t += SLICES) {
-    let value = vec4<f32>(v_cache[(base + t) * LANES + lane]);
-    for (var h = 0u; h < GROUP; h++) { acc[h] += p_sh[h * CHUNK + t] * value; }
-  }
-  for (var h = 0u; h < GROUP; h++) {
-    acc_sh[tid] = acc[h];
+${unroll(group, (h) => `var acc${h} = vec4<f32>(0.0);`, "  ")}
+${valueRows(group, "CHUNK", "(base + ROW) * LANES + lane", "n")}
+${
+      unroll(group, (h) =>
+        `  {
+    acc_sh[tid] = acc${h};
     workgroupBarrier();
     if (slice == 0u) {
       var o = acc_sh[lane];
       for (var s = 1u; s < SLICES; s++) { o += acc_sh[s * LANES + lane]; }
-      let out = ((head0 + h) * CHUNKS + chunk) * (HEAD_DIM + 2u);
+      let out = ((head0 + ${h}u) * CHUNKS + chunk) * (HEAD_DIM + 2u);
       partials[out + 4u * lane] = o.x;
       partials[out + 4u * lane + 1u] = o.y;
       partials[out + 4u * lane + 2u] = o.z;
       partials[out + 4u * lane + 3u] = o.w;
       if (lane == 0u) {
-        partials[out + HEAD_DIM] = stat_sh[2u * h];
-        partials[out + HEAD_DIM + 1u] = stat_sh[2u * h + 1u];
+        partials[out + HEAD_DIM] = stat_sh[${2 * h}u];
+        partials[out + HEAD_DIM + 1u] = stat_sh[${2 * h + 1}u];
       }
     }
     workgroupBarrier();
-  }
+  }`)
+    }
 }
 `;
   return partialSpec("attention_dense_partial", source);

@@ -30,6 +30,7 @@ import {
   reductions,
   rowLayout,
 } from "./wgsl_common.ts";
+import { rowDots, unroll, valueRows } from "./unrolled.ts";
 
 /** SparQ's parameters as the kernels take them. */
 export interface SparqKernelParams {
@@ -743,6 +744,7 @@ export function sparqAttendKernel(
   c: SparqConfig = SPARQ_DEFAULT,
 ): KernelSpec {
   const layout = attendLayout(s, c);
+  const group = s.heads / s.kvHeads;
   const source =
     `// sparqc SparQ stage 3: exact attention over the top-k rows, mean-value reallocation
 ${kvPrelude(s.kvDtype)}
@@ -790,7 +792,7 @@ fn main(
   let lane = tid % LANES;
   let slice = tid / LANES;
   let base = local_row * MAX_SEQ;
-  var acc = array<vec4<f32>, GROUP>();
+${unroll(group, (h) => `var acc${h} = vec4<f32>(0.0);`, "  ")}
 
   for (var t0 = 0u; t0 < n; t0 += TILE) {
     let count = min(TILE, n - t0);
@@ -798,12 +800,14 @@ fn main(
     for (var t = tid; t < count; t += WG) {
       let pos = indices[row * KEPT + t0 + t];
       idx_sh[t] = pos;
-      var dots = array<f32, GROUP>();
-      for (var l = 0u; l < LANES; l++) {
-        let key = vec4<f32>(k_cache[(base + pos) * LANES + l]);
-        for (var h = 0u; h < GROUP; h++) { dots[h] += dot(q_sh[h * LANES + l], key); }
-      }
-      for (var h = 0u; h < GROUP; h++) { p_sh[h * TILE + t] = dots[h] * SCALE; }
+${
+      rowDots({
+        group,
+        lanes: layout.lanes,
+        row: "k_cache[(base + pos) * LANES + {lane}]",
+        store: (h, v) => `p_sh[${h}u * TILE + t] = ${v} * SCALE;`,
+      })
+    }
     }
     workgroupBarrier();
     // Online softmax across tiles: rescale what came before to the new running max.
@@ -828,24 +832,25 @@ fn main(
       }
     }
     workgroupBarrier();
-    for (var h = 0u; h < GROUP; h++) { acc[h] *= rescale[h]; }
-    for (var t = slice; t < count; t += SLICES) {
-      let value = vec4<f32>(v_cache[(base + idx_sh[t]) * LANES + lane]);
-      for (var h = 0u; h < GROUP; h++) { acc[h] += p_sh[h * TILE + t] * value; }
-    }
+${unroll(group, (h) => `acc${h} *= rescale[${h}u];`, "    ")}
+${valueRows(group, "TILE", "(base + idx_sh[ROW]) * LANES + lane", "count")}
   }
 
-  for (var h = 0u; h < GROUP; h++) {
+${
+      unroll(group, (h) =>
+        `  {
     workgroupBarrier();
-    acc_sh[tid] = acc[h];
+    acc_sh[tid] = acc${h};
     workgroupBarrier();
     if (slice == 0u) {
       var o = acc_sh[lane];
       for (var s = 1u; s < SLICES; s++) { o += acc_sh[s * LANES + lane]; }
-      let a = alpha[head0 + h];
-      y[(head0 + h) * LANES + lane] = a * (o / run_sum[h]) + (1.0 - a) * v_mean[local_row * LANES + lane];
+      let a = alpha[head0 + ${h}u];
+      y[(head0 + ${h}u) * LANES + lane] = a * (o / run_sum[${h}u]) +
+        (1.0 - a) * v_mean[local_row * LANES + lane];
     }
-  }
+  }`)
+    }
 }
 `;
   return spec("sparq_attend", source, [
