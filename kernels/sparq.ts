@@ -572,7 +572,7 @@ export function sparqCandidatesKernel(
   fitTile(
     "sparq_candidates",
     s.workgroupStorage,
-    () => block * 4 + 256 * 4 + SPARQ_TOPK_WORKGROUP * 12,
+    () => (block + block / 16 + 1) * 4 + 256 * 4 + SPARQ_TOPK_WORKGROUP * 12,
     [block],
   );
   const source = `// sparqc SparQ stage 2a: local top-k candidates of each block of positions
@@ -584,7 +584,10 @@ const WG = ${SPARQ_TOPK_WORKGROUP}u;
 @group(0) @binding(3) var<storage, read_write> candidates: array<vec2<u32>>;
 @group(0) @binding(4) var<uniform> params: Params;
 
-var<workgroup> keys: array<u32, CBLOCK>;
+// One pad word after every 16 keys: the final passes of the selection give each invocation a
+// contiguous run of 16 keys, and unpadded, invocations 16 words apart would share two banks.
+var<workgroup> keys: array<u32, CBLOCK + CBLOCK / 16u + 1u>;
+fn padded(i: u32) -> u32 { return i + i / 16u; }
 ${reductions(SPARQ_TOPK_WORKGROUP)}
 ${selectionCommon()}
 @compute @workgroup_size(WG)
@@ -604,11 +607,11 @@ fn main(
   let head0 = row * GROUP;
   let out = (row * CBLOCKS + cblock) * CK;
   head_statistics(head0, len, tid);
-  for (var t = tid; t < n; t += WG) { keys[t] = ranking_key(head0, start + t, len); }
+  for (var t = tid; t < n; t += WG) { keys[padded(t)] = ranking_key(head0, start + t, len); }
   atomicStore(&hist[tid], 0u);
   workgroupBarrier();
   if (n <= CK) {
-    for (var t = tid; t < n; t += WG) { candidates[out + t] = vec2<u32>(keys[t], start + t); }
+    for (var t = tid; t < n; t += WG) { candidates[out + t] = vec2<u32>(keys[padded(t)], start + t); }
     return;
   }
 
@@ -616,7 +619,7 @@ ${
     topSelection({
       count: "n",
       want: "CK",
-      item: "let key = keys[i]; let valid = true; let position = start + i;",
+      item: "let key = keys[padded(i)]; let valid = true; let position = start + i;",
       take: "candidates[out + slot] = vec2<u32>(key, position);",
     })
   }
