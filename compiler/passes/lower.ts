@@ -6,7 +6,18 @@
  *
  * @module
  */
-import { placeholderKernel } from "../../kernels/placeholder.ts";
+import { argmaxKernel } from "../../kernels/argmax.ts";
+import {
+  activationKernel,
+  binaryKernel,
+  ELEMENTWISE_WORKGROUP,
+  embeddingKernel,
+  ropeKernel,
+} from "../../kernels/elementwise.ts";
+import { grid1d, workgroupsFor } from "../../kernels/grid.ts";
+import type { KernelSpec } from "../../kernels/kernel_spec.ts";
+import { MATMUL_ROWS, matmulKernel } from "../../kernels/matmul.ts";
+import { layerNormKernel, rmsNormKernel } from "../../kernels/norm.ts";
 import type { Graph, TensorType } from "../ir.ts";
 import type { Target } from "../target.ts";
 import type { TuningChoices } from "../tuning.ts";
@@ -17,7 +28,6 @@ import {
   type Invocation,
   type LowerContext,
   type Lowered,
-  placeholderGrid,
   type ScratchTensor,
   shardRanges,
 } from "./lower_context.ts";
@@ -27,37 +37,62 @@ export type { Invocation, Lowered, ScratchTensor };
 
 const elements = (t: TensorType) => t.shape.reduce((a, b) => a * b, 1);
 
-function simple(ctx: LowerContext, names: string[], constants: Record<string, number> = {}) {
+function weightDtype(ctx: LowerContext, name: string): "f16" | "f32" {
+  const dtype = ctx.types.get(name)!.dtype;
+  if (dtype !== "f16" && dtype !== "f32") {
+    throw new NodeError(ctx.node, `weight '${name}' is ${dtype}; weights must be f16 or f32`);
+  }
+  return dtype;
+}
+
+function grid(ctx: LowerContext, workgroups: number) {
+  return grid1d(workgroups, ctx.target.limits.maxComputeWorkgroupsPerDimension);
+}
+
+/** One dispatch over every element of the output, unsharded. */
+function perElement(ctx: LowerContext, kernel: KernelSpec): Invocation[] {
   const { node } = ctx;
-  const output = node.outputs[0];
-  const bindings = [
-    ...node.inputs.map((_, i) => ({ name: names[i], access: "read" as const })),
-    { name: "y", access: "read_write" as const, zero: true },
-  ];
-  const kernel = placeholderKernel(node.op, node.op, bindings, constants);
-  const out = ctx.types.get(output)!;
+  shardRanges(ctx, []);
+  const out = ctx.types.get(node.outputs[0])!;
   return [{
     node: node.id,
     kernel,
-    args: [...node.inputs, output],
+    args: [...node.inputs, node.outputs[0]],
     shard: 0,
     params: [0, out.shape[0], 0, 0],
-    dispatch: placeholderGrid(ctx, elements(out)),
+    dispatch: grid(ctx, workgroupsFor(elements(out), ELEMENTWISE_WORKGROUP)),
+  }];
+}
+
+/** One workgroup per row of the output, unsharded. */
+function perRow(ctx: LowerContext, kernel: KernelSpec): Invocation[] {
+  const { node } = ctx;
+  shardRanges(ctx, []);
+  const rows = ctx.types.get(node.outputs[0])!.shape[0];
+  return [{
+    node: node.id,
+    kernel,
+    args: [...node.inputs, node.outputs[0]],
+    shard: 0,
+    params: [0, rows, 0, 0],
+    dispatch: grid(ctx, rows),
   }];
 }
 
 /** Matmul-like ops whose weight (operand 1) may be split by rows into shards. */
-function rowSplit(ctx: LowerContext, names: string[]): Invocation[] {
+function rowSplit(ctx: LowerContext): Invocation[] {
   const { node } = ctx;
   const weight = node.inputs[1];
   const output = node.outputs[0];
-  const out = ctx.types.get(output)!;
-  const batch = out.shape[0];
-  const name = node.inputs.length === 3 ? `${node.op}_bias` : node.op;
-  const kernel = placeholderKernel(name, node.op, [
-    ...node.inputs.map((_, i) => ({ name: names[i], access: "read" as const })),
-    { name: "y", access: "read_write" as const, zero: true },
-  ]);
+  const [batch, outer] = ctx.types.get(output)!.shape;
+  const kernel = matmulKernel({
+    batch,
+    inner: ctx.types.get(node.inputs[0])!.shape[1],
+    outer,
+    weightDtype: weightDtype(ctx, weight),
+    bias: node.inputs.length === 3,
+    op: node.op === "logits" ? "logits" : "matmul",
+  });
   const ranges = shardRanges(ctx, [weight]);
   return ranges.map((range, shard) => {
     const rows = range.rows || ctx.types.get(weight)!.shape[0];
@@ -67,56 +102,64 @@ function rowSplit(ctx: LowerContext, names: string[]): Invocation[] {
       args: [...node.inputs, output],
       shard,
       params: [range.firstRow, rows, 0, 0],
-      dispatch: placeholderGrid(ctx, batch * rows),
+      dispatch: grid(ctx, Math.ceil(rows / MATMUL_ROWS)),
     };
   });
 }
 
 function lowerNode(ctx: LowerContext): Invocation[] {
   const { node } = ctx;
+  const out = () => ctx.types.get(node.outputs[0])!;
   switch (node.op) {
     case "embedding": {
       // The table is split by vocabulary rows; each shard looks up the tokens that fall in it.
       const table = node.inputs[1];
-      const out = ctx.types.get(node.outputs[0])!;
-      const kernel = placeholderKernel("embedding", "embedding", [
-        { name: "tokens", access: "read" },
-        { name: "table", access: "read" },
-        { name: "y", access: "read_write", zero: true },
-      ]);
+      const [batch, hidden] = out().shape;
+      const kernel = embeddingKernel({
+        batch,
+        hidden,
+        scale: node.attrs.scale,
+        weightDtype: weightDtype(ctx, table),
+      });
       return shardRanges(ctx, [table]).map((range, shard) => ({
         node: node.id,
         kernel,
         args: [...node.inputs, node.outputs[0]],
         shard,
         params: [range.firstRow, range.rows || ctx.types.get(table)!.shape[0], 0, 0],
-        dispatch: placeholderGrid(ctx, elements(out)),
+        dispatch: grid(ctx, workgroupsFor(batch * hidden, ELEMENTWISE_WORKGROUP)),
       }));
     }
     case "rms_norm":
-      shardRanges(ctx, []);
-      return simple(ctx, ["x", "weight"]);
-    case "layer_norm":
-      shardRanges(ctx, []);
-      return simple(ctx, ["x", "weight", "bias"]);
+    case "layer_norm": {
+      const [batch, hidden] = out().shape;
+      const shape = {
+        batch,
+        hidden,
+        eps: node.attrs.eps,
+        weightDtype: weightDtype(ctx, node.inputs[1]),
+      };
+      return perRow(
+        ctx,
+        node.op === "rms_norm"
+          ? rmsNormKernel(shape, node.attrs.weightOffset)
+          : layerNormKernel(shape),
+      );
+    }
     case "matmul":
-      return rowSplit(ctx, node.inputs.length === 3 ? ["x", "weight", "bias"] : ["x", "weight"]);
     case "logits":
-      return rowSplit(ctx, ["x", "table"]);
+      return rowSplit(ctx);
     case "rope":
-      return simple(ctx, ["x", "positions"], {
-        HEAD_DIM: node.attrs.headDim,
-        ROTARY_DIMS: node.attrs.rotaryDims,
-      });
+      return perElement(ctx, ropeKernel({ batch: out().shape[0], ...node.attrs }));
     case "add":
     case "mul":
-      return simple(ctx, ["a", "b"]);
+      return perElement(ctx, binaryKernel(node.op, elements(out())));
     case "silu":
     case "gelu":
     case "gelu_tanh":
-      return simple(ctx, ["x"]);
+      return perElement(ctx, activationKernel(node.op, elements(out())));
     case "argmax":
-      return simple(ctx, ["logits"]);
+      return perRow(ctx, argmaxKernel(ctx.types.get(node.inputs[0])!.shape[1]));
     case "kv_append":
       return lowerKvAppend(ctx, node);
     case "attention":

@@ -1,12 +1,11 @@
 /**
- * What lowering rules share: the invocation they produce, the context they see, and the two
- * helpers every rule needs (the shard ranges of a node, the placeholder grid).
+ * What lowering rules share: the invocation they produce, the context they see, and the
+ * helper every rule needs (the shard ranges of a node).
  *
  * @module
  */
-import { type Grid, grid1d, workgroupsFor } from "../../kernels/grid.ts";
+import type { Grid } from "../../kernels/grid.ts";
 import type { KernelSpec } from "../../kernels/kernel_spec.ts";
-import { PLACEHOLDER_WORKGROUP } from "../../kernels/placeholder.ts";
 import type { Node, TensorType } from "../ir.ts";
 import type { Target } from "../target.ts";
 import type { TuningChoices } from "../tuning.ts";
@@ -71,12 +70,4 @@ export function shardRanges(
     ranges ??= sharding.shards.map(({ firstRow, rows }) => ({ firstRow, rows }));
   }
   return ranges ?? [{ firstRow: 0, rows: 0 }];
-}
-
-/** The grid for `items` invocations of the placeholder workgroup size. */
-export function placeholderGrid(ctx: LowerContext, items: number): Grid {
-  return grid1d(
-    workgroupsFor(items, PLACEHOLDER_WORKGROUP),
-    ctx.target.limits.maxComputeWorkgroupsPerDimension,
-  );
 }

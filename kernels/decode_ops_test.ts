@@ -1,0 +1,188 @@
+/**
+ * The decode step's kernels other than attention, each lowered from a one-node graph, run on the
+ * local adapter and compared with the float64 reference on random inputs (f16 weights are
+ * drawn as f16 values, so both sides see the same numbers).
+ */
+import { deepStrictEqual, ok } from "node:assert/strict";
+import { compileGraph } from "../compiler/compile.ts";
+import type { Graph, Node, TensorDecl } from "../compiler/ir.ts";
+import { openGpu } from "../runtime/device.ts";
+import { deviceTarget } from "../runtime/device_target.ts";
+import { Executor } from "../runtime/executor.ts";
+import { relativeL2 } from "./compare.ts";
+import {
+  ACTIVATION_REFERENCES,
+  argmaxReference,
+  layerNormReference,
+  matmulReference,
+  rmsNormReference,
+  ropeReference,
+} from "./decode_reference.ts";
+
+const gpu = await openGpu();
+const target = deviceTarget(gpu, 4 * 1024 ** 3);
+
+let state = 12345;
+/** Uniform in [−1, 1) from a small LCG, rounded to f16 where asked. */
+function random(n: number, dtype: "f16" | "f32" = "f32", scale = 1): Float64Array {
+  return Float64Array.from({ length: n }, () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    const v = (state / 2 ** 32 * 2 - 1) * scale;
+    return dtype === "f16" ? Math.f16round(v) : v;
+  });
+}
+
+/** Runs one node on the adapter: writes the inputs, returns the output. */
+async function runNode(
+  tensors: Record<string, TensorDecl>,
+  node: Omit<Node, "outputs">,
+  values: Record<string, ArrayLike<number>>,
+): Promise<Float32Array | Uint32Array | Int32Array> {
+  const graph: Graph = {
+    version: 1,
+    model: "op-test",
+    batch: Object.values(tensors).find((t) => t.role === "input")!.shape[0],
+    maxSeq: 1,
+    tensors,
+    nodes: [{ ...node, outputs: ["out"] } as Node],
+    outputs: ["out"],
+  };
+  const executor = await Executor.create(gpu, compileGraph(graph, target));
+  try {
+    for (const [name, v] of Object.entries(values)) executor.write(name, v);
+    executor.run();
+    return await executor.read("out");
+  } finally {
+    executor.destroy();
+  }
+}
+
+const input = (shape: number[], dtype: TensorDecl["dtype"] = "f32"): TensorDecl => ({
+  shape,
+  dtype,
+  role: "input",
+});
+const weight = (shape: number[], dtype: "f16" | "f32"): TensorDecl => ({
+  shape,
+  dtype,
+  role: "weight",
+});
+
+for (
+  const [batch, inner, outer, dtype, bias] of [
+    [1, 64, 96, "f32", false],
+    [3, 112, 160, "f16", true],
+    [2, 37, 5, "f32", true],
+    [4, 1024, 72, "f16", false],
+  ] as const
+) {
+  Deno.test(`matmul B=${batch} ${inner}→${outer} ${dtype}${bias ? " +bias" : ""}`, async () => {
+    const x = random(batch * inner);
+    const w = random(outer * inner, dtype);
+    const b = random(outer, dtype);
+    const y = await runNode(
+      {
+        x: input([batch, inner]),
+        w: weight([outer, inner], dtype),
+        ...(bias ? { b: weight([outer], dtype) } : {}),
+      },
+      { op: "matmul", id: "mm", inputs: bias ? ["x", "w", "b"] : ["x", "w"], attrs: {} },
+      bias ? { x, w, b } : { x, w },
+    );
+    const error = relativeL2(y, matmulReference(x, w, batch, inner, outer, bias ? b : undefined));
+    ok(error <= 1e-5, `relative L2 ${error}`);
+  });
+}
+
+Deno.test("logits and argmax (ties to the lower index)", async () => {
+  const [batch, hidden, vocab] = [3, 64, 300];
+  const x = random(batch * hidden);
+  const table = random(vocab * hidden, "f16");
+  const tensors = { x: input([batch, hidden]), table: weight([vocab, hidden], "f16") };
+  const logits = await runNode(tensors, {
+    op: "logits",
+    id: "logits",
+    inputs: ["x", "table"],
+    attrs: {},
+  }, { x, table });
+  const expected = matmulReference(x, table, batch, hidden, vocab);
+  ok(relativeL2(logits, expected) <= 1e-5);
+  const tied = Float64Array.from(expected);
+  tied[2 * vocab + 7] = tied[2 * vocab + 250] = 100;
+  const next = await runNode(
+    { l: input([batch, vocab]) },
+    { op: "argmax", id: "argmax", inputs: ["l"], attrs: {} },
+    { l: tied },
+  );
+  deepStrictEqual([...next], argmaxReference(tied, vocab));
+  deepStrictEqual(next[2], 7);
+});
+
+for (const [hidden, dtype] of [[64, "f32"], [112, "f16"], [1000, "f32"]] as const) {
+  Deno.test(`rms_norm and layer_norm, D=${hidden} ${dtype}`, async () => {
+    const batch = 3;
+    const x = random(batch * hidden, "f32", 3);
+    const w = random(hidden, dtype);
+    const b = random(hidden, dtype);
+    const rms = await runNode(
+      { x: input([batch, hidden]), w: weight([hidden], dtype) },
+      { op: "rms_norm", id: "n", inputs: ["x", "w"], attrs: { eps: 1e-6, weightOffset: 1 } },
+      { x, w },
+    );
+    ok(relativeL2(rms, rmsNormReference(x, w, hidden, 1e-6, 1)) <= 1e-5);
+    const ln = await runNode(
+      { x: input([batch, hidden]), w: weight([hidden], dtype), b: weight([hidden], dtype) },
+      { op: "layer_norm", id: "n", inputs: ["x", "w", "b"], attrs: { eps: 1e-5 } },
+      { x, w, b },
+    );
+    ok(relativeL2(ln, layerNormReference(x, w, b, hidden, 1e-5)) <= 1e-5);
+  });
+}
+
+for (const [heads, headDim, rotary] of [[4, 16, 16], [4, 32, 8], [7, 64, 64]] as const) {
+  Deno.test(`rope: ${heads} heads, d=${headDim}, ${rotary} rotary dims`, async () => {
+    const batch = 3;
+    const positions = [0, 17, 311];
+    const x = random(batch * heads * headDim);
+    const attrs = { heads, headDim, theta: 10000, rotaryDims: rotary };
+    const y = await runNode(
+      { x: input([batch, heads * headDim]), positions: input([batch], "u32") },
+      { op: "rope", id: "rope", inputs: ["x", "positions"], attrs },
+      { x, positions },
+    );
+    const error = relativeL2(y, ropeReference(x, positions, heads, headDim, rotary, 10000));
+    ok(error <= 1e-5, `relative L2 ${error}`);
+  });
+}
+
+Deno.test("add, mul and the activations", async () => {
+  const n = 3 * 700;
+  const a = random(n, "f32", 6);
+  const b = random(n);
+  const tensors = { a: input([3, 700]), b: input([3, 700]) };
+  for (const op of ["add", "mul"] as const) {
+    const y = await runNode(tensors, { op, id: op, inputs: ["a", "b"], attrs: {} }, { a, b });
+    const expected = a.map((v, i) => op === "add" ? v + b[i] : v * b[i]);
+    ok(relativeL2(y, expected) <= 1e-6, op);
+  }
+  for (const op of ["silu", "gelu", "gelu_tanh"] as const) {
+    const y = await runNode({ a: tensors.a }, { op, id: op, inputs: ["a"], attrs: {} }, { a });
+    const error = relativeL2(y, a.map(ACTIVATION_REFERENCES[op]));
+    ok(error <= 1e-5, `${op}: relative L2 ${error}`);
+  }
+});
+
+Deno.test("embedding looks up and scales each token's row", async () => {
+  const [vocab, hidden] = [50, 24];
+  const table = random(vocab * hidden, "f16");
+  const tokens = [3, 49, 0, 3];
+  const y = await runNode(
+    { tokens: input([4], "u32"), table: weight([vocab, hidden], "f16") },
+    { op: "embedding", id: "embed", inputs: ["tokens", "table"], attrs: { scale: 2 } },
+    { tokens, table },
+  );
+  const expected = tokens.flatMap((t) =>
+    [...table.subarray(t * hidden, (t + 1) * hidden)].map((v) => v * 2)
+  );
+  deepStrictEqual([...y], expected);
+});

@@ -1,0 +1,200 @@
+/**
+ * The decode step's one-invocation-per-element kernels: `add`, `mul`, `silu`, `gelu`,
+ * `gelu_tanh`, `rope` (rotate-half, partial rotary) and `embedding` (a lookup, scaled). Each
+ * writes every element of its f32 output; element counts and model constants are WGSL `const`s
+ * of the generated source.
+ *
+ * @module
+ */
+import type { KernelSpec } from "./kernel_spec.ts";
+import { floatLiteral, MAIN_ARGS, PARAMS_DECL } from "./wgsl_common.ts";
+
+/** Invocations per workgroup of every kernel in this file. */
+export const ELEMENTWISE_WORKGROUP = 256;
+
+/** The WGSL type and `enable` line of a weight dtype. */
+export function weightPrelude(dtype: "f16" | "f32"): string {
+  return `${dtype === "f16" ? "enable f16;\n" : ""}alias W = ${dtype};\n`;
+}
+
+function elementKernel(
+  name: string,
+  op: string,
+  count: number,
+  storage: [string, "read" | "read_write", string][],
+  body: string,
+  prelude = "",
+): KernelSpec {
+  const declarations = storage.map(([n, access, type], i) =>
+    `@group(0) @binding(${i}) var<storage, ${access}> ${n}: array<${type}>;`
+  );
+  const source = `// sparqc ${op}: one invocation per output element
+${prelude}${PARAMS_DECL}
+const COUNT = ${count}u;
+${declarations.join("\n")}
+@group(0) @binding(${storage.length}) var<uniform> params: Params;
+
+@compute @workgroup_size(${ELEMENTWISE_WORKGROUP})
+fn main(
+  ${MAIN_ARGS},
+) {
+  let i = (wid.y * groups.x + wid.x) * ${ELEMENTWISE_WORKGROUP}u + tid;
+  if (i >= COUNT) { return; }
+${body}
+}
+`;
+  return {
+    name,
+    op,
+    source,
+    entryPoint: "main",
+    constants: {},
+    bindings: [
+      ...storage.map(([n, access]) => ({ name: n, access })),
+      { name: "params", access: "uniform" as const },
+    ],
+    placeholder: false,
+  };
+}
+
+/**
+ * `add` or `mul` of two f32 tensors of `count` elements: bindings a, b, y, params.
+ *
+ * @example
+ * ```ts
+ * import { binaryKernel } from "./elementwise.ts";
+ * binaryKernel("add", 1024).name; // "add"
+ * ```
+ */
+export function binaryKernel(op: "add" | "mul", count: number): KernelSpec {
+  const sign = op === "add" ? "+" : "*";
+  return elementKernel(op, op, count, [
+    ["a", "read", "f32"],
+    ["b", "read", "f32"],
+    ["y", "read_write", "f32"],
+  ], `  y[i] = a[i] ${sign} b[i];`);
+}
+
+/** The activations, as WGSL expressions of `x`. */
+const ACTIVATIONS = {
+  silu: "x / (1.0 + exp(-x))",
+  // erf by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7); WGSL has no erf.
+  gelu: "0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476))",
+  gelu_tanh: "0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))",
+} as const;
+
+const ERF = `fn erf_approx(z: f32) -> f32 {
+  let a = abs(z);
+  let t = 1.0 / (1.0 + 0.3275911 * a);
+  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+  return sign(z) * (1.0 - poly * exp(-a * a));
+}
+`;
+
+/**
+ * An activation of an f32 tensor of `count` elements: bindings x, y, params.
+ *
+ * @example
+ * ```ts
+ * import { activationKernel } from "./elementwise.ts";
+ * activationKernel("silu", 1024).name; // "silu"
+ * ```
+ */
+export function activationKernel(op: keyof typeof ACTIVATIONS, count: number): KernelSpec {
+  return elementKernel(
+    op,
+    op,
+    count,
+    [["x", "read", "f32"], ["y", "read_write", "f32"]],
+    `  let x = x_in(i);\n  y[i] = ${ACTIVATIONS[op]};`,
+    `${ERF}fn x_in(i: u32) -> f32 { return x[i]; }\n`,
+  );
+}
+
+/** What rope needs of a node. */
+export interface RopeShape {
+  batch: number;
+  heads: number;
+  headDim: number;
+  rotaryDims: number;
+  theta: number;
+}
+
+/**
+ * Rotary embedding, rotate-half convention (Llama, GPT-NeoX, Qwen2): in each head the first
+ * `rotaryDims` components are rotated in pairs (j, j + rotaryDims/2) by position · θ^(−2j /
+ * rotaryDims); the rest are copied. The inverse frequencies are computed in float64 here and
+ * written into the source. Bindings x, positions, y, params.
+ *
+ * @example
+ * ```ts
+ * import { ropeKernel } from "./elementwise.ts";
+ * ropeKernel({ batch: 1, heads: 4, headDim: 16, rotaryDims: 16, theta: 10000 }).name; // "rope"
+ * ```
+ */
+export function ropeKernel(s: RopeShape): KernelSpec {
+  const half = s.rotaryDims / 2;
+  const inverse = Array.from(
+    { length: half },
+    (_, j) => floatLiteral(Math.pow(s.theta, (-2 * j) / s.rotaryDims)),
+  );
+  return elementKernel(
+    "rope",
+    "rope",
+    s.batch * s.heads * s.headDim,
+    [["x", "read", "f32"], ["positions", "read", "u32"], ["y", "read_write", "f32"]],
+    `  let j = i % HEAD_DIM;
+  if (j >= ROTARY) {
+    y[i] = x[i];
+    return;
+  }
+  let b = i / (HEADS * HEAD_DIM);
+  let pair = j % HALF;
+  let angle = f32(positions[b]) * INV_FREQ[pair];
+  let c = cos(angle);
+  let s = sin(angle);
+  let first = i - j + pair;
+  let x1 = x[first];
+  let x2 = x[first + HALF];
+  if (j < HALF) {
+    y[i] = x1 * c - x2 * s;
+  } else {
+    y[i] = x2 * c + x1 * s;
+  }`,
+    `const HEAD_DIM = ${s.headDim}u;
+const HEADS = ${s.heads}u;
+const ROTARY = ${s.rotaryDims}u;
+const HALF = ${half}u;
+const INV_FREQ = array<f32, ${half}>(${inverse.join(", ")});
+`,
+  );
+}
+
+/**
+ * Embedding lookup of one shard of the table (vocabulary rows [first_row, first_row + rows) of
+ * params): y[b, :] = table[tokens[b] − first_row, :] · scale for the tokens in the shard.
+ * Bindings tokens, table, y, params.
+ *
+ * @example
+ * ```ts
+ * import { embeddingKernel } from "./elementwise.ts";
+ * embeddingKernel({ batch: 2, hidden: 64, scale: 1, weightDtype: "f32" }).name; // "embedding"
+ * ```
+ */
+export function embeddingKernel(
+  s: { batch: number; hidden: number; scale: number; weightDtype: "f16" | "f32" },
+): KernelSpec {
+  return elementKernel(
+    "embedding",
+    "embedding",
+    s.batch * s.hidden,
+    [["tokens", "read", "u32"], ["table", "read", "W"], ["y", "read_write", "f32"]],
+    `  let b = i / HIDDEN;
+  let token = tokens[b];
+  if (token < params.first_row || token - params.first_row >= params.rows) { return; }
+  y[i] = f32(table[(token - params.first_row) * HIDDEN + i % HIDDEN]) * SCALE;`,
+    `${weightPrelude(s.weightDtype)}const HIDDEN = ${s.hidden}u;
+const SCALE = ${floatLiteral(s.scale)};
+`,
+  );
+}
