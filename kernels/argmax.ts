@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { KernelSpec } from "./kernel_spec.ts";
+import { computeKernel, type KernelSpec } from "./kernel_spec.ts";
 import { FLAT_ID, MAIN_ARGS, PARAMS_DECL } from "./wgsl_common.ts";
 
 /** Invocations per workgroup of the argmax kernel (a power of two). */
@@ -62,17 +62,5 @@ fn main(
   if (tid == 0u) { y[flat] = min(best_index[0], VOCAB - 1u); }
 }
 `;
-  return {
-    name: "argmax",
-    op: "argmax",
-    source,
-    entryPoint: "main",
-    constants: {},
-    bindings: [
-      { name: "logits", access: "read" },
-      { name: "y", access: "read_write" },
-      { name: "params", access: "uniform" },
-    ],
-    placeholder: false,
-  };
+  return computeKernel("argmax", "argmax", source, [["logits", "read"], ["y", "read_write"]]);
 }

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { KernelSpec } from "./kernel_spec.ts";
+import { computeKernel, type KernelSpec } from "./kernel_spec.ts";
 import {
   type AttentionKernelShape,
   fitTile,
@@ -21,7 +21,7 @@ import {
   reductions,
   rowLayout,
 } from "./wgsl_common.ts";
-import { rowDots, unroll, valueRows } from "./unrolled.ts";
+import { indentLines, rowDots, unroll, valueRows } from "./unrolled.ts";
 
 /** Dense attention's launch parameters. */
 export interface DenseConfig {
@@ -109,22 +109,13 @@ const CHUNK_PREAMBLE = `${FLAT_ID}
 
 /** The spec of a partial kernel: both variants bind q, positions, K, V, partials, params. */
 function partialSpec(name: string, source: string): KernelSpec {
-  return {
-    name,
-    op: "attention",
-    source,
-    entryPoint: "main",
-    constants: {},
-    bindings: [
-      { name: "q", access: "read" },
-      { name: "positions", access: "read" },
-      { name: "k_cache", access: "read" },
-      { name: "v_cache", access: "read" },
-      { name: "partials", access: "read_write" },
-      { name: "params", access: "uniform" },
-    ],
-    placeholder: false,
-  };
+  return computeKernel(name, "attention", source, [
+    ["q", "read"],
+    ["positions", "read"],
+    ["k_cache", "read"],
+    ["v_cache", "read"],
+    ["partials", "read_write"],
+  ]);
 }
 
 /**
@@ -298,20 +289,11 @@ fn main(
   }
 }
 `;
-  return {
-    name: "attention_dense_reduce",
-    op: "attention",
-    source,
-    entryPoint: "main",
-    constants: {},
-    bindings: [
-      { name: "partials", access: "read" },
-      { name: "positions", access: "read" },
-      { name: "y", access: "read_write" },
-      { name: "params", access: "uniform" },
-    ],
-    placeholder: false,
-  };
+  return computeKernel("attention_dense_reduce", "attention", source, [
+    ["partials", "read"],
+    ["positions", "read"],
+    ["y", "read_write"],
+  ]);
 }
 
 /**
@@ -364,8 +346,6 @@ export function densePartialSubgroupKernel(
   const heads = [...Array(group).keys()];
   const parts = [...Array(per).keys()];
   const rows = [...Array(SUBGROUP_ROWS).keys()];
-  const each = <T>(xs: number[], f: (x: number) => T) => xs.map(f);
-  const joinLines = (list: string[], pad: string) => list.map((l) => pad + l).join("\n");
   const loads = rows.flatMap((u) => [
     `let at${u} = (base + min(t0 + ${u}u * TEAMS + team, n - 1u)) * LANES + lane;`,
     `let valid${u} = t0 + ${u}u * TEAMS + team < n;`,
@@ -406,7 +386,7 @@ export function densePartialSubgroupKernel(
     for (var w = 0u; w < TEAMS; w++) { total += team_sum[w] * exp(team_max[w] - top); }
     let mine = exp(m${h} - top);
 ${
-      joinLines(
+      indentLines(
         parts.map((p) => `merged[team * LANES + ${p}u * SG + lane] = acc${h}_${p} * mine;`),
         "    ",
       )
@@ -453,12 +433,12 @@ fn main(
   ${CHUNK_PREAMBLE}
   let team = tid / SG;
 ${
-    joinLines(
+    indentLines(
       heads.flatMap((h) => [
-        ...each(parts, (p) => `let q${h}_${p} = q[(head0 + ${h}u) * LANES + ${p}u * SG + lane];`),
+        ...parts.map((p) => `let q${h}_${p} = q[(head0 + ${h}u) * LANES + ${p}u * SG + lane];`),
         `var m${h} = NEG;`,
         `var l${h} = 0.0;`,
-        ...each(parts, (p) => `var acc${h}_${p} = vec4<f32>(0.0);`),
+        ...parts.map((p) => `var acc${h}_${p} = vec4<f32>(0.0);`),
       ]),
       "  ",
     )
@@ -469,8 +449,8 @@ ${
   // chunk's end reread its last row and drop the result. Each team loads ${SUBGROUP_ROWS} rows before
   // it reduces any, and folds them into the running softmax with one rescale.
   for (var t0 = 0u; t0 < n; t0 += TEAMS * ${SUBGROUP_ROWS}u) {
-${joinLines(loads, "    ")}
-${joinLines(update, "    ")}
+${indentLines(loads, "    ")}
+${indentLines(update, "    ")}
   }
 
   // Merge the teams: every team holds the same statistics in all its invocations.

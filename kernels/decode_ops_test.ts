@@ -10,6 +10,7 @@ import { openGpu } from "../runtime/device.ts";
 import { deviceTarget } from "../runtime/device_target.ts";
 import { Executor } from "../runtime/executor.ts";
 import { relativeL2 } from "./compare.ts";
+import { uniformStream } from "./random_problem.ts";
 import {
   ACTIVATION_REFERENCES,
   argmaxReference,
@@ -22,12 +23,11 @@ import {
 const gpu = await openGpu();
 const target = deviceTarget(gpu, 4 * 1024 ** 3);
 
-let state = 12345;
-/** Uniform in [−1, 1) from a small LCG, rounded to f16 where asked. */
+const uniform = uniformStream(12345);
+/** Uniform in [−scale, scale), rounded to f16 where asked. */
 function random(n: number, dtype: "f16" | "f32" = "f32", scale = 1): Float64Array {
   return Float64Array.from({ length: n }, () => {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-    const v = (state / 2 ** 32 * 2 - 1) * scale;
+    const v = (uniform() * 2 - 1) * scale;
     return dtype === "f16" ? Math.f16round(v) : v;
   });
 }

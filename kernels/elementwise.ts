@@ -6,33 +6,31 @@
  *
  * @module
  */
-import type { KernelSpec } from "./kernel_spec.ts";
-import { floatLiteral, MAIN_ARGS, PARAMS_DECL } from "./wgsl_common.ts";
+import { computeKernel, type KernelSpec } from "./kernel_spec.ts";
+import {
+  bindingDeclarations,
+  floatLiteral,
+  MAIN_ARGS,
+  PARAMS_DECL,
+  weightPrelude,
+} from "./wgsl_common.ts";
 
 /** Invocations per workgroup of every kernel in this file. */
 export const ELEMENTWISE_WORKGROUP = 256;
 
-/** The WGSL type and `enable` line of a weight dtype. */
-export function weightPrelude(dtype: "f16" | "f32"): string {
-  return `${dtype === "f16" ? "enable f16;\n" : ""}alias W = ${dtype};\n`;
-}
+type Storage = [name: string, access: "read" | "read_write", type: string][];
 
 function elementKernel(
   name: string,
-  op: string,
   count: number,
-  storage: [string, "read" | "read_write", string][],
+  storage: Storage,
   body: string,
   prelude = "",
 ): KernelSpec {
-  const declarations = storage.map(([n, access, type], i) =>
-    `@group(0) @binding(${i}) var<storage, ${access}> ${n}: array<${type}>;`
-  );
-  const source = `// sparqc ${op}: one invocation per output element
+  const source = `// sparqc ${name}: one invocation per output element
 ${prelude}${PARAMS_DECL}
 const COUNT = ${count}u;
-${declarations.join("\n")}
-@group(0) @binding(${storage.length}) var<uniform> params: Params;
+${bindingDeclarations(storage)}
 
 @compute @workgroup_size(${ELEMENTWISE_WORKGROUP})
 fn main(
@@ -43,18 +41,7 @@ fn main(
 ${body}
 }
 `;
-  return {
-    name,
-    op,
-    source,
-    entryPoint: "main",
-    constants: {},
-    bindings: [
-      ...storage.map(([n, access]) => ({ name: n, access })),
-      { name: "params", access: "uniform" as const },
-    ],
-    placeholder: false,
-  };
+  return computeKernel(name, name, source, storage);
 }
 
 /**
@@ -68,21 +55,21 @@ ${body}
  */
 export function binaryKernel(op: "add" | "mul", count: number): KernelSpec {
   const sign = op === "add" ? "+" : "*";
-  return elementKernel(op, op, count, [
+  return elementKernel(op, count, [
     ["a", "read", "f32"],
     ["b", "read", "f32"],
     ["y", "read_write", "f32"],
   ], `  y[i] = a[i] ${sign} b[i];`);
 }
 
-/** The activations, as WGSL expressions of `x`. */
+/** The activations, as WGSL expressions of `v`. */
 const ACTIVATIONS = {
-  silu: "x / (1.0 + exp(-x))",
-  // erf by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7); WGSL has no erf.
-  gelu: "0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476))",
-  gelu_tanh: "0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))",
+  silu: "v / (1.0 + exp(-v))",
+  gelu: "0.5 * v * (1.0 + erf_approx(v * 0.7071067811865476))",
+  gelu_tanh: "0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)))",
 } as const;
 
+// erf by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7); WGSL has no erf.
 const ERF = `fn erf_approx(z: f32) -> f32 {
   let a = abs(z);
   let t = 1.0 / (1.0 + 0.3275911 * a);
@@ -103,11 +90,10 @@ const ERF = `fn erf_approx(z: f32) -> f32 {
 export function activationKernel(op: keyof typeof ACTIVATIONS, count: number): KernelSpec {
   return elementKernel(
     op,
-    op,
     count,
     [["x", "read", "f32"], ["y", "read_write", "f32"]],
-    `  let x = x_in(i);\n  y[i] = ${ACTIVATIONS[op]};`,
-    `${ERF}fn x_in(i: u32) -> f32 { return x[i]; }\n`,
+    `  let v = x[i];\n  y[i] = ${ACTIVATIONS[op]};`,
+    op === "gelu" ? ERF : "",
   );
 }
 
@@ -139,7 +125,6 @@ export function ropeKernel(s: RopeShape): KernelSpec {
     (_, j) => floatLiteral(Math.pow(s.theta, (-2 * j) / s.rotaryDims)),
   );
   return elementKernel(
-    "rope",
     "rope",
     s.batch * s.heads * s.headDim,
     [["x", "read", "f32"], ["positions", "read", "u32"], ["y", "read_write", "f32"]],
@@ -185,7 +170,6 @@ export function embeddingKernel(
   s: { batch: number; hidden: number; scale: number; weightDtype: "f16" | "f32" },
 ): KernelSpec {
   return elementKernel(
-    "embedding",
     "embedding",
     s.batch * s.hidden,
     [["tokens", "read", "u32"], ["table", "read", "W"], ["y", "read_write", "f32"]],

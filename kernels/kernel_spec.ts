@@ -29,3 +29,41 @@ export interface KernelSpec {
 
 /** Words in a kernel's params uniform: [first row, rows, extra0, extra1]. */
 export const PARAMS_WORDS = 4;
+
+/** A storage binding of a kernel: its WGSL name and access (anything after them is ignored). */
+export type StorageBinding = readonly [
+  name: string,
+  access: "read" | "read_write",
+  ...rest: string[],
+];
+
+/**
+ * The spec of a computing kernel with entry point `main` and no override constants: its storage
+ * bindings in order, then the params uniform.
+ *
+ * @example
+ * ```ts
+ * import { computeKernel } from "./kernel_spec.ts";
+ * computeKernel("add", "add", "/* WGSL *\/", [["a", "read"], ["b", "read"], ["y", "read_write"]])
+ *   .bindings.at(-1); // { name: "params", access: "uniform" }
+ * ```
+ */
+export function computeKernel(
+  name: string,
+  op: string,
+  source: string,
+  storage: readonly StorageBinding[],
+): KernelSpec {
+  return {
+    name,
+    op,
+    source,
+    entryPoint: "main",
+    constants: {},
+    bindings: [
+      ...storage.map(([n, access]) => ({ name: n, access })),
+      { name: "params", access: "uniform" as const },
+    ],
+    placeholder: false,
+  };
+}

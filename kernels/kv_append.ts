@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { KernelSpec } from "./kernel_spec.ts";
+import { computeKernel, type KernelSpec } from "./kernel_spec.ts";
 import { FLAT_ID, type KvDtype, kvPrelude, MAIN_ARGS, PARAMS_DECL } from "./wgsl_common.ts";
 
 /** kv_append's launch parameters. */
@@ -79,19 +79,10 @@ ${
       : ""
   }}
 `;
-  return {
-    name: `kv_append_${s.sparq ? "sparq" : "dense"}`,
-    op: "kv_append",
+  return computeKernel(
+    `kv_append_${s.sparq ? "sparq" : "dense"}`,
+    "kv_append",
     source,
-    entryPoint: "main",
-    constants: {},
-    bindings: [
-      ...["k", "v", "positions", ...cache].map((name, i) => ({
-        name,
-        access: i < 3 ? "read" as const : "read_write" as const,
-      })),
-      { name: "params", access: "uniform" },
-    ],
-    placeholder: false,
-  };
+    ["k", "v", "positions", ...cache].map((name, i) => [name, i < 3 ? "read" : "read_write"]),
+  );
 }

@@ -11,10 +11,15 @@
  *
  * @module
  */
-import type { KernelSpec } from "./kernel_spec.ts";
-import { weightPrelude } from "./elementwise.ts";
+import { computeKernel, type KernelSpec } from "./kernel_spec.ts";
 import { unroll } from "./unrolled.ts";
-import { FLAT_ID, MAIN_ARGS, PARAMS_DECL } from "./wgsl_common.ts";
+import {
+  bindingDeclarations,
+  FLAT_ID,
+  MAIN_ARGS,
+  PARAMS_DECL,
+  weightPrelude,
+} from "./wgsl_common.ts";
 
 /** Output rows per workgroup. */
 export const MATMUL_ROWS = 8;
@@ -52,10 +57,10 @@ export function matmulKernel(s: MatmulShape): KernelSpec {
   const product = (w: string, x: string) =>
     width === 4 ? `dot(vec4<f32>(${w}), ${x})` : `f32(${w}) * ${x}`;
   const weightName = s.op === "logits" ? "table" : "weight";
-  const storage: [string, string, string][] = [
+  const storage: [string, "read" | "read_write", string][] = [
     ["x", "read", vec("f32")],
     [weightName, "read", vec("W")],
-    ...(s.bias ? [["bias", "read", "W"] as [string, string, string]] : []),
+    ...(s.bias ? [["bias", "read", "W"] as [string, "read", string]] : []),
     ["y", "read_write", "f32"],
   ];
   const pieces = s.inner / width;
@@ -68,12 +73,7 @@ const PIECES = ${pieces}u;
 const OUTER = ${s.outer}u;
 const LANES = ${ROW_LANES}u;
 const STEP = LANES * ${K_LOADS}u;
-${
-      storage.map(([n, access, type], i) =>
-        `@group(0) @binding(${i}) var<storage, ${access}> ${n}: array<${type}>;`
-      ).join("\n")
-    }
-@group(0) @binding(${storage.length}) var<uniform> params: Params;
+${bindingDeclarations(storage)}
 var<workgroup> partial: array<f32, ${MATMUL_ROWS * ROW_LANES}>;
 
 @compute @workgroup_size(${MATMUL_ROWS * ROW_LANES})
@@ -114,16 +114,5 @@ ${
   }
 }
 `;
-  return {
-    name,
-    op: s.op,
-    source,
-    entryPoint: "main",
-    constants: {},
-    bindings: [
-      ...storage.map(([n, access]) => ({ name: n, access: access as "read" | "read_write" })),
-      { name: "params", access: "uniform" as const },
-    ],
-    placeholder: false,
-  };
+  return computeKernel(name, s.op, source, storage);
 }

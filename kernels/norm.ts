@@ -4,9 +4,16 @@
  *
  * @module
  */
-import type { KernelSpec } from "./kernel_spec.ts";
-import { weightPrelude } from "./elementwise.ts";
-import { FLAT_ID, floatLiteral, MAIN_ARGS, PARAMS_DECL, reductions } from "./wgsl_common.ts";
+import { computeKernel, type KernelSpec } from "./kernel_spec.ts";
+import {
+  bindingDeclarations,
+  FLAT_ID,
+  floatLiteral,
+  MAIN_ARGS,
+  PARAMS_DECL,
+  reductions,
+  weightPrelude,
+} from "./wgsl_common.ts";
 
 /** Invocations per workgroup of the norm kernels. */
 export const NORM_WORKGROUP = 256;
@@ -25,10 +32,10 @@ function normKernel(
   body: string,
   extra: string[],
 ): KernelSpec {
-  const storage: [string, string, string][] = [
+  const storage: [string, "read" | "read_write", string][] = [
     ["x", "read", "f32"],
     ["weight", "read", "W"],
-    ...extra.map((n): [string, string, string] => [n, "read", "W"]),
+    ...extra.map((n): [string, "read", string] => [n, "read", "W"]),
     ["y", "read_write", "f32"],
   ];
   const source = `// sparqc ${op}: one workgroup per row
@@ -36,12 +43,7 @@ ${weightPrelude(s.weightDtype)}${PARAMS_DECL}
 const HIDDEN = ${s.hidden}u;
 const EPS = ${floatLiteral(s.eps)};
 const WG = ${NORM_WORKGROUP}u;
-${
-    storage.map(([n, access, type], i) =>
-      `@group(0) @binding(${i}) var<storage, ${access}> ${n}: array<${type}>;`
-    ).join("\n")
-  }
-@group(0) @binding(${storage.length}) var<uniform> params: Params;
+${bindingDeclarations(storage)}
 ${reductions(NORM_WORKGROUP)}
 @compute @workgroup_size(WG)
 fn main(
@@ -53,18 +55,7 @@ fn main(
 ${body}
 }
 `;
-  return {
-    name: op,
-    op,
-    source,
-    entryPoint: "main",
-    constants: {},
-    bindings: [
-      ...storage.map(([name, access]) => ({ name, access: access as "read" | "read_write" })),
-      { name: "params", access: "uniform" as const },
-    ],
-    placeholder: false,
-  };
+  return computeKernel(op, op, source, storage);
 }
 
 /**

@@ -18,7 +18,7 @@
  *
  * @module
  */
-import type { KernelSpec } from "./kernel_spec.ts";
+import { computeKernel, type KernelSpec, type StorageBinding } from "./kernel_spec.ts";
 import {
   type AttentionKernelShape,
   fitTile,
@@ -30,7 +30,7 @@ import {
   reductions,
   rowLayout,
 } from "./wgsl_common.ts";
-import { rowDots, unroll, valueRows } from "./unrolled.ts";
+import { indentLines, rowDots, unroll, valueRows } from "./unrolled.ts";
 
 /** SparQ's parameters as the kernels take them. */
 export interface SparqKernelParams {
@@ -101,23 +101,8 @@ const CK = ${Math.min(p.k, Math.min(CANDIDATE_BLOCK, s.maxSeq))}u;
 ${PARAMS_DECL}`;
 }
 
-function spec(
-  name: string,
-  source: string,
-  storage: [string, "read" | "read_write"][],
-): KernelSpec {
-  return {
-    name,
-    op: "attention",
-    source,
-    entryPoint: "main",
-    constants: {},
-    bindings: [
-      ...storage.map(([n, access]) => ({ name: n, access })),
-      { name: "params", access: "uniform" as const },
-    ],
-    placeholder: false,
-  };
+function spec(name: string, source: string, storage: StorageBinding[]): KernelSpec {
+  return computeKernel(name, "attention", source, storage);
 }
 
 /** Invocations per workgroup of `sparq_prepare`. */
@@ -236,7 +221,7 @@ fn main(
 }
 
 /** The bindings of both stage-1 kernels. */
-const SCORES_BINDINGS: [string, "read" | "read_write"][] = [
+const SCORES_BINDINGS: StorageBinding[] = [
   ["query_selected", "read"],
   ["positions", "read"],
   ["kt_cache", "read"],
@@ -395,7 +380,6 @@ export function sparqScoresVec4Kernel(
       )
     ),
   ]);
-  const indent = (list: string[]) => list.map((l) => `    ${l}`).join("\n");
   const source =
     `// sparqc SparQ stage 1 (${width} positions per invocation, unrolled over r): approximate scores
 ${kvPrelude(s.kvDtype)}
@@ -419,9 +403,9 @@ ${scoresPreamble(width === 8 ? "vec4<u32>" : "KV4", "vec4<f32>", workgroup)}
     let pos0 = start + (slot * WG + tid) * WIDTH;
     if (pos0 >= len) { break; }
     let column = pos0 / WIDTH;
-${heads.flatMap((h) => parts.map((v) => `    var ${acc(h, v)} = vec4<f32>(0.0);`)).join("\n")}
-${indent(lines)}
-${indent(statistics)}
+${indentLines(heads.flatMap((h) => parts.map((v) => `var ${acc(h, v)} = vec4<f32>(0.0);`)), "    ")}
+${indentLines(lines, "    ")}
+${indentLines(statistics, "    ")}
   }
   for (var h = 0u; h < GROUP; h++) {
     let stats = reduce_softmax(run_max[h], run_sum[h], tid);

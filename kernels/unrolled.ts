@@ -20,7 +20,20 @@
  * ```
  */
 export function unroll(count: number, line: (i: number) => string, pad = ""): string {
-  return Array.from({ length: count }, (_, i) => pad + line(i)).join("\n");
+  return indentLines(Array.from({ length: count }, (_, i) => line(i)), pad);
+}
+
+/**
+ * The lines joined, each indented by `pad`.
+ *
+ * @example
+ * ```ts
+ * import { indentLines } from "./unrolled.ts";
+ * indentLines(["a;", "b;"], "  "); // "  a;\n  b;"
+ * ```
+ */
+export function indentLines(lines: readonly string[], pad = ""): string {
+  return lines.map((l) => pad + l).join("\n");
 }
 
 /** Row lanes loaded per batch of {@link rowDots}: enough bytes in flight, bounded registers. */

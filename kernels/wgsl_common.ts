@@ -190,3 +190,37 @@ export function fitTile(
       `allows ${limit}`,
   );
 }
+
+/**
+ * WGSL declarations of storage bindings 0…n−1 as arrays of the given element types, and of the
+ * params uniform after them.
+ *
+ * @example
+ * ```ts
+ * import { bindingDeclarations } from "./wgsl_common.ts";
+ * bindingDeclarations([["x", "read", "f32"], ["y", "read_write", "f32"]]);
+ * ```
+ */
+export function bindingDeclarations(
+  storage: readonly (readonly [name: string, access: "read" | "read_write", type: string])[],
+): string {
+  return [
+    ...storage.map(([name, access, type], i) =>
+      `@group(0) @binding(${i}) var<storage, ${access}> ${name}: array<${type}>;`
+    ),
+    `@group(0) @binding(${storage.length}) var<uniform> params: Params;`,
+  ].join("\n");
+}
+
+/**
+ * The `enable` line and the `W` alias of a weight dtype.
+ *
+ * @example
+ * ```ts
+ * import { weightPrelude } from "./wgsl_common.ts";
+ * weightPrelude("f16"); // "enable f16;\nalias W = f16;\n"
+ * ```
+ */
+export function weightPrelude(dtype: "f16" | "f32"): string {
+  return `${dtype === "f16" ? "enable f16;\n" : ""}alias W = ${dtype};\n`;
+}

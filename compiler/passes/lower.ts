@@ -49,35 +49,33 @@ function grid(ctx: LowerContext, workgroups: number) {
   return grid1d(workgroups, ctx.target.limits.maxComputeWorkgroupsPerDimension);
 }
 
-/** One dispatch over every element of the output, unsharded. */
-function perElement(ctx: LowerContext, kernel: KernelSpec): Invocation[] {
+/**
+ * One unsharded dispatch of `workgroups` workgroups; params rows = the output's first dimension.
+ */
+function unsharded(ctx: LowerContext, kernel: KernelSpec, workgroups: number): Invocation[] {
   const { node } = ctx;
   shardRanges(ctx, []);
-  const out = ctx.types.get(node.outputs[0])!;
   return [{
     node: node.id,
     kernel,
     args: [...node.inputs, node.outputs[0]],
     shard: 0,
-    params: [0, out.shape[0], 0, 0],
-    dispatch: grid(ctx, workgroupsFor(elements(out), ELEMENTWISE_WORKGROUP)),
+    params: [0, ctx.types.get(node.outputs[0])!.shape[0], 0, 0],
+    dispatch: grid(ctx, workgroups),
   }];
 }
 
-/** One workgroup per row of the output, unsharded. */
-function perRow(ctx: LowerContext, kernel: KernelSpec): Invocation[] {
-  const { node } = ctx;
-  shardRanges(ctx, []);
-  const rows = ctx.types.get(node.outputs[0])!.shape[0];
-  return [{
-    node: node.id,
+/** One invocation per element of the output. */
+const perElement = (ctx: LowerContext, kernel: KernelSpec) =>
+  unsharded(
+    ctx,
     kernel,
-    args: [...node.inputs, node.outputs[0]],
-    shard: 0,
-    params: [0, rows, 0, 0],
-    dispatch: grid(ctx, rows),
-  }];
-}
+    workgroupsFor(elements(ctx.types.get(ctx.node.outputs[0])!), ELEMENTWISE_WORKGROUP),
+  );
+
+/** One workgroup per row of the output. */
+const perRow = (ctx: LowerContext, kernel: KernelSpec) =>
+  unsharded(ctx, kernel, ctx.types.get(ctx.node.outputs[0])!.shape[0]);
 
 /** Matmul-like ops whose weight (operand 1) may be split by rows into shards. */
 function rowSplit(ctx: LowerContext): Invocation[] {
