@@ -232,13 +232,27 @@ export class Executor {
    * ```
    */
   run(times = 1, nodes?: ReadonlySet<string>): void {
-    const steps = this.steps.filter((s) => !nodes || nodes.has(s.dispatch.node));
-    this.gpu.doing(`running ${steps.length} dispatches ×${times}`);
+    this.gpu.doing(`running the schedule ×${times}`);
     const encoder = this.gpu.device.createCommandEncoder();
     const pass = encoder.beginComputePass();
-    for (let i = 0; i < times; i++) for (const step of steps) encodeStep(pass, step, 0);
+    for (let i = 0; i < times; i++) this.encode(pass, nodes);
     pass.end();
     this.gpu.device.queue.submit([encoder.finish()]);
+  }
+
+  /**
+   * Encodes the schedule (or only `nodes`' dispatches) once into a caller's compute pass, so
+   * that other work (a generation loop's token feed) can sit between steps.
+   *
+   * @example
+   * ```ts
+   * // const pass = encoder.beginComputePass(); executor.encode(pass); pass.end();
+   * ```
+   */
+  encode(pass: GPUComputePassEncoder, nodes?: ReadonlySet<string>): void {
+    for (const step of this.steps) {
+      if (!nodes || nodes.has(step.dispatch.node)) encodeStep(pass, step, 0);
+    }
   }
 
   /**

@@ -1,0 +1,200 @@
+/**
+ * Whole models on the local adapter against the float64 reference of their graph: seeded
+ * random weights (read back, so both sides use the GPU's exact values), a ragged cache prefilled
+ * on the host, then several decode steps, each step's logits compared.
+ */
+import { deepStrictEqual, ok } from "node:assert/strict";
+import { buildDecodeGraph } from "../compiler/build_graph.ts";
+import type { BuildOptions } from "../compiler/build_options.ts";
+import { compile } from "../compiler/compile.ts";
+import type { AttentionMethod, Graph } from "../compiler/ir.ts";
+import { PRESETS } from "../compiler/presets.ts";
+import { relativeL2 } from "../kernels/compare.ts";
+import { argmaxReference } from "../kernels/decode_reference.ts";
+import { runGraphReference, type TensorValues } from "../kernels/graph_reference.ts";
+import { uniformStream } from "../kernels/random_problem.ts";
+import { openGpu } from "./device.ts";
+import { deviceTarget } from "./device_target.ts";
+import { Decoder } from "./decoder.ts";
+import { generate } from "./generation.ts";
+import { transposeCache, valueMean } from "./run_attention.ts";
+
+const gpu = await openGpu();
+const target = deviceTarget(gpu, 4 * 1024 ** 3);
+const STEPS = 4;
+
+/** Fills positions 0 … lengths[b] − 1 of every layer's cache with host values, on both sides. */
+function prefillCache(
+  decoder: Decoder,
+  graph: Graph,
+  values: TensorValues,
+  lengths: number[],
+  seed: number,
+): void {
+  const next = uniformStream(seed);
+  for (const node of graph.nodes) {
+    if (node.op !== "kv_append") continue;
+    const { kvHeads, headDim: d, sparq } = node.attrs;
+    const [kName, ktName, vName, meanName] = sparq
+      ? node.outputs
+      : [node.outputs[0], undefined, node.outputs[1]];
+    const S = graph.maxSeq;
+    const round = graph.tensors[kName].dtype === "f16" ? Math.f16round : Math.fround;
+    const draw = () => {
+      const cache = new Float64Array(lengths.length * kvHeads * S * d);
+      lengths.forEach((length, b) => {
+        for (let g = 0; g < kvHeads; g++) {
+          const base = (b * kvHeads + g) * S * d;
+          for (let i = 0; i < length * d; i++) cache[base + i] = round(next() * 2 - 1);
+        }
+      });
+      return cache;
+    };
+    const k = draw();
+    const v = draw();
+    const state: [string, Float64Array][] = [[kName, k], [vName, v]];
+    if (ktName) state.push([ktName, transposeCache(k, lengths.length * kvHeads, S, d)]);
+    if (meanName) {
+      state.push([meanName, valueMean(v, lengths.length, kvHeads, S, d, lengths)]);
+    }
+    for (const [name, cache] of state) {
+      decoder.executor.write(name, cache);
+      values.set(name, cache);
+    }
+  }
+}
+
+/** The plan's weights as the GPU holds them. */
+async function weightValues(decoder: Decoder): Promise<TensorValues> {
+  const values: TensorValues = new Map();
+  for (const name of decoder.tensorsOf("weight")) {
+    values.set(name, Float64Array.from(await decoder.executor.read(name)));
+  }
+  return values;
+}
+
+interface Case {
+  model: string;
+  attention: AttentionMethod;
+  dtype: "f16" | "f32";
+  tolerance: number;
+}
+
+const dense: AttentionMethod = { kind: "dense" };
+const cases: Case[] = [];
+for (const model of ["tiny-llama", "tiny-neox", "tiny-qwen2", "tiny-gemma"]) {
+  const d = PRESETS.get(model)!.headDim;
+  for (
+    const attention of [
+      dense,
+      { kind: "sparq", r: d / 4, k: 32, localWindow: 0 },
+      { kind: "sparq", r: d / 4, k: 6, localWindow: 2 },
+    ] as AttentionMethod[]
+  ) {
+    cases.push({ model, attention, dtype: "f32", tolerance: 1e-4 });
+  }
+}
+// f16 weights and cache: both sides hold the same f16 values; only f32 vs float64 arithmetic
+// (and a key rounded to f16 from either) differs.
+cases.push({ model: "tiny-llama", attention: dense, dtype: "f16", tolerance: 2e-3 });
+
+const LENGTHS = [5, 11];
+
+for (const c of cases) {
+  const method = c.attention.kind === "dense"
+    ? "dense"
+    : `SparQ r=${c.attention.r} k=${c.attention.k}${
+      c.attention.k >= 32 ? " (k ≥ S: dense)" : ` window ${c.attention.localWindow}`
+    }`;
+  Deno.test(`${c.model} ${c.dtype}, ${method}: logits equal the float64 reference over ${STEPS} steps`, async () => {
+    if (c.dtype === "f16" && !gpu.features.has("shader-f16")) return;
+    const config = PRESETS.get(c.model)!;
+    const options: BuildOptions = {
+      batch: LENGTHS.length,
+      maxSeq: 32,
+      attention: c.attention,
+      kvDtype: c.dtype,
+      weightDtype: c.dtype,
+    };
+    const plan = compile(config, options, target);
+    const decoder = await Decoder.create(gpu, plan);
+    try {
+      decoder.randomWeights(7);
+      const values = await weightValues(decoder);
+      prefillCache(decoder, plan.graph, values, LENGTHS, 11);
+      // SparQ with k ≥ S must equal dense: check it against the dense graph's reference too.
+      const denseGraph = c.attention.kind === "sparq" && c.attention.k >= options.maxSeq
+        ? buildDecodeGraph(config, { ...options, attention: dense })
+        : undefined;
+      const denseValues = denseGraph ? new Map(values) : undefined;
+      if (denseValues) { for (const [n, v] of values) denseValues.set(n, Float64Array.from(v)); }
+
+      const next = uniformStream(3);
+      let tokens = LENGTHS.map(() => Math.floor(next() * config.vocabSize));
+      let positions = [...LENGTHS];
+      for (let step = 0; step < STEPS; step++) {
+        decoder.step(tokens, positions);
+        const logits = await decoder.logits();
+        for (const [graph, vals] of [[plan.graph, values], [denseGraph, denseValues]] as const) {
+          if (!graph || !vals) continue;
+          vals.set("tokens", Float64Array.from(tokens));
+          vals.set("positions", Float64Array.from(positions));
+          const expected = runGraphReference(graph, vals).get("logits")!;
+          const error = relativeL2(logits, expected);
+          ok(
+            error <= c.tolerance,
+            `step ${step}${graph === denseGraph ? " vs dense" : ""}: relative L2 ${error}`,
+          );
+        }
+        const chosen = await decoder.nextTokens();
+        deepStrictEqual(chosen, argmaxReference(logits, config.vocabSize));
+        tokens = chosen;
+        positions = positions.map((p) => p + 1);
+      }
+      deepStrictEqual(gpu.uncaptured, []);
+    } finally {
+      decoder.destroy();
+    }
+  });
+}
+
+Deno.test("generation on the GPU chooses the tokens a host loop chooses", async () => {
+  const config = PRESETS.get("tiny-llama")!;
+  const plan = compile(config, {
+    batch: 2,
+    maxSeq: 32,
+    attention: { kind: "sparq", r: 4, k: 6, localWindow: 1 },
+    kvDtype: "f32",
+    weightDtype: "f32",
+  }, target);
+  const host = await Decoder.create(gpu, plan);
+  const resident = await Decoder.create(gpu, plan);
+  try {
+    const steps = 7;
+    const expected: number[][] = [];
+    for (const decoder of [host, resident]) {
+      decoder.randomWeights(5);
+      decoder.randomCache(6);
+    }
+    let tokens = [3, 40];
+    let positions = [4, 9];
+    for (let step = 0; step < steps; step++) {
+      host.step(tokens, positions);
+      tokens = await host.nextTokens();
+      positions = positions.map((p) => p + 1);
+      expected.push(tokens);
+    }
+    const result = await generate(resident, {
+      tokens: [3, 40],
+      positions: [4, 9],
+      steps,
+      readEvery: 3,
+    });
+    deepStrictEqual(result.tokens, expected);
+    deepStrictEqual(result.readBacks, 3);
+    deepStrictEqual([...await resident.executor.read("positions")], positions);
+  } finally {
+    host.destroy();
+    resident.destroy();
+  }
+});
