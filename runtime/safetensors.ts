@@ -47,39 +47,38 @@ export interface SafeTensor {
   bytes: Uint8Array;
 }
 
+/** Where a tensor's bytes lie in its file, and what they hold. */
+export interface SafeTensorEntry {
+  dtype: SafetensorsDtype;
+  shape: number[];
+  /** Byte range in the file (not relative to the data section). */
+  begin: number;
+  end: number;
+}
+
 /**
- * Parses a safetensors file's bytes; `source` names the file in errors.
- *
- * @example
- * ```ts
- * import { decodeSafetensors, encodeSafetensors } from "./safetensors.ts";
- * const bytes = encodeSafetensors(new Map([["x", { dtype: "F32", shape: [2], values: [1, 2] }]]));
- * decodeSafetensors(bytes, "x.safetensors").get("x")!.shape; // [2]
- * ```
+ * Parses and checks a header: `headerJson` is the JSON after the 8-byte length, `fileLength`
+ * the whole file's size; `source` names the file in errors.
  */
-export function decodeSafetensors(file: Uint8Array, source: string): Map<string, SafeTensor> {
+function parseHeader(
+  headerJson: Uint8Array,
+  fileLength: number,
+  source: string,
+): Map<string, SafeTensorEntry> {
   const fail = (why: string): never => {
     throw new UserError(`${source}: not a valid safetensors file: ${why}`);
   };
-  if (file.byteLength < 8) fail(`${file.byteLength} bytes, shorter than the 8-byte header length`);
-  const view = new DataView(file.buffer, file.byteOffset, file.byteLength);
-  const headerLength = view.getBigUint64(0, true);
-  if (headerLength > BigInt(file.byteLength - 8)) {
-    fail(`header length ${headerLength} runs past the end of the ${file.byteLength}-byte file`);
-  }
-  const headerEnd = 8 + Number(headerLength);
+  const headerEnd = 8 + headerJson.byteLength;
   let json: unknown;
   try {
-    json = JSON.parse(
-      new TextDecoder("utf-8", { fatal: true }).decode(file.subarray(8, headerEnd)),
-    );
+    json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(headerJson));
   } catch (error) {
     fail(`the header is not JSON (${error instanceof Error ? error.message : error})`);
   }
   const header = Header.safeParse(json);
   if (!header.success) fail("the header is not a JSON object");
-  const dataLength = file.byteLength - headerEnd;
-  const tensors = new Map<string, SafeTensor>();
+  const dataLength = fileLength - headerEnd;
+  const entries = new Map<string, SafeTensorEntry>();
   for (const [name, raw] of Object.entries(header.data!)) {
     if (name === "__metadata__") continue;
     const entry = HeaderEntry.safeParse(raw);
@@ -100,13 +99,110 @@ export function decodeSafetensors(file: Uint8Array, source: string): Map<string,
     if (end > dataLength) {
       fail(`tensor '${name}' ends at byte ${end} of a ${dataLength}-byte data section`);
     }
-    tensors.set(name, {
+    entries.set(name, {
       dtype: dtype as SafetensorsDtype,
       shape,
-      bytes: file.subarray(headerEnd + begin, headerEnd + end),
+      begin: headerEnd + begin,
+      end: headerEnd + end,
     });
   }
+  return entries;
+}
+
+/** The header length a file's first 8 bytes state, checked against the file's size. */
+function headerLength(first8: Uint8Array, fileLength: number, source: string): number {
+  if (fileLength < 8) {
+    throw new UserError(
+      `${source}: not a valid safetensors file: ${fileLength} bytes, shorter than the 8-byte ` +
+        "header length",
+    );
+  }
+  const length = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
+  if (length > BigInt(fileLength - 8)) {
+    throw new UserError(
+      `${source}: not a valid safetensors file: header length ${length} runs past the end of ` +
+        `the ${fileLength}-byte file`,
+    );
+  }
+  return Number(length);
+}
+
+/**
+ * Parses a safetensors file's bytes; `source` names the file in errors.
+ *
+ * @example
+ * ```ts
+ * import { decodeSafetensors, encodeSafetensors } from "./safetensors.ts";
+ * const bytes = encodeSafetensors(new Map([["x", { dtype: "F32", shape: [2], values: [1, 2] }]]));
+ * decodeSafetensors(bytes, "x.safetensors").get("x")!.shape; // [2]
+ * ```
+ */
+export function decodeSafetensors(file: Uint8Array, source: string): Map<string, SafeTensor> {
+  const length = headerLength(file, file.byteLength, source);
+  const entries = parseHeader(file.subarray(8, 8 + length), file.byteLength, source);
+  const tensors = new Map<string, SafeTensor>();
+  for (const [name, e] of entries) {
+    tensors.set(name, { dtype: e.dtype, shape: e.shape, bytes: file.subarray(e.begin, e.end) });
+  }
   return tensors;
+}
+
+/** A safetensors file opened for reading one tensor at a time (model files are gigabytes). */
+export interface SafetensorsFile {
+  path: string;
+  entries: Map<string, SafeTensorEntry>;
+  /** Reads one tensor's bytes. */
+  read(name: string): Promise<SafeTensor>;
+  close(): void;
+}
+
+/**
+ * Opens a safetensors file and reads its header only; tensors are read on demand.
+ *
+ * @example
+ * ```ts
+ * import { openSafetensors } from "./safetensors.ts";
+ * // const file = await openSafetensors("model.safetensors");
+ * // const embed = await file.read("model.embed_tokens.weight");
+ * ```
+ */
+export async function openSafetensors(path: string): Promise<SafetensorsFile> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (error) {
+    const reason = error instanceof Deno.errors.NotFound ? "no such file" : String(error);
+    throw new UserError(`cannot read ${path}: ${reason}`);
+  }
+  try {
+    const size = (await file.stat()).size;
+    const readAt = async (at: number, length: number): Promise<Uint8Array<ArrayBuffer>> => {
+      const bytes = new Uint8Array(length);
+      await file.seek(at, Deno.SeekMode.Start);
+      let done = 0;
+      while (done < length) {
+        const n = await file.read(bytes.subarray(done));
+        if (n === null) throw new UserError(`${path}: the file ended while reading it`);
+        done += n;
+      }
+      return bytes;
+    };
+    const length = headerLength(await readAt(0, Math.min(8, size)), size, path);
+    const entries = parseHeader(await readAt(8, length), size, path);
+    return {
+      path,
+      entries,
+      async read(name: string): Promise<SafeTensor> {
+        const e = entries.get(name);
+        if (!e) throw new Error(`${path} has no tensor '${name}'`);
+        return { dtype: e.dtype, shape: e.shape, bytes: await readAt(e.begin, e.end - e.begin) };
+      },
+      close: () => file.close(),
+    };
+  } catch (error) {
+    file.close();
+    throw error;
+  }
 }
 
 /**
@@ -154,9 +250,15 @@ export function tensorValues(t: SafeTensor, name: string): Float64Array {
   }
 }
 
+/** bfloat16 bits of each value: the upper half of its f32, rounded to nearest even. */
+function toBfloat16(values: ArrayLike<number>): Uint16Array {
+  const bits = new Uint32Array(Float32Array.from(values).buffer);
+  return Uint16Array.from(bits, (b) => (b + 0x7fff + ((b >>> 16) & 1)) >>> 16);
+}
+
 /** A tensor to write: values in one of the writable dtypes. */
 export interface TensorToWrite {
-  dtype: "F32" | "F16" | "I32";
+  dtype: "F32" | "F16" | "BF16" | "I32";
   shape: number[];
   values: ArrayLike<number>;
 }
@@ -179,6 +281,8 @@ export function encodeSafetensors(tensors: Map<string, TensorToWrite>): Uint8Arr
       ? Float32Array.from(t.values)
       : t.dtype === "F16"
       ? Float16Array.from(t.values)
+      : t.dtype === "BF16"
+      ? toBfloat16(t.values)
       : Int32Array.from(t.values);
     const bytes = new Uint8Array(typed.buffer);
     header[name] = {
