@@ -124,6 +124,10 @@ Deno.test("bad bench options give one line and exit 2", async () => {
     [["--method", "sparq"], "--method must include dense"],
     [["--resume", join(dir, "nothing.jsonl")], "no such file"],
     [["--model", "gpt-9"], "unknown model 'gpt-9'"],
+    [["--decode", "tiny-llama", "--model", "tiny-llama"], "--decode names its models"],
+    [["--weights", "x"], "--weights needs --decode"],
+    [["--decode", "tiny-llama", "--generate", "many"], "--generate: 'many' is not a whole number"],
+    [["--decode", "tiny-llama", "--weight-dtype", "bf16"], "--weight-dtype must be one of"],
   ];
   for (const [args, expected] of cases) {
     const io = memoryIo();
@@ -136,4 +140,38 @@ Deno.test("bad bench options give one line and exit 2", async () => {
     deepStrictEqual(errors.length, 1, io.stderr.join("\n"));
     ok(errors[0].includes(expected), `${errors[0]} lacks ${expected}`);
   }
+});
+
+Deno.test("bench --decode times whole steps, dense and SparQ, and skips what does not fit", async () => {
+  const out = join(dir, "decode");
+  const io = memoryIo();
+  const args = ["--decode", "tiny-neox", "--seq", "32,128", "--batch", "1,2", "--r", "4"];
+  deepStrictEqual(
+    await benchCommand([...args, "--k", "8", "--generate", "5", "--out", out], io),
+    0,
+    io.stderr.join("\n"),
+  );
+  const path = join(out, [...Deno.readDirSync(out)].find((e) => e.name.endsWith(".jsonl"))!.name);
+  const run = await readRun(path);
+  deepStrictEqual(run.lines.length, 8);
+  for (const line of run.lines) {
+    ok(line.type === "decode", `${line.key}: ${line.type === "skipped" ? line.reason : ""}`);
+    ok(line.key.startsWith("decode tiny-neox"));
+    ok(line.time.median > 0 && line.tokensPerSecond > 0);
+    deepStrictEqual(Object.keys(line.stages).sort(), ["attention", "kv_append", "matmul", "other"]);
+    ok(line.attentionShare > 0 && line.attentionShare < 1);
+    ok(line.bytes.weights > 0 && line.bytes.kv > 0 && line.achievedGBps > 0);
+    deepStrictEqual(line.generation.map((g) => [g.readEvery, g.steps]), [[1, 5], [5, 5]]);
+    ok(line.generation.every((g) => g.tokensPerSecond > 0));
+    if (line.method === "dense") deepStrictEqual(line.speedup, 1);
+    else ok(line.theoreticalSpeedup > 1 && line.speedup > 0);
+  }
+  ok((await Deno.readTextFile(path.replace(/jsonl$/, "html"))).includes("Every decode point"));
+
+  // A budget too small for the plan: each point is skipped with what it needs, nothing allocated.
+  const small = memoryIo();
+  const tiny = ["--memory-budget", "0.0001", "--generate", "0", "--out", join(dir, "decode-small")];
+  deepStrictEqual(await benchCommand([...args, ...tiny], small), 0, small.stderr.join("\n"));
+  const skipped = small.stderr.filter((l) => l.includes("skipped: the plan needs"));
+  deepStrictEqual(skipped.length, 8, small.stderr.join("\n"));
 });

@@ -24,10 +24,13 @@ import { writeReport } from "../reports/write_report.ts";
 import { adapterLine, type Gpu, openGpu } from "../runtime/device.ts";
 import { deviceTarget } from "../runtime/device_target.ts";
 import { calibrateTicks, gpuProbe } from "../runtime/tick_calibration.ts";
+import { decodeGroups, measureDecodeGroup } from "./decode.ts";
 import { measureGroup } from "./measure.ts";
 import {
+  type DecodeLine,
   type PointLine,
   readRun,
+  type ResultLine,
   type RunHeader,
   RunWriter,
   type SweepOptions,
@@ -55,6 +58,16 @@ Options (lists are comma-separated):
   --memory-budget GIB memory the sweep may use (default: the H100's 78.6, system memory / 2 on
                       a software adapter, else 8)
   --quick             a short sweep: llama2-7b; S 4k, 32k; B 1, 16; dense and SparQ r=32
+  --decode LIST       time whole decode steps of these models (presets or config.json paths)
+                      instead of attention calls: GPU time per step, tokens/s, bytes per step
+                      (weights + KV), bandwidth, attention's share, and generation with tokens
+                      read back every step and every N steps (GPU defaults: S 4k,16k,32k; B 1;
+                      SparQ r=32 k=128)
+  --weights PATH      with --decode: a Hugging Face checkpoint (folder or .safetensors) to load
+                      instead of seeded random weights (timings do not depend on the values)
+  --weight-dtype f16|f32
+                      with --decode: weight type (default f16)
+  --generate N        with --decode: tokens generated to time the loop (default 32; 0: none)
   --resume RUN        continue an interrupted run (its .jsonl path or run id) with its options
   --csv               also write out/bench/<run-id>.csv
   --out DIR           output folder (default out/bench)
@@ -66,6 +79,7 @@ or two, and the report says in its title that the figures come from a CPU.
 Examples:
   deno task bench
   deno task bench --model llama3-8b --seq 4096,32768 --batch 1,16 --r 32
+  deno task bench --decode llama2-7b --seq 16k,32k --batch 1
   deno task bench --resume out/bench/20261124-120000-nvidia-h100.jsonl`;
 
 const OPTIONS = {
@@ -79,6 +93,10 @@ const OPTIONS = {
   data: { type: "string" },
   "memory-budget": { type: "string" },
   quick: { type: "boolean" },
+  decode: { type: "string" },
+  weights: { type: "string" },
+  "weight-dtype": { type: "string" },
+  generate: { type: "string" },
   resume: { type: "string" },
   csv: { type: "boolean" },
   out: { type: "string" },
@@ -103,7 +121,19 @@ function numberList(name: string, raw: string | undefined): number[] | undefined
 function defaultsFor(
   gpu: Gpu,
   quick: boolean,
+  decode: boolean,
 ): Omit<SweepOptions, "memoryBudget" | "kvDtype" | "data"> {
+  if (decode) {
+    const cpu = gpu.info.isFallbackAdapter;
+    return {
+      models: [],
+      seqs: cpu ? [256, 1024] : [4096, 16384, 32768],
+      batches: [1],
+      methods: ["dense", "sparq"],
+      rs: [cpu ? 16 : 32],
+      ks: [cpu ? 64 : 128],
+    };
+  }
   if (quick) {
     return {
       models: ["llama2-7b"],
@@ -195,6 +225,10 @@ export function benchCommand(args: string[], io: Io = processIo): Promise<number
         "data",
         "quick",
         "memory-budget",
+        "decode",
+        "weights",
+        "weight-dtype",
+        "generate",
       ]
         .filter((o) => values[o as keyof typeof values] !== undefined);
       if (given.length) {
@@ -212,6 +246,29 @@ export function benchCommand(args: string[], io: Io = processIo): Promise<number
     const rs = numberList("--r", values.r);
     const ks = numberList("--k", values.k);
     const modelNames = values.model?.split(",").map((m) => m.trim()).filter(Boolean);
+    const decodeModels = values.decode?.split(",").map((m) => m.trim()).filter(Boolean);
+    if (decodeModels && modelNames) {
+      throw new UserError("--decode names its models; drop --model");
+    }
+    if (decodeModels?.length === 0) throw new UserError("--decode needs at least one model");
+    if (decodeModels && values.quick) throw new UserError("--quick is for attention sweeps");
+    for (const option of ["weights", "weight-dtype", "generate"] as const) {
+      if (values[option] !== undefined && !decodeModels) {
+        throw new UserError(`--${option} needs --decode`);
+      }
+    }
+    const weightDtype = choiceOption(
+      "--weight-dtype",
+      values["weight-dtype"],
+      [
+        "f16",
+        "f32",
+      ] as const,
+    );
+    const generateSteps = values.generate === undefined ? 32 : Number(values.generate);
+    if (!Number.isSafeInteger(generateSteps) || generateSteps < 0) {
+      throw new UserError(`--generate: '${values.generate}' is not a whole number ≥ 0`);
+    }
 
     const gpu = await openGpu();
     io.err(`sparqc bench: ${adapterLine(gpu)}`);
@@ -222,9 +279,9 @@ export function benchCommand(args: string[], io: Io = processIo): Promise<number
     if (resumed) {
       options = resumed.header.options;
     } else {
-      const d = defaultsFor(gpu, values.quick ?? false);
+      const d = defaultsFor(gpu, values.quick ?? false, decodeModels !== undefined);
       options = {
-        models: modelNames ?? d.models,
+        models: decodeModels ?? modelNames ?? d.models,
         seqs: seqs ?? d.seqs,
         batches: batches ?? d.batches,
         methods: methods ?? d.methods,
@@ -233,12 +290,28 @@ export function benchCommand(args: string[], io: Io = processIo): Promise<number
         kvDtype: kvDtype ?? "f16",
         data: data ?? "realistic",
         memoryBudget: budget !== undefined ? budget * 2 ** 30 : defaultBudget(gpu),
+        ...(decodeModels
+          ? {
+            decode: {
+              weights: values.weights ?? null,
+              weightDtype: weightDtype ?? "f16",
+              generateSteps,
+            },
+          }
+          : {}),
       };
       if (!options.methods.includes("dense")) {
         throw new UserError(
           "--method must include dense: SparQ's speedup and error are against it",
         );
       }
+    }
+    if (options.decode?.weightDtype === "f16" && !gpu.features.has("shader-f16")) {
+      if (resumed || weightDtype === "f16") {
+        throw new UserError("this adapter has no shader-f16 for f16 weights");
+      }
+      io.err("sparqc bench: note: this adapter has no shader-f16; the weights are f32");
+      options = { ...options, decode: { ...options.decode, weightDtype: "f32" } };
     }
     if (options.kvDtype === "f16" && !gpu.features.has("shader-f16")) {
       if (resumed || kvDtype === "f16") {
@@ -307,7 +380,14 @@ export function benchCommand(args: string[], io: Io = processIo): Promise<number
       )
         .map((l) => [l.key, l]),
     );
-    const groups = sweepGroups(models, options);
+    const recordedDecodeDense = new Map(
+      (resumed?.lines ?? []).filter((l): l is DecodeLine =>
+        l.type === "decode" && l.method === "dense"
+      ).map((l) => [l.key, l]),
+    );
+    const groups = options.decode
+      ? decodeGroups(sweepGroups(models, options))
+      : sweepGroups(models, options);
     const total = groups.reduce((n, g) => n + 1 + g.sparq.length, 0);
     let count = done.size;
     const onInterrupt = () => {
@@ -316,28 +396,32 @@ export function benchCommand(args: string[], io: Io = processIo): Promise<number
       );
       Deno.exit(130);
     };
+    const emit = async (line: ResultLine) => {
+      await writer.append(line);
+      count++;
+      io.err(`sparqc bench: [${count}/${total}] ${line.key}: ${progressText(line)}`);
+    };
     Deno.addSignalListener("SIGINT", onInterrupt);
     try {
       for (const group of groups) {
-        await measureGroup(
-          { gpu, target, header, data: options.data, seed: 20261124 },
-          group,
-          done,
-          recordedDense,
-          async (line) => {
-            await writer.append(line);
-            count++;
-            const what = line.type === "point"
-              ? `${(line.time.median / 1e3).toFixed(1)} µs` +
-                (line.method === "sparq"
-                  ? `, ${line.speedup.toFixed(2)}× dense (${
-                    line.theoreticalSpeedup.toFixed(2)
-                  }× possible)`
-                  : `, ${line.achievedGBps.toFixed(line.achievedGBps < 10 ? 2 : 0)} GB/s`)
-              : `skipped: ${line.reason}`;
-            io.err(`sparqc bench: [${count}/${total}] ${line.key}: ${what}`);
-          },
-        );
+        if (options.decode) {
+          const log = (text: string) => io.err(`sparqc bench: ${text}`);
+          await measureDecodeGroup(
+            { gpu, target, header, models, seed: 20261124, log },
+            group,
+            done,
+            recordedDecodeDense,
+            emit,
+          );
+        } else {
+          await measureGroup(
+            { gpu, target, header, data: options.data, seed: 20261124 },
+            group,
+            done,
+            recordedDense,
+            emit,
+          );
+        }
       }
     } finally {
       Deno.removeSignalListener("SIGINT", onInterrupt);
@@ -355,6 +439,39 @@ export function benchCommand(args: string[], io: Io = processIo): Promise<number
     }
     return 0;
   });
+}
+
+/** One progress line's text for a measured or skipped point. */
+function progressText(line: ResultLine): string {
+  const gbps = (x: number) => x.toFixed(x < 10 ? 2 : 0);
+  switch (line.type) {
+    case "skipped":
+      return `skipped: ${line.reason}`;
+    case "point":
+      return `${(line.time.median / 1e3).toFixed(1)} µs` +
+        (line.method === "sparq"
+          ? `, ${line.speedup.toFixed(2)}× dense (${line.theoreticalSpeedup.toFixed(2)}× possible)`
+          : `, ${gbps(line.achievedGBps)} GB/s`);
+    case "decode": {
+      const resident = line.generation.at(-1);
+      return `${(line.time.median / 1e6).toFixed(3)} ms/step, ${
+        line.tokensPerSecond.toFixed(1)
+      } tokens/s, ${gbps(line.achievedGBps)} GB/s (${
+        line.rooflinePercent.toFixed(0)
+      }% of ceiling)` +
+        `, attention ${(100 * line.attentionShare).toFixed(0)}%` +
+        (line.method === "sparq"
+          ? `, ${line.speedup.toFixed(2)}× dense (${line.theoreticalSpeedup.toFixed(2)}× possible)`
+          : "") +
+        (resident
+          ? `; generation ${
+            line.generation.map((g) =>
+              `${g.tokensPerSecond.toFixed(1)} tokens/s reading every ${g.readEvery}`
+            ).join(", ")
+          }`
+          : "");
+    }
+  }
 }
 
 async function openResume(spec: string, outDir: string) {

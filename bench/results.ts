@@ -22,6 +22,14 @@ export const SweepOptions = z.strictObject({
   kvDtype: z.enum(["f16", "f32"]),
   data: z.enum(["realistic", "gaussian"]),
   memoryBudget: z.number().positive(),
+  /** Set for `--decode` runs: whole decode steps instead of attention calls. */
+  decode: z.strictObject({
+    /** A Hugging Face checkpoint the weights came from; null: seeded random weights. */
+    weights: z.string().nullable(),
+    weightDtype: z.enum(["f16", "f32"]),
+    /** Tokens generated per point to time the generation loop (0: not timed). */
+    generateSteps: z.int().nonnegative(),
+  }).optional(),
 });
 /** The sweep's options. */
 export type SweepOptions = z.infer<typeof SweepOptions>;
@@ -104,8 +112,46 @@ export const SkippedLine = z.strictObject({
 /** A point that was not run. */
 export type SkippedLine = z.infer<typeof SkippedLine>;
 
+/** Wall-clock time of a generation loop that reads tokens back every `readEvery` steps. */
+export const GenerationTiming = z.strictObject({
+  readEvery: z.int().positive(),
+  steps: z.int().positive(),
+  wallMs: z.number().nonnegative(),
+  tokensPerSecond: z.number().nonnegative(),
+});
+/** Wall-clock time of a generation loop. */
+export type GenerationTiming = z.infer<typeof GenerationTiming>;
+
+/** A measured decode step (`--decode`). Times in ns; bandwidths in GB/s. */
+export const DecodeLine = z.strictObject({
+  type: z.literal("decode"),
+  ...pointFields,
+  layers: z.int().positive(),
+  weightDtype: z.enum(["f16", "f32"]),
+  /** GPU time of one whole decode step (one compute pass), from timestamp queries. */
+  time: Stats,
+  /** GPU time per kind of kernel in a step (attention, kv_append, matmul, other). */
+  stages: z.record(z.string(), Stats),
+  /** Attention's share of the stage total. */
+  attentionShare: z.number().nonnegative(),
+  /** batch / median step time. */
+  tokensPerSecond: z.number().nonnegative(),
+  /** Bytes one step moves: every weight once (embedding rows only) and the KV traffic. */
+  bytes: z.strictObject({ weights: z.number().nonnegative(), kv: z.number().nonnegative() }),
+  achievedGBps: z.number().nonnegative(),
+  rooflinePercent: z.number().nonnegative(),
+  /** Dense median / this median at the same point (1 for dense). */
+  speedup: z.number().positive(),
+  /** Dense step bytes / these: the speedup the byte ratio allows. */
+  theoreticalSpeedup: z.number().positive(),
+  /** Tokens read back every step, and every N steps with the feed on the GPU. */
+  generation: z.array(GenerationTiming),
+});
+/** A measured decode step. */
+export type DecodeLine = z.infer<typeof DecodeLine>;
+
 /** Any line after the header. */
-export const ResultLine = z.discriminatedUnion("type", [PointLine, SkippedLine]);
+export const ResultLine = z.discriminatedUnion("type", [PointLine, SkippedLine, DecodeLine]);
 /** Any line after the header. */
 export type ResultLine = z.infer<typeof ResultLine>;
 
@@ -226,6 +272,8 @@ export function toCsv(lines: ResultLine[]): string {
     "theoretical_speedup",
     "error_realistic",
     "error_gaussian",
+    "tokens_per_second",
+    "attention_share",
     "reason",
   ];
   const quote = (value: unknown) => {
@@ -234,6 +282,7 @@ export function toCsv(lines: ResultLine[]): string {
   };
   const rows = lines.map((l) => {
     const p = l.type === "point" ? l : undefined;
+    const measured = l.type === "skipped" ? undefined : l;
     const us = (ns?: number) => ns === undefined ? undefined : (ns / 1000).toFixed(3);
     return [
       l.key,
@@ -247,19 +296,21 @@ export function toCsv(lines: ResultLine[]): string {
       l.r,
       l.k,
       l.kvDtype,
-      l.type === "point" ? "measured" : "skipped",
-      us(p?.time.median),
-      us(p?.time.p10),
-      us(p?.time.p90),
-      p?.time.n,
-      p?.bytes,
-      p?.achievedGBps.toFixed(1),
+      l.type === "skipped" ? "skipped" : "measured",
+      us(measured?.time.median),
+      us(measured?.time.p10),
+      us(measured?.time.p90),
+      measured?.time.n,
+      l.type === "decode" ? l.bytes.weights + l.bytes.kv : p?.bytes,
+      measured?.achievedGBps.toFixed(1),
       p?.denseEquivalentGBps.toFixed(1),
-      p?.rooflinePercent.toFixed(1),
-      p?.speedup.toFixed(3),
-      p?.theoreticalSpeedup.toFixed(3),
+      measured?.rooflinePercent.toFixed(1),
+      measured?.speedup.toFixed(3),
+      measured?.theoreticalSpeedup.toFixed(3),
       p?.errorVsDense.realistic,
       p?.errorVsDense.gaussian,
+      l.type === "decode" ? l.tokensPerSecond.toFixed(1) : undefined,
+      l.type === "decode" ? l.attentionShare.toFixed(3) : undefined,
       l.type === "skipped" ? l.reason : undefined,
     ].map(quote).join(",");
   });

@@ -1,13 +1,15 @@
 /**
  * The HTML performance report of a bench run: one self-contained file (chart.js inlined, the
- * data embedded) with latency against context, speedup against the byte ratio, achieved
- * bandwidth against the measured ceiling, SparQ's stage breakdown, error against compression, a
- * sortable table of every point, and the run's metadata. Every string from a config or a file
- * is escaped.
+ * data embedded). For attention sweeps: latency against context, speedup against the byte
+ * ratio, achieved bandwidth against the measured ceiling, SparQ's stage breakdown, error against
+ * compression. For decode runs (`--decode`): tokens per second against context, speedup of the
+ * whole step, where a step's time goes, and generation with and without per-token read-backs.
+ * Then a sortable table of every point, and the run's metadata. Every string from a config or a
+ * file is escaped.
  *
  * @module
  */
-import type { PointLine, Run } from "../bench/results.ts";
+import type { DecodeLine, PointLine, Run } from "../bench/results.ts";
 
 /**
  * Escapes text for HTML.
@@ -40,9 +42,10 @@ function scriptJson(value: unknown): string {
  */
 export function reportTitle(header: Run["header"]): string {
   const device = header.adapter.description || header.adapter.vendor || "unknown adapter";
+  const what = header.options.decode ? "decode steps" : "attention";
   return header.adapter.isFallbackAdapter
-    ? `sparqc: dense vs SparQ attention — CPU figures from a software adapter (${device}), not a GPU`
-    : `sparqc: dense vs SparQ attention on ${device}`;
+    ? `sparqc: dense vs SparQ ${what} — CPU figures from a software adapter (${device}), not a GPU`
+    : `sparqc: dense vs SparQ ${what} on ${device}`;
 }
 
 const us = (ns: number) => (ns / 1000).toFixed(1);
@@ -80,6 +83,66 @@ function tableRows(run: Run, baseline?: Map<string, PointLine>): string {
   }).join("\n");
 }
 
+function decodeRows(run: Run): string {
+  const ms = (ns: number) => (ns / 1e6).toFixed(3);
+  const gb = (bytes: number) => (bytes / 1e9).toFixed(2);
+  const generationOf = (d: DecodeLine | undefined, every: "one" | "many") => {
+    const g = every === "one" ? d?.generation[0] : d?.generation.at(-1);
+    return g && (every === "one" || g.readEvery > 1) ? g : undefined;
+  };
+  return run.lines.filter((l) => l.type === "decode" || l.key.startsWith("decode ")).map((l) => {
+    const d = l.type === "decode" ? l : undefined;
+    const cell = (value: unknown, sortValue?: number) =>
+      `<td${sortValue === undefined ? "" : ` data-v="${sortValue}"`}>${
+        escapeHtml(value ?? "")
+      }</td>`;
+    const one = generationOf(d, "one");
+    const many = generationOf(d, "many");
+    return `<tr class="${l.type}">` +
+      cell(l.model) +
+      cell(l.batch, l.batch) +
+      cell(l.seq, l.seq) +
+      cell(l.method === "dense" ? "dense" : `SparQ r=${l.r} k=${l.k}`) +
+      cell(d ? ms(d.time.median) : "skipped", d?.time.median ?? Infinity) +
+      cell(d ? `${ms(d.time.p10)}–${ms(d.time.p90)}` : "", d?.time.p10) +
+      cell(d?.tokensPerSecond.toFixed(1), d?.tokensPerSecond) +
+      cell(d ? gb(d.bytes.weights) : "", d?.bytes.weights) +
+      cell(d ? gb(d.bytes.kv) : "", d?.bytes.kv) +
+      cell(d?.achievedGBps.toFixed(0), d?.achievedGBps) +
+      cell(d?.rooflinePercent.toFixed(1), d?.rooflinePercent) +
+      cell(d ? (100 * d.attentionShare).toFixed(1) : "", d?.attentionShare) +
+      cell(d?.speedup.toFixed(2), d?.speedup) +
+      cell(d?.theoreticalSpeedup.toFixed(2), d?.theoreticalSpeedup) +
+      cell(one?.tokensPerSecond.toFixed(1), one?.tokensPerSecond) +
+      cell(
+        many ? `${many.tokensPerSecond.toFixed(1)} (every ${many.readEvery})` : "",
+        many?.tokensPerSecond,
+      ) +
+      cell(l.type === "skipped" ? l.reason : "") +
+      "</tr>";
+  }).join("\n");
+}
+
+const DECODE_HEADERS = [
+  "model",
+  "B",
+  "S",
+  "method",
+  "GPU ms / step",
+  "p10–p90 ms",
+  "tokens/s (GPU)",
+  "weights GB / step",
+  "KV GB / step",
+  "achieved GB/s",
+  "% of ceiling",
+  "attention %",
+  "speedup",
+  "byte ratio",
+  "generation tokens/s, read every token",
+  "generation tokens/s, read every N",
+  "note",
+];
+
 const STYLE = `
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1280px; color: #1d2330; padding: 0 16px; }
 h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 32px; border-bottom: 1px solid #dde; padding-bottom: 4px; }
@@ -104,7 +167,7 @@ const CLIENT = `
   Chart.defaults.responsive = false;
   Chart.defaults.font.size = 11;
   const points = data.lines.filter((l) => l.type === "point");
-  const models = [...new Set(data.lines.map((l) => l.model))];
+  const models = [...new Set(points.map((l) => l.model))];
   const label = (p) => p.method === "dense" ? "dense" : "SparQ r=" + p.r + " k=" + p.k;
   const colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
   const colorOf = new Map();
@@ -162,16 +225,54 @@ const CLIENT = `
       options: { scales: { x: { stacked: true }, y: { stacked: true, title: { display: true, text: "GPU time (µs)" } } } },
     }, 620);
   }
+  const steps = data.lines.filter((l) => l.type === "decode");
+  for (const model of [...new Set(steps.map((l) => l.model))]) {
+    const mine = steps.filter((p) => p.model === model);
+    const batches = [...new Set(mine.map((p) => p.batch))].sort((a, b) => a - b);
+    const methods = [...new Set(mine.map(label))];
+    for (const b of batches) {
+      const at = mine.filter((p) => p.batch === b);
+      figure("decode-tokens", model + ", batch " + b, {
+        type: "scatter",
+        data: { datasets: methods.map((m) => line(m, at.filter((p) => label(p) === m).sort(bySeq).map((p) => ({ x: p.seq, y: p.tokensPerSecond })))) },
+        options: { scales: { x: logX, y: { min: 0, title: { display: true, text: "tokens/s (GPU time per step)" } } } },
+      });
+      const sparqSteps = at.filter((p) => p.method === "sparq");
+      const variants = [...new Set(sparqSteps.map(label))];
+      figure("decode-speedup", model + ", batch " + b, {
+        type: "scatter",
+        data: { datasets: variants.map((v) => line(v, sparqSteps.filter((p) => label(p) === v).sort(bySeq).map((p) => ({ x: p.seq, y: p.speedup }))))
+          .concat(variants.map((v) => line(v + ": byte ratio", sparqSteps.filter((p) => label(p) === v).sort(bySeq).map((p) => ({ x: p.seq, y: p.theoreticalSpeedup })), { borderDash: [6, 4], pointRadius: 0 }))) },
+        options: { scales: { x: logX, y: { min: 0, title: { display: true, text: "step speedup over dense" } } } },
+      });
+    }
+    const ordered = [...mine].sort((a, b) => a.batch - b.batch || a.seq - b.seq || label(a).localeCompare(label(b)));
+    const names = (p) => (p.method === "dense" ? "dense" : "SparQ") + " B" + p.batch + " S" + p.seq;
+    const kinds = [...new Set(ordered.flatMap((p) => Object.keys(p.stages)))];
+    figure("decode-stages", model, {
+      type: "bar",
+      data: { labels: ordered.map(names), datasets: kinds.map((s) => ({ label: s, data: ordered.map((p) => p.stages[s] ? p.stages[s].median / 1e6 : 0), backgroundColor: color(s) })) },
+      options: { scales: { x: { stacked: true }, y: { stacked: true, title: { display: true, text: "GPU ms per step" } } } },
+    }, 620);
+    const timed = ordered.filter((p) => p.generation.length);
+    const everies = ["every token", "every N tokens"];
+    figure("decode-generation", model, {
+      type: "bar",
+      data: { labels: timed.map(names), datasets: everies.map((e, i) => ({ label: "read back " + e, data: timed.map((p) => (i === 0 ? p.generation[0] : p.generation[p.generation.length - 1]).tokensPerSecond), backgroundColor: color(e) })) },
+      options: { scales: { y: { min: 0, title: { display: true, text: "tokens/s, wall clock" } } } },
+    }, 620);
+  }
+
   const modes = [...new Set(points.flatMap((p) => Object.keys(p.errorVsDense)))];
-  figure("error", "SparQ's output against dense attention", {
+  if (points.length) figure("error", "SparQ's output against dense attention", {
     type: "scatter",
     data: { datasets: modes.map((m) => line(m + " data", points.filter((p) => p.method === "sparq").map((p) => ({ x: p.theoreticalSpeedup, y: Math.max(p.errorVsDense[m], 1e-9) })), { showLine: false, pointRadius: 3 })) },
     options: { scales: { x: { title: { display: true, text: "compression (dense bytes / SparQ bytes)" } }, y: { type: "logarithmic", title: { display: true, text: "relative L2 error of y" } } } },
   }, 620);
 
-  // Sortable table: click a header; numbers sort by their data-v value.
-  const table = document.getElementById("points");
-  table.querySelectorAll("th").forEach((th, column) => {
+  // Sortable tables: click a header; numbers sort by their data-v value.
+  const tables = [...document.querySelectorAll("table")];
+  for (const table of tables) table.querySelectorAll("th").forEach((th, column) => {
     th.addEventListener("click", () => {
       const body = table.tBodies[0];
       const dir = th.dataset.dir === "asc" ? -1 : 1;
@@ -188,7 +289,7 @@ const CLIENT = `
     return false;
   }).length;
   document.getElementById("self-check").textContent = JSON.stringify({
-    canvases: canvases.length, drawn, rows: table.tBodies[0].rows.length, errors: window.__sparqcErrors,
+    canvases: canvases.length, drawn, rows: tables.reduce((n, t) => n + t.tBodies[0].rows.length, 0), errors: window.__sparqcErrors,
   });
 })();
 `;
@@ -205,7 +306,9 @@ const CLIENT = `
 export function reportHtml(run: Run, chartJs: string, baseline?: Run): string {
   const h = run.header;
   const title = reportTitle(h);
-  const measured = run.lines.filter((l) => l.type === "point").length;
+  const measured = run.lines.filter((l) => l.type !== "skipped").length;
+  const decode = run.header.options.decode !== undefined;
+  const attention = !decode;
   const skipped = run.lines.length - measured;
   const baseMap = baseline
     ? new Map(
@@ -241,7 +344,15 @@ export function reportHtml(run: Run, chartJs: string, baseline?: Run): string {
     ["batches", h.options.batches.join(", ")],
     ["SparQ", `r ∈ {${h.options.rs.join(", ")}}, k ∈ {${h.options.ks.join(", ")}}`],
     ["KV", h.options.kvDtype],
-    ["timing data", `${h.options.data} (errors on both data modes)`],
+    ...(h.options.decode
+      ? [
+        [
+          "weights",
+          `${h.options.decode.weights ?? "seeded random"} (${h.options.decode.weightDtype})`,
+        ],
+        ["generation", `${h.options.decode.generateSteps} tokens per point`],
+      ] as [string, unknown][]
+      : [["timing data", `${h.options.data} (errors on both data modes)`] as [string, unknown]]),
     ["memory budget", `${(h.options.memoryBudget / 2 ** 30).toFixed(1)} GiB`],
     ...(baseline
       ? [
@@ -285,29 +396,60 @@ window.addEventListener("error", (e) => window.__sparqcErrors.push(String(e.mess
 </head>
 <body>
 <h1>${escapeHtml(title)}</h1>
-<p class="note">${measured} points measured, ${skipped} skipped. Times are GPU time per attention call from
+<p class="note">${measured} points measured, ${skipped} skipped. ${
+    decode
+      ? `Times are GPU time per decode step from timestamp queries (median; p10–p90 in the table):
+the whole step in one compute pass, and again split by kind of kernel for the breakdown. Bytes per step
+are every weight once (only the batch's embedding rows) plus the KV traffic of the SparQ paper's transfer
+model; achieved bandwidth is those bytes over the median time, against the read ceiling that this run
+measured with a plain read kernel. Weights: ${
+        escapeHtml(run.header.options.decode!.weights ?? "seeded random")
+      } (${run.header.options.decode!.weightDtype}); the KV cache holds generated data.</p>`
+      : `Times are GPU time per attention call from
 timestamp queries (median; p10–p90 and n in the table), with the inputs rotated so that no repetition
 finds them in the L2. Bytes follow the SparQ paper's transfer model; achieved bandwidth is those bytes over
 the median time, against the read ceiling that this run measured with a plain read kernel. The byte
 ratio is the speedup SparQ could reach if time followed bytes.${
-    changes.length
-      ? ` Against the baseline: median change ${
-        changes[Math.floor(changes.length / 2)].toFixed(1)
-      }% over ${changes.length} matched points.`
-      : ""
-  }</p>
-<h2>GPU time against context</h2><div class="grid" id="latency"></div>
+        changes.length
+          ? ` Against the baseline: median change ${
+            changes[Math.floor(changes.length / 2)].toFixed(1)
+          }% over ${changes.length} matched points.`
+          : ""
+      }</p>`
+  }
+${
+    attention
+      ? `<h2>GPU time against context</h2><div class="grid" id="latency"></div>
 <h2>Speedup against context, with the byte ratio</h2><div class="grid" id="speedup"></div>
 <h2>Achieved bandwidth against the read ceiling</h2><div class="grid" id="bandwidth"></div>
 <h2>SparQ's stages</h2><div class="grid" id="stages"></div>
 <h2>Error against compression</h2><div class="grid" id="error"></div>
 <h2>Every point</h2>
 <table id="points"><thead><tr>${
-    headers.map((x) => `<th>${escapeHtml(x)}</th>`).join("")
-  }</tr></thead>
+        headers.map((x) => `<th>${escapeHtml(x)}</th>`).join("")
+      }</tr></thead>
 <tbody>
 ${tableRows(run, baseMap)}
-</tbody></table>
+</tbody></table>`
+      : ""
+  }${
+    decode
+      ? `<h2>Decode step: tokens per second against context</h2><div class="grid" id="decode-tokens"></div>
+<h2>Decode step: SparQ's speedup of the whole step, with the byte ratio</h2><div class="grid" id="decode-speedup"></div>
+<h2>Decode step: where the GPU time goes</h2><div class="grid" id="decode-stages"></div>
+<h2>Generation: tokens read back every token against every N tokens</h2>
+<p class="note">Wall-clock tokens per second of greedy generation. Reading the chosen tokens back costs
+a map round trip (milliseconds under Deno); with the token feed on the GPU it is paid once per N tokens.</p>
+<div class="grid" id="decode-generation"></div>
+<h2>Every decode point</h2>
+<table id="decode-points"><thead><tr>${
+        DECODE_HEADERS.map((x) => `<th>${escapeHtml(x)}</th>`).join("")
+      }</tr></thead>
+<tbody>
+${decodeRows(run)}
+</tbody></table>`
+      : ""
+  }
 <h2>Run</h2>
 <dl>${meta.map(([k, v]) => `<dt>${escapeHtml(k)}</dt><dd>${escapeHtml(v)}</dd>`).join("")}</dl>
 <pre id="self-check"></pre>

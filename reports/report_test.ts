@@ -1,6 +1,6 @@
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { join } from "node:path";
-import type { PointLine, Run } from "../bench/results.ts";
+import type { DecodeLine, PointLine, Run } from "../bench/results.ts";
 import { memoryIo } from "../compiler/cli.ts";
 import { reportCommand } from "./main.ts";
 import { escapeHtml, reportHtml, reportTitle } from "./report_html.ts";
@@ -208,5 +208,107 @@ Deno.test({
     const text = await Deno.readTextFile(html);
     ok(text.includes("vs baseline") && text.includes("+0.0%"), "the baseline column is there");
     ok(!/src=["']https?:/.test(text), "nothing is fetched from the network");
+  },
+});
+
+/** A decode run of made-up steps: two batches, three contexts, dense and SparQ, one skipped. */
+function fakeDecodeRun(): Run {
+  const base = fakeRun("llama2-7b", false);
+  const lines: Run["lines"] = [];
+  for (const batch of [1, 4]) {
+    for (const seq of [4096, 16384, 32768]) {
+      const step = (method: "dense" | "sparq"): DecodeLine => {
+        const kv = (method === "dense" ? 2 : 0.5) * seq * batch * 1e4;
+        const ns = (13.5e9 + kv) / 2.8;
+        return {
+          type: "decode",
+          key: `decode llama2-7b B${batch} S${seq} f16 ${method}`,
+          model: "llama2-7b",
+          heads: 32,
+          kvHeads: 32,
+          headDim: 128,
+          batch,
+          seq,
+          method,
+          ...(method === "sparq" ? { r: 32, k: 128 } : {}),
+          kvDtype: "f16",
+          layers: 32,
+          weightDtype: "f16",
+          time: stats(ns),
+          stages: {
+            matmul: stats(ns * 0.6),
+            attention: stats(ns * 0.35),
+            other: stats(ns * 0.05),
+          },
+          attentionShare: 0.35,
+          tokensPerSecond: batch * 1e9 / ns,
+          bytes: { weights: 13.5e9, kv },
+          achievedGBps: 2800,
+          rooflinePercent: 89,
+          speedup: method === "dense" ? 1 : 1.5,
+          theoreticalSpeedup: method === "dense" ? 1 : 1.7,
+          generation: [
+            { readEvery: 1, steps: 32, wallMs: 900, tokensPerSecond: 35 },
+            { readEvery: 32, steps: 32, wallMs: 300, tokensPerSecond: 105 },
+          ],
+        };
+      };
+      lines.push(step("dense"), step("sparq"));
+    }
+  }
+  const { type: _, ...skipped } = lines[0] as DecodeLine;
+  lines.push({
+    type: "skipped",
+    key: "decode llama2-7b B64 S131072 f16 dense",
+    model: skipped.model,
+    heads: 32,
+    kvHeads: 32,
+    headDim: 128,
+    batch: 64,
+    seq: 131072,
+    method: "dense",
+    kvDtype: "f16",
+    reason: "the plan needs 2060 GiB but target adapter has 78.6 GiB",
+  });
+  return {
+    ...base,
+    header: {
+      ...base.header,
+      options: {
+        ...base.header.options,
+        decode: { weights: null, weightDtype: "f16", generateSteps: 32 },
+      },
+    },
+    lines,
+  };
+}
+
+Deno.test({
+  name: "a decode run's report: tokens/s, step speedup, breakdown, generation, every row",
+  ignore: !chromium && Deno.env.get("CI") !== "true",
+  fn: async () => {
+    const run = fakeDecodeRun();
+    ok(reportTitle(run.header).includes("decode steps"));
+    const runPath = join(dir, "decode.jsonl");
+    await Deno.writeTextFile(
+      runPath,
+      [run.header, ...run.lines].map((l) => JSON.stringify(l)).join("\n") + "\n",
+    );
+    const io = memoryIo();
+    deepStrictEqual(await reportCommand([runPath], io), 0, io.stderr.join("\n"));
+    await Deno.mkdir("out", { recursive: true });
+    const check = await inChromium(
+      join(dir, "decode.html"),
+      join(Deno.cwd(), "out", "decode-report-screenshot.png"),
+    );
+    ok(check, "the page ran its script");
+    deepStrictEqual(check.errors, []);
+    // Tokens/s and speedup: one panel per batch (2 each); breakdown and generation: one each.
+    deepStrictEqual(check.canvases, 2 + 2 + 1 + 1);
+    deepStrictEqual(check.drawn, check.canvases, "every canvas has pixels");
+    deepStrictEqual(check.rows, run.lines.length);
+    const text = await Deno.readTextFile(join(dir, "decode.html"));
+    ok(text.includes("the plan needs 2060 GiB"), "the skipped point says why");
+    ok(!text.includes('id="points"'), "no attention sections in a decode run");
   },
 });
