@@ -74,6 +74,9 @@ for (
     [3, 112, 160, "f16", true],
     [2, 37, 5, "f32", true],
     [4, 1024, 72, "f16", false],
+    // Batch tiles of 4 with a remainder, and rows that end in a partial round of loads.
+    [9, 1096, 13, "f16", true],
+    [6, 520, 21, "f32", false],
   ] as const
 ) {
   Deno.test(`matmul B=${batch} ${inner}→${outer} ${dtype}${bias ? " +bias" : ""}`, async () => {
@@ -117,6 +120,21 @@ Deno.test("logits and argmax (ties to the lower index)", async () => {
   deepStrictEqual([...next], argmaxReference(tied, vocab));
   deepStrictEqual(next[2], 7);
 });
+
+// Vocabularies of whole vec4s over several rounds of loads, and one that is not.
+for (const vocab of [20000, 9001]) {
+  Deno.test(`argmax over ${vocab} logits: the largest, ties to the lower index`, async () => {
+    const logits = random(2 * vocab);
+    logits[vocab - 1] = logits[vocab - 2] = 5;
+    logits[vocab + 4099] = logits[vocab + 4098] = logits[2 * vocab - 1] = 5;
+    const next = await runNode(
+      { l: input([2, vocab]) },
+      { op: "argmax", id: "argmax", inputs: ["l"], attrs: {} },
+      { l: logits },
+    );
+    deepStrictEqual([...next], [vocab - 2, 4098]);
+  });
+}
 
 for (const [hidden, dtype] of [[64, "f32"], [112, "f16"], [1000, "f32"]] as const) {
   Deno.test(`rms_norm and layer_norm, D=${hidden} ${dtype}`, async () => {

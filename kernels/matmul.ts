@@ -4,15 +4,17 @@
  * weight, [bias,] y) and `logits` (x, table, y). A weight split into shards is dispatched once
  * per shard: params = [first output row of the shard, its rows].
  *
- * Each workgroup takes {@link MATMUL_ROWS} output rows, one group of 32 invocations per row;
- * the invocations of a row read consecutive 4-element pieces of it (contiguous loads), issue
- * {@link K_LOADS} pieces' loads before using any (generated straight-line, see unrolled.ts), and
- * sum by a tree in workgroup memory.
+ * Each workgroup takes {@link MATMUL_ROWS} output rows, one team of 32 invocations per row. The
+ * vector kernel (rows of whole 16-byte pieces) has each invocation load {@link LOADS} pieces
+ * before using any (generated straight-line, see unrolled.ts), applies each piece to up to
+ * {@link BATCH_TILE} sequences at once, and sums a team by `subgroupAdd` where the target's
+ * subgroups are 32 wide (else by a tree in workgroup memory). The scalar kernel serves other
+ * row lengths.
  *
  * @module
  */
 import { computeKernel, type KernelSpec } from "./kernel_spec.ts";
-import { unroll } from "./unrolled.ts";
+import { indentLines, unroll } from "./unrolled.ts";
 import {
   bindingDeclarations,
   FLAT_ID,
@@ -21,12 +23,14 @@ import {
   weightPrelude,
 } from "./wgsl_common.ts";
 
-/** Output rows per workgroup. */
-export const MATMUL_ROWS = 8;
+/** Output rows per workgroup: one team of {@link TEAM} invocations per row. */
+export const MATMUL_ROWS = 4;
 /** Invocations per output row. */
-const ROW_LANES = 32;
-/** Weight pieces each invocation loads before using any. */
-const K_LOADS = 4;
+const TEAM = 32;
+/** 16-byte weight pieces each invocation loads before using any. */
+const LOADS = 4;
+/** Sequences of the batch accumulated together, so each weight load serves all of them. */
+const BATCH_TILE = 4;
 
 /** What a matmul needs of a node. */
 export interface MatmulShape {
@@ -39,10 +43,13 @@ export interface MatmulShape {
   bias: boolean;
   /** `matmul` or `logits` (binding names differ). */
   op: "matmul" | "logits";
+  /** The target's fixed subgroup size, if any: 32 reduces a row by `subgroupAdd`. */
+  subgroupSize?: number | null;
 }
 
 /**
- * The kernel; dispatch ⌈rows / MATMUL_ROWS⌉ workgroups per shard.
+ * The kernel; dispatch ⌈rows / MATMUL_ROWS⌉ workgroups per shard. Rows whose length is a whole
+ * number of 16-byte pieces (8 f16 or 4 f32 weights) get the vector kernel, others a scalar one.
  *
  * @example
  * ```ts
@@ -52,6 +59,134 @@ export interface MatmulShape {
  * ```
  */
 export function matmulKernel(s: MatmulShape): KernelSpec {
+  return s.inner % (s.weightDtype === "f16" ? 8 : 4) === 0 ? vectorKernel(s) : scalarKernel(s);
+}
+
+/** Sums `value` over a team: `subgroupAdd` where a subgroup is a team, else a tree. */
+function teamSum(subgroups: boolean): string {
+  if (subgroups) {
+    return "fn team_sum(value: f32, tid: u32, lane: u32) -> f32 { return subgroupAdd(value); }";
+  }
+  return `var<workgroup> partial: array<f32, ${MATMUL_ROWS * TEAM}>;
+fn team_sum(value: f32, tid: u32, lane: u32) -> f32 {
+  partial[tid] = value;
+  workgroupBarrier();
+  for (var stride = TEAM / 2u; stride > 0u; stride /= 2u) {
+    if (lane < stride) { partial[tid] += partial[tid + stride]; }
+    workgroupBarrier();
+  }
+  let total = partial[tid - lane];
+  workgroupBarrier();
+  return total;
+}`;
+}
+
+/**
+ * The vector kernel: the team of a row reads consecutive 16-byte pieces of it, {@link LOADS}
+ * per invocation in flight (straight-line, see unrolled.ts), multiplies each by up to
+ * {@link BATCH_TILE} sequences' x, and reduces once per sequence.
+ */
+function vectorKernel(s: MatmulShape): KernelSpec {
+  const f16 = s.weightDtype === "f16";
+  const weightName = s.op === "logits" ? "table" : "weight";
+  const storage: [string, "read" | "read_write", string][] = [
+    ["x", "read", "vec4<f32>"],
+    [weightName, "read", f16 ? "vec4<u32>" : "vec4<f32>"],
+    ...(s.bias ? [["bias", "read", "W"] as [string, "read", string]] : []),
+    ["y", "read_write", "f32"],
+  ];
+  const pieces = s.inner / (f16 ? 8 : 4);
+  const step = TEAM * LOADS;
+  const fullEnd = Math.floor(pieces / step) * step;
+  const tailLoads = Math.ceil((pieces - fullEnd) / TEAM);
+  const subgroups = s.subgroupSize === TEAM;
+  // x of sequence b, piece p: two vec4 for 8 f16 weights, one for 4 f32.
+  const xOf = (b: string, p: string) =>
+    f16
+      ? `x[(${b}) * X_ROW + 2u * (${p})], x[(${b}) * X_ROW + 2u * (${p}) + 1u]`
+      : `x[(${b}) * X_ROW + ${p}]`;
+  const tile = (count: number, b0: string): string => {
+    const batches = [...Array(count).keys()];
+    const use = (w: string, p: string) =>
+      batches.map((t) => `acc${t} += piece_dot(${w}, ${xOf(`${b0} + ${t}u`, p)});`);
+    const loads = [...Array(LOADS).keys()];
+    return indentLines([
+      "{",
+      ...batches.map((t) => `  var acc${t} = 0.0;`),
+      ...(fullEnd > 0
+        ? [
+          `  for (var p = lane; p < ${fullEnd}u; p += ${step}u) {`,
+          ...loads.map((u) => `    let w${u} = ${weightName}[w_base + p + ${u * TEAM}u];`),
+          ...loads.flatMap((u) => use(`w${u}`, `p + ${u * TEAM}u`).map((l) => `    ${l}`)),
+          "  }",
+        ]
+        : []),
+      ...[...Array(tailLoads).keys()].flatMap((u) => [
+        `  let tail${u} = ${fullEnd + u * TEAM}u + lane;`,
+        `  if (tail${u} < PIECES) {`,
+        `    let w = ${weightName}[w_base + tail${u}];`,
+        ...use("w", `tail${u}`).map((l) => `    ${l}`),
+        "  }",
+      ]),
+      ...batches.flatMap((t) => [
+        `  let total${t} = team_sum(acc${t}, tid, lane);`,
+        `  if (valid && lane == 0u) { y[(${b0} + ${t}u) * OUTER + n] = total${t}${
+          s.bias ? " + f32(bias[n])" : ""
+        }; }`,
+      ]),
+      "}",
+    ], "  ");
+  };
+  const width = Math.min(s.batch, BATCH_TILE);
+  const fullTiles = Math.floor(s.batch / width) * width;
+  const name = `${s.op === "logits" ? "logits" : s.bias ? "matmul_bias" : "matmul"}_vec`;
+  const source =
+    `// sparqc ${s.op}: ${MATMUL_ROWS} rows per workgroup, a team of ${TEAM} per row, ${
+      f16 ? "8 f16" : "4 f32"
+    } weights per load, ${LOADS} loads in flight per invocation
+${weightPrelude(s.weightDtype)}${PARAMS_DECL}
+const BATCH = ${s.batch}u;
+const PIECES = ${pieces}u;
+const X_ROW = ${s.inner / 4}u;
+const OUTER = ${s.outer}u;
+const TEAM = ${TEAM}u;
+${bindingDeclarations(storage)}
+${teamSum(subgroups)}
+${
+      f16
+        ? `fn piece_dot(w: vec4<u32>, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
+  return dot(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), xa) +
+    dot(vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), xb);
+}`
+        : "fn piece_dot(w: vec4<f32>, xa: vec4<f32>) -> f32 { return dot(w, xa); }"
+    }
+
+@compute @workgroup_size(${MATMUL_ROWS * TEAM})
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${FLAT_ID}
+  let lane = tid % TEAM;
+  let local_row = flat * ${MATMUL_ROWS}u + tid / TEAM;
+  // Rows past the shard still take part in the reductions; they read row 0 and write nothing.
+  let valid = local_row < params.rows;
+  let w_base = select(0u, local_row, valid) * PIECES;
+  let n = params.first_row + local_row;
+${
+      fullTiles > 0 && fullTiles > width
+        ? `  for (var b0 = 0u; b0 < ${fullTiles}u; b0 += ${width}u) ${
+          tile(width, "b0").trimStart()
+        }`
+        : tile(width, "0u")
+    }
+${s.batch > fullTiles ? tile(s.batch - fullTiles, `${fullTiles}u`) : ""}
+}
+`;
+  return computeKernel(name, s.op, source, storage);
+}
+
+/** The scalar kernel, for rows that are not a whole number of 16-byte pieces. */
+function scalarKernel(s: MatmulShape): KernelSpec {
   const width = s.inner % 4 === 0 ? 4 : 1;
   const vec = (t: string) => (width === 4 ? `vec4<${t}>` : t);
   const product = (w: string, x: string) =>
@@ -66,17 +201,17 @@ export function matmulKernel(s: MatmulShape): KernelSpec {
   const pieces = s.inner / width;
   const name = s.op === "logits" ? "logits" : s.bias ? "matmul_bias" : "matmul";
   const source =
-    `// sparqc ${s.op}: ${MATMUL_ROWS} output rows per workgroup, ${ROW_LANES} invocations per row
+    `// sparqc ${s.op}: ${MATMUL_ROWS} output rows per workgroup, ${TEAM} invocations per row
 ${weightPrelude(s.weightDtype)}${PARAMS_DECL}
 const BATCH = ${s.batch}u;
 const PIECES = ${pieces}u;
 const OUTER = ${s.outer}u;
-const LANES = ${ROW_LANES}u;
-const STEP = LANES * ${K_LOADS}u;
+const LANES = ${TEAM}u;
+const STEP = LANES * ${LOADS}u;
 ${bindingDeclarations(storage)}
-var<workgroup> partial: array<f32, ${MATMUL_ROWS * ROW_LANES}>;
+var<workgroup> partial: array<f32, ${MATMUL_ROWS * TEAM}>;
 
-@compute @workgroup_size(${MATMUL_ROWS * ROW_LANES})
+@compute @workgroup_size(${MATMUL_ROWS * TEAM})
 fn main(
   ${MAIN_ARGS},
 ) {
@@ -90,13 +225,13 @@ fn main(
     var sum = 0.0;
     for (var k = lane; k < PIECES; k += STEP) {
 ${
-      unroll(K_LOADS, (u) =>
-        `let w${u} = ${weightName}[w_row + min(k + ${u * ROW_LANES}u, PIECES - 1u)];`, "      ")
+      unroll(LOADS, (u) =>
+        `let w${u} = ${weightName}[w_row + min(k + ${u * TEAM}u, PIECES - 1u)];`, "      ")
     }
 ${
-      unroll(K_LOADS, (u) =>
-        `if (k + ${u * ROW_LANES}u < PIECES) { sum += ${
-          product(`w${u}`, `x[b * PIECES + k + ${u * ROW_LANES}u]`)
+      unroll(LOADS, (u) =>
+        `if (k + ${u * TEAM}u < PIECES) { sum += ${
+          product(`w${u}`, `x[b * PIECES + k + ${u * TEAM}u]`)
         }; }`, "      ")
     }
     }

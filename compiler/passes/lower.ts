@@ -90,6 +90,7 @@ function rowSplit(ctx: LowerContext): Invocation[] {
     weightDtype: weightDtype(ctx, weight),
     bias: node.inputs.length === 3,
     op: node.op === "logits" ? "logits" : "matmul",
+    subgroupSize: ctx.target.subgroupSize,
   });
   const ranges = shardRanges(ctx, [weight]);
   return ranges.map((range, shard) => {
