@@ -281,7 +281,7 @@ Deno.test("caches split over several bindings give the same results", async () =
   await appendThenAttend(p, true, small, `sharded append seed=${seed}`);
 });
 
-Deno.test("SparQ's top-k across several candidate blocks (S > 4096)", async () => {
+Deno.test("dense over many chunks, and SparQ's top-k across several candidate blocks (S > 4096)", async () => {
   const seed = freshSeed();
   const p = randomProblem({
     batch: 2,
@@ -294,6 +294,9 @@ Deno.test("SparQ's top-k across several candidate blocks (S > 4096)", async () =
     kvDtype: "f16",
   });
   p.lengths[0] = 9000; // at least one sequence spans all three blocks
+  // Dense over as many chunks: the reduction takes several rounds of loads, the last partial.
+  const dense = await runAttention(gpu, target, p, { kind: "dense" }, "f16");
+  ok(relativeL2(dense.y, denseReference(p)) <= 1e-5, `seed=${seed}: dense`);
   for (
     const params of [{ r: 8, k: 16, localWindow: 0 }, { r: 16, k: 300, localWindow: 40 }, {
       r: 4,
