@@ -64,3 +64,50 @@ Deno.test("transfer stats at the maximum context follow SPARQ.md", () => {
     32 * 32 * ((4096 * 32 + 2 * 128 * 128) * 2 + 128 * 4 + 2 * 128 * 4),
   );
 });
+
+Deno.test("matmuls of the same x share one dispatch, within the target's binding limit", () => {
+  const llama = PRESETS.get("llama2-7b")!;
+  const plan = compile(llama, defaultOptions(llama, "dense"), TARGETS.get("h100")!);
+  const layer0 = plan.schedule.filter((d) => d.node.startsWith("layers.0."));
+  const qkv = layer0.find((d) => d.node === "layers.0.q_proj")!;
+  deepStrictEqual(qkv.kernel, "matmul_vec_x3");
+  deepStrictEqual(
+    qkv.bindings.map((b) => b.tensor).slice(1, -1),
+    ["q_proj", "k_proj", "v_proj"].flatMap((m) => [`layers.0.${m}.weight`])
+      .concat(["q_proj", "k_proj", "v_proj"].map((m) => `layers.0.${m}`)),
+  );
+  deepStrictEqual(layer0.find((d) => d.node === "layers.0.gate_proj")!.kernel, "matmul_vec_x2");
+  ok(
+    !layer0.some((d) =>
+      ["layers.0.k_proj", "layers.0.v_proj", "layers.0.up_proj"].includes(d.node)
+    ),
+  );
+  // Residual adds ride on o_proj and down_proj; the gated MLP's act and mul are one kernel.
+  deepStrictEqual(
+    layer0.map((d) => d.kernel),
+    [
+      "rms_norm",
+      "matmul_vec_x3",
+      "rope",
+      "rope",
+      "kv_append_dense",
+      "attention_dense_partial_sg",
+      "attention_dense_reduce",
+      "matmul_vec_residual",
+      "rms_norm",
+      "matmul_vec_x2",
+      "silu_mul",
+      "matmul_vec_residual_2", // down_proj: the same kernel for another shape
+    ],
+  );
+  deepStrictEqual(
+    layer0.find((d) => d.node === "layers.0.o_proj")!.bindings.map((b) => b.tensor).slice(-2),
+    ["embed", "layers.0.attn_residual"],
+  );
+
+  // Qwen2's q, k, v carry biases: 1 + 3 × 3 storage bindings exceed WebGPU's default 8.
+  const qwen = PRESETS.get("tiny-qwen2")!;
+  const small = compile(qwen, defaultOptions(qwen, "dense"), TARGETS.get("webgpu-default")!);
+  const kernels = small.schedule.filter((d) => d.node.startsWith("layers.0.")).map((d) => d.kernel);
+  ok(kernels.includes("matmul_bias_vec_x2"), kernels.join());
+});

@@ -28,7 +28,7 @@ export const MATMUL_ROWS = 4;
 /** Invocations per output row. */
 const TEAM = 32;
 /** 16-byte weight pieces each invocation loads before using any. */
-const LOADS = 4;
+const LOADS = Number(Deno.env.get("SPARQC_MATMUL_LOADS") ?? 4);
 /** Sequences of the batch accumulated together, so each weight load serves all of them. */
 const BATCH_TILE = 4;
 
@@ -45,6 +45,26 @@ export interface MatmulShape {
   op: "matmul" | "logits";
   /** The target's fixed subgroup size, if any: 32 reduces a row by `subgroupAdd`. */
   subgroupSize?: number | null;
+  /**
+   * Several matmuls of the same x in one dispatch (q, k, v; gate, up): each part's output rows.
+   * Bindings: x, each weight, [each bias,] each y. Unsharded weights only.
+   */
+  group?: number[];
+  /** Adds a residual [B, outer] to the output (binding `residual` before y): y = x·Wᵀ + r. */
+  residual?: boolean;
+}
+
+/**
+ * Workgroups of a matmul: ⌈rows / MATMUL_ROWS⌉ for each part of a group.
+ *
+ * @example
+ * ```ts
+ * import { matmulWorkgroups } from "./matmul.ts";
+ * matmulWorkgroups([4096, 1024, 1024]); // 1536
+ * ```
+ */
+export function matmulWorkgroups(rows: readonly number[]): number {
+  return rows.reduce((sum, r) => sum + Math.ceil(r / MATMUL_ROWS), 0);
 }
 
 /**
@@ -59,7 +79,25 @@ export interface MatmulShape {
  * ```
  */
 export function matmulKernel(s: MatmulShape): KernelSpec {
-  return s.inner % (s.weightDtype === "f16" ? 8 : 4) === 0 ? vectorKernel(s) : scalarKernel(s);
+  if (matmulVectorFits(s)) return vectorKernel(s);
+  if (s.group || s.residual) {
+    throw new Error("grouped matmuls and residual epilogues need rows of whole 16-byte pieces");
+  }
+  return scalarKernel(s);
+}
+
+/**
+ * Whether rows are whole 16-byte pieces (8 f16 or 4 f32 weights): the vector kernel, which
+ * can also group matmuls.
+ *
+ * @example
+ * ```ts
+ * import { matmulVectorFits } from "./matmul.ts";
+ * matmulVectorFits({ inner: 4096, weightDtype: "f16" }); // true
+ * ```
+ */
+export function matmulVectorFits(s: Pick<MatmulShape, "inner" | "weightDtype">): boolean {
+  return s.inner % (s.weightDtype === "f16" ? 8 : 4) === 0;
 }
 
 /** Sums `value` over a team: `subgroupAdd` where a subgroup is a team, else a tree. */
@@ -88,13 +126,24 @@ fn team_sum(value: f32, tid: u32, lane: u32) -> f32 {
  */
 function vectorKernel(s: MatmulShape): KernelSpec {
   const f16 = s.weightDtype === "f16";
-  const weightName = s.op === "logits" ? "table" : "weight";
+  const parts = s.group ?? [s.outer];
+  const grouped = s.group !== undefined;
+  const suffix = (p: number) => (grouped ? `${p}` : "");
+  const weightName = (p: number) => `${s.op === "logits" ? "table" : "weight"}${suffix(p)}`;
   const storage: [string, "read" | "read_write", string][] = [
     ["x", "read", "vec4<f32>"],
-    [weightName, "read", f16 ? "vec4<u32>" : "vec4<f32>"],
-    ...(s.bias ? [["bias", "read", "W"] as [string, "read", string]] : []),
-    ["y", "read_write", "f32"],
+    ...parts.map((_, p): [string, "read", string] => [
+      weightName(p),
+      "read",
+      f16 ? "vec4<u32>" : "vec4<f32>",
+    ]),
+    ...(s.bias
+      ? parts.map((_, p): [string, "read", string] => [`bias${suffix(p)}`, "read", "W"])
+      : []),
+    ...(s.residual ? [["residual", "read", "f32"] as [string, "read", string]] : []),
+    ...parts.map((_, p): [string, "read_write", string] => [`y${suffix(p)}`, "read_write", "f32"]),
   ];
+  if (s.residual && grouped) throw new Error("a grouped matmul takes no residual");
   const pieces = s.inner / (f16 ? 8 : 4);
   const step = TEAM * LOADS;
   const fullEnd = Math.floor(pieces / step) * step;
@@ -105,7 +154,8 @@ function vectorKernel(s: MatmulShape): KernelSpec {
     f16
       ? `x[(${b}) * X_ROW + 2u * (${p})], x[(${b}) * X_ROW + 2u * (${p}) + 1u]`
       : `x[(${b}) * X_ROW + ${p}]`;
-  const tile = (count: number, b0: string): string => {
+  const tile = (part: number, count: number, b0: string): string => {
+    const weight = weightName(part);
     const batches = [...Array(count).keys()];
     const use = (w: string, p: string) =>
       batches.map((t) => `acc${t} += piece_dot(${w}, ${xOf(`${b0} + ${t}u`, p)});`);
@@ -116,7 +166,7 @@ function vectorKernel(s: MatmulShape): KernelSpec {
       ...(fullEnd > 0
         ? [
           `  for (var p = lane; p < ${fullEnd}u; p += ${step}u) {`,
-          ...loads.map((u) => `    let w${u} = ${weightName}[w_base + p + ${u * TEAM}u];`),
+          ...loads.map((u) => `    let w${u} = ${weight}[w_base + p + ${u * TEAM}u];`),
           ...loads.flatMap((u) => use(`w${u}`, `p + ${u * TEAM}u`).map((l) => `    ${l}`)),
           "  }",
         ]
@@ -124,31 +174,65 @@ function vectorKernel(s: MatmulShape): KernelSpec {
       ...[...Array(tailLoads).keys()].flatMap((u) => [
         `  let tail${u} = ${fullEnd + u * TEAM}u + lane;`,
         `  if (tail${u} < PIECES) {`,
-        `    let w = ${weightName}[w_base + tail${u}];`,
+        `    let w = ${weight}[w_base + tail${u}];`,
         ...use("w", `tail${u}`).map((l) => `    ${l}`),
         "  }",
       ]),
-      ...batches.flatMap((t) => [
-        `  let total${t} = team_sum(acc${t}, tid, lane);`,
-        `  if (valid && lane == 0u) { y[(${b0} + ${t}u) * OUTER + n] = total${t}${
-          s.bias ? " + f32(bias[n])" : ""
-        }; }`,
-      ]),
+      ...batches.flatMap((t) => {
+        const at = `(${b0} + ${t}u) * ${parts[part]}u + n`;
+        return [
+          `  let total${t} = team_sum(acc${t}, tid, lane);`,
+          `  if (valid && lane == 0u) { y${suffix(part)}[${at}] = total${t}${
+            s.bias ? ` + f32(bias${suffix(part)}[n])` : ""
+          }${s.residual ? ` + residual[${at}]` : ""}; }`,
+        ];
+      }),
       "}",
     ], "  ");
   };
   const width = Math.min(s.batch, BATCH_TILE);
   const fullTiles = Math.floor(s.batch / width) * width;
-  const name = `${s.op === "logits" ? "logits" : s.bias ? "matmul_bias" : "matmul"}_vec`;
+  const tiles = (part: number) =>
+    (fullTiles > width
+      ? `  for (var b0 = 0u; b0 < ${fullTiles}u; b0 += ${width}u) ${
+        tile(part, width, "b0").trimStart()
+      }`
+      : tile(part, width, "0u")) +
+    (s.batch > fullTiles ? `\n${tile(part, s.batch - fullTiles, `${fullTiles}u`)}` : "");
+  // A row of the shard (params) or, grouped, of the part whose workgroups this one is among.
+  let body: string;
+  if (!grouped) {
+    body = `  let local_row = flat * ${MATMUL_ROWS}u + tid / TEAM;
+  // Rows past the shard still take part in the reductions; they read row 0 and write nothing.
+  let valid = local_row < params.rows;
+  let w_base = select(0u, local_row, valid) * PIECES;
+  let n = params.first_row + local_row;
+${tiles(0)}`;
+  } else {
+    let first = 0;
+    body = parts.map((rows, p) => {
+      const start = first;
+      first += Math.ceil(rows / MATMUL_ROWS);
+      return `${p === 0 ? "  " : " else "}if (flat < ${first}u) {
+    let local_row = (flat - ${start}u) * ${MATMUL_ROWS}u + tid / TEAM;
+    let valid = local_row < ${rows}u;
+    let w_base = select(0u, local_row, valid) * PIECES;
+    let n = local_row;
+${indentLines(tiles(p).split("\n"), "  ")}
+  }`;
+    }).join("");
+  }
+  const base = s.op === "logits" ? "logits" : s.bias ? "matmul_bias" : "matmul";
+  const name = `${base}_vec${grouped ? `_x${parts.length}` : ""}${s.residual ? "_residual" : ""}`;
   const source =
     `// sparqc ${s.op}: ${MATMUL_ROWS} rows per workgroup, a team of ${TEAM} per row, ${
       f16 ? "8 f16" : "4 f32"
-    } weights per load, ${LOADS} loads in flight per invocation
+    } weights per load, ${LOADS} loads in flight per invocation${
+      grouped ? `; ${parts.length} matmuls of the same x in one dispatch` : ""
+    }
 ${weightPrelude(s.weightDtype)}${PARAMS_DECL}
-const BATCH = ${s.batch}u;
 const PIECES = ${pieces}u;
 const X_ROW = ${s.inner / 4}u;
-const OUTER = ${s.outer}u;
 const TEAM = ${TEAM}u;
 ${bindingDeclarations(storage)}
 ${teamSum(subgroups)}
@@ -167,19 +251,7 @@ fn main(
 ) {
   ${FLAT_ID}
   let lane = tid % TEAM;
-  let local_row = flat * ${MATMUL_ROWS}u + tid / TEAM;
-  // Rows past the shard still take part in the reductions; they read row 0 and write nothing.
-  let valid = local_row < params.rows;
-  let w_base = select(0u, local_row, valid) * PIECES;
-  let n = params.first_row + local_row;
-${
-      fullTiles > 0 && fullTiles > width
-        ? `  for (var b0 = 0u; b0 < ${fullTiles}u; b0 += ${width}u) ${
-          tile(width, "b0").trimStart()
-        }`
-        : tile(width, "0u")
-    }
-${s.batch > fullTiles ? tile(s.batch - fullTiles, `${fullTiles}u`) : ""}
+${body}
 }
 `;
   return computeKernel(name, s.op, source, storage);

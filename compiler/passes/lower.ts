@@ -14,9 +14,8 @@ import {
   embeddingKernel,
   ropeKernel,
 } from "../../kernels/elementwise.ts";
-import { grid1d, workgroupsFor } from "../../kernels/grid.ts";
+import { workgroupsFor } from "../../kernels/grid.ts";
 import type { KernelSpec } from "../../kernels/kernel_spec.ts";
-import { MATMUL_ROWS, matmulKernel } from "../../kernels/matmul.ts";
 import { layerNormKernel, rmsNormKernel } from "../../kernels/norm.ts";
 import type { Graph, TensorType } from "../ir.ts";
 import type { Target } from "../target.ts";
@@ -25,29 +24,21 @@ import { NodeError } from "./graph_error.ts";
 import type { TensorTypes } from "./infer_shapes.ts";
 import { lowerAttention, lowerKvAppend } from "./lower_attention.ts";
 import {
+  grid,
   type Invocation,
   type LowerContext,
   type Lowered,
   type ScratchTensor,
   shardRanges,
+  weightDtype,
 } from "./lower_context.ts";
+import { fuseAt, useCounts } from "./lower_fuse.ts";
+import { rowSplit } from "./lower_matmul.ts";
 import type { Shardings } from "./plan_shards.ts";
 
 export type { Invocation, Lowered, ScratchTensor };
 
 const elements = (t: TensorType) => t.shape.reduce((a, b) => a * b, 1);
-
-function weightDtype(ctx: LowerContext, name: string): "f16" | "f32" {
-  const dtype = ctx.types.get(name)!.dtype;
-  if (dtype !== "f16" && dtype !== "f32") {
-    throw new NodeError(ctx.node, `weight '${name}' is ${dtype}; weights must be f16 or f32`);
-  }
-  return dtype;
-}
-
-function grid(ctx: LowerContext, workgroups: number) {
-  return grid1d(workgroups, ctx.target.limits.maxComputeWorkgroupsPerDimension);
-}
 
 /**
  * One unsharded dispatch of `workgroups` workgroups; params rows = the output's first dimension.
@@ -76,35 +67,6 @@ const perElement = (ctx: LowerContext, kernel: KernelSpec) =>
 /** One workgroup per row of the output. */
 const perRow = (ctx: LowerContext, kernel: KernelSpec) =>
   unsharded(ctx, kernel, ctx.types.get(ctx.node.outputs[0])!.shape[0]);
-
-/** Matmul-like ops whose weight (operand 1) may be split by rows into shards. */
-function rowSplit(ctx: LowerContext): Invocation[] {
-  const { node } = ctx;
-  const weight = node.inputs[1];
-  const output = node.outputs[0];
-  const [batch, outer] = ctx.types.get(output)!.shape;
-  const kernel = matmulKernel({
-    batch,
-    inner: ctx.types.get(node.inputs[0])!.shape[1],
-    outer,
-    weightDtype: weightDtype(ctx, weight),
-    bias: node.inputs.length === 3,
-    op: node.op === "logits" ? "logits" : "matmul",
-    subgroupSize: ctx.target.subgroupSize,
-  });
-  const ranges = shardRanges(ctx, [weight]);
-  return ranges.map((range, shard) => {
-    const rows = range.rows || ctx.types.get(weight)!.shape[0];
-    return {
-      node: node.id,
-      kernel,
-      args: [...node.inputs, output],
-      shard,
-      params: [range.firstRow, rows, 0, 0],
-      dispatch: grid(ctx, Math.ceil(rows / MATMUL_ROWS)),
-    };
-  });
-}
 
 function lowerNode(ctx: LowerContext): Invocation[] {
   const { node } = ctx;
@@ -194,8 +156,13 @@ export function lower(
 ): Lowered {
   const scratch = new Map<string, ScratchTensor>();
   const invocations: Invocation[] = [];
-  for (const node of graph.nodes) {
-    for (const invocation of lowerNode({ node, types, shardings, target, scratch, tuning })) {
+  const uses = useCounts(graph);
+  for (let i = 0; i < graph.nodes.length; i++) {
+    const ctx = { node: graph.nodes[i], types, shardings, target, scratch, tuning };
+    const fused = fuseAt(graph.nodes, i, ctx, uses);
+    if (fused) i += fused.nodes - 1;
+    const node = ctx.node;
+    for (const invocation of fused?.invocations ?? lowerNode(ctx)) {
       const storageBindings = invocation.kernel.bindings.filter((b) => b.access !== "uniform");
       if (storageBindings.length > target.limits.maxStorageBuffersPerShaderStage) {
         throw new NodeError(

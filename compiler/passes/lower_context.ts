@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Grid } from "../../kernels/grid.ts";
+import { type Grid, grid1d } from "../../kernels/grid.ts";
 import type { KernelSpec } from "../../kernels/kernel_spec.ts";
 import type { Node, TensorType } from "../ir.ts";
 import type { Target } from "../target.ts";
@@ -70,4 +70,32 @@ export function shardRanges(
     ranges ??= sharding.shards.map(({ firstRow, rows }) => ({ firstRow, rows }));
   }
   return ranges ?? [{ firstRow: 0, rows: 0 }];
+}
+
+/**
+ * The dtype of a weight operand, which must be f16 or f32.
+ *
+ * @example
+ * ```ts
+ * // weightDtype(ctx, "layers.0.q_proj.weight"); // "f16"
+ * ```
+ */
+export function weightDtype(ctx: LowerContext, name: string): "f16" | "f32" {
+  const dtype = ctx.types.get(name)!.dtype;
+  if (dtype !== "f16" && dtype !== "f32") {
+    throw new NodeError(ctx.node, `weight '${name}' is ${dtype}; weights must be f16 or f32`);
+  }
+  return dtype;
+}
+
+/**
+ * A dispatch grid of `workgroups` within the target's per-dimension limit.
+ *
+ * @example
+ * ```ts
+ * // grid(ctx, 100_000); // [65535, 2, 1] on most targets
+ * ```
+ */
+export function grid(ctx: LowerContext, workgroups: number): Grid {
+  return grid1d(workgroups, ctx.target.limits.maxComputeWorkgroupsPerDimension);
 }

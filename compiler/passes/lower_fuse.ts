@@ -1,0 +1,82 @@
+/**
+ * Fusions made while lowering: a few consecutive nodes served by one dispatch. Each removes
+ * dispatches from the decode step (a few µs each at batch 1, whatever their size) and the
+ * round trip of an intermediate tensor through memory; the graph keeps its plain ops, so the
+ * float64 reference and the tests see the same graph.
+ *
+ * - matmuls of the same x (q, k, v; gate, up): one grouped matmul;
+ * - a matmul whose only consumer is an add: the add as the matmul's epilogue (residuals);
+ * - an activation whose only consumer is a mul: act(gate) · up in one elementwise kernel.
+ *
+ * @module
+ */
+import { ELEMENTWISE_WORKGROUP, gatedActivationKernel } from "../../kernels/elementwise.ts";
+import { workgroupsFor } from "../../kernels/grid.ts";
+import type { Graph, Node } from "../ir.ts";
+import { grid, type Invocation, type LowerContext } from "./lower_context.ts";
+import { groupedMatmul, matmulGroup, rowSplit, vectorMatmul } from "./lower_matmul.ts";
+
+/** How many node inputs (and graph outputs) read each tensor. */
+export function useCounts(graph: Graph): Map<string, number> {
+  const uses = new Map<string, number>();
+  const use = (name: string) => uses.set(name, (uses.get(name) ?? 0) + 1);
+  for (const node of graph.nodes) node.inputs.forEach(use);
+  graph.outputs.forEach(use);
+  return uses;
+}
+
+/** A fusion found at a node: how many nodes it consumes and its dispatches. */
+export interface Fused {
+  nodes: number;
+  invocations: Invocation[];
+}
+
+/**
+ * The fusion that starts at node `at`, if any.
+ *
+ * @example
+ * ```ts
+ * // const fused = fuseAt(graph.nodes, i, ctx, useCounts(graph));
+ * ```
+ */
+export function fuseAt(
+  nodes: readonly Node[],
+  at: number,
+  ctx: LowerContext,
+  uses: ReadonlyMap<string, number>,
+): Fused | undefined {
+  const node = nodes[at];
+  const next = nodes[at + 1];
+  const onlyInto = (consumer: Node | undefined, op: string) =>
+    consumer?.op === op && uses.get(node.outputs[0]) === 1 &&
+    consumer.inputs.includes(node.outputs[0]);
+  if (node.op === "matmul") {
+    const group = matmulGroup(nodes, at, ctx);
+    if (group.length > 1) return { nodes: group.length, invocations: groupedMatmul(ctx, group) };
+    if (vectorMatmul(ctx, node) && onlyInto(next, "add")) {
+      const residual = next.inputs.find((name) => name !== node.outputs[0]) ?? node.outputs[0];
+      return {
+        nodes: 2,
+        invocations: rowSplit(ctx, { tensor: residual, output: next.outputs[0] }),
+      };
+    }
+  }
+  if (
+    (node.op === "silu" || node.op === "gelu" || node.op === "gelu_tanh") && onlyInto(next, "mul")
+  ) {
+    const up = next.inputs.find((name) => name !== node.outputs[0]) ?? node.outputs[0];
+    const [batch, width] = ctx.types.get(next.outputs[0])!.shape;
+    return {
+      nodes: 2,
+      invocations: [{
+        node: node.id,
+        kernel: gatedActivationKernel(node.op, batch * width),
+        args: [node.inputs[0], up, next.outputs[0]],
+        shard: 0,
+        params: [0, batch, 0, 0],
+        dispatch: grid(ctx, workgroupsFor(batch * width, ELEMENTWISE_WORKGROUP)),
+      }],
+    };
+  }
+  return undefined;
+}
