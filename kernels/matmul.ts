@@ -28,7 +28,7 @@ export const MATMUL_ROWS = 4;
 /** Invocations per output row. */
 const TEAM = 32;
 /** 16-byte weight pieces each invocation loads before using any. */
-const LOADS = Number(Deno.env.get("SPARQC_MATMUL_LOADS") ?? 4);
+const LOADS = 4;
 /** Sequences of the batch accumulated together, so each weight load serves all of them. */
 const BATCH_TILE = 4;
 
