@@ -82,7 +82,7 @@ const VALUE_ROWS = 4;
 /**
  * WGSL adding the probability-weighted V rows of a tile to `acc0…acc{group−1}` (declared by
  * the caller): invocation (lane, slice) takes rows slice, slice + SLICES, …, loading
- * {@link VALUE_ROWS} rows before using any. `weights` names the workgroup array of
+ * `rows` rows (default {@link VALUE_ROWS}) before using any. `weights` names the workgroup array of
  * probabilities (`p_sh[h · tile + t]`), `at` the V element index with `ROW` for the row, `count`
  * the rows in the tile.
  *
@@ -92,17 +92,23 @@ const VALUE_ROWS = 4;
  * const wgsl = valueRows(4, "CHUNK", "(base + ROW) * LANES + lane", "n");
  * ```
  */
-export function valueRows(group: number, tile: string, at: string, count: string): string {
+export function valueRows(
+  group: number,
+  tile: string,
+  at: string,
+  count: string,
+  rows = VALUE_ROWS,
+): string {
   const pad = "      ";
-  return `  for (var t = slice; t < ${count}; t += SLICES * ${VALUE_ROWS}u) {
+  return `  for (var t = slice; t < ${count}; t += SLICES * ${rows}u) {
 ${
-    unroll(VALUE_ROWS, (u) =>
+    unroll(rows, (u) =>
       `let value${u} = vec4<f32>(v_cache[${
         at.replace("ROW", `min(t + ${u}u * SLICES, ${count} - 1u)`)
       }]);`, "    ")
   }
 ${
-    unroll(VALUE_ROWS, (u) =>
+    unroll(rows, (u) =>
       `if (t + ${u}u * SLICES < ${count}) {\n${
         unroll(group, (h) =>
           `acc${h} += p_sh[${h}u * ${tile} + t + ${u}u * SLICES] * value${u};`, pad)
