@@ -220,7 +220,7 @@ ${
 /** Invocations per workgroup of the reduction. */
 export const DENSE_REDUCE_WORKGROUP = 256;
 /** Chunks each reduction invocation loads before using any. */
-const REDUCE_LOADS = 8;
+const REDUCE_LOADS = 16;
 
 /**
  * The reduction: one workgroup per (sequence, query head); bindings partials, positions, y,

@@ -131,7 +131,9 @@ export interface RopeShape {
  * Rotary embedding, rotate-half convention (Llama, GPT-NeoX, Qwen2): in each head the first
  * `rotaryDims` components are rotated in pairs (j, j + rotaryDims/2) by position · θ^(−2j /
  * rotaryDims); the rest are copied. The inverse frequencies are computed in float64 here and
- * written into the source. Bindings x, positions, y, params.
+ * written into the source. Bindings x, positions, y, params. With `pairedHeads`, a second
+ * tensor of that many heads at the same positions (q and k) in the same dispatch: bindings x,
+ * x2, positions, y, y2, params.
  *
  * @example
  * ```ts
@@ -139,36 +141,51 @@ export interface RopeShape {
  * ropeKernel({ batch: 1, heads: 4, headDim: 16, rotaryDims: 16, theta: 10000 }).name; // "rope"
  * ```
  */
-export function ropeKernel(s: RopeShape): KernelSpec {
+export function ropeKernel(s: RopeShape, pairedHeads?: number): KernelSpec {
   const half = s.rotaryDims / 2;
   const inverse = Array.from(
     { length: half },
     (_, j) => floatLiteral(Math.pow(s.theta, (-2 * j) / s.rotaryDims)),
   );
+  // Element e of a tensor of `heads` heads, read from x and written to y.
+  const rotate = (x: string, y: string, heads: number, e: string) =>
+    `let j = ${e} % HEAD_DIM;
+    if (j >= ROTARY) {
+      ${y}[${e}] = ${x}[${e}];
+    } else {
+      let b = ${e} / (${heads}u * HEAD_DIM);
+      let pair = j % HALF;
+      let angle = f32(positions[b]) * INV_FREQ[pair];
+      let c = cos(angle);
+      let s = sin(angle);
+      let first = ${e} - j + pair;
+      let x1 = ${x}[first];
+      let x2 = ${x}[first + HALF];
+      ${y}[${e}] = select(x2 * c + x1 * s, x1 * c - x2 * s, j < HALF);
+    }`;
+  const count = s.batch * s.heads * s.headDim;
+  const storage: [string, "read" | "read_write", string][] = pairedHeads === undefined
+    ? [["x", "read", "f32"], ["positions", "read", "u32"], ["y", "read_write", "f32"]]
+    : [
+      ["x", "read", "f32"],
+      ["x2", "read", "f32"],
+      ["positions", "read", "u32"],
+      ["y", "read_write", "f32"],
+      ["y2", "read_write", "f32"],
+    ];
   return elementKernel(
-    "rope",
-    s.batch * s.heads * s.headDim,
-    [["x", "read", "f32"], ["positions", "read", "u32"], ["y", "read_write", "f32"]],
-    `  let j = i % HEAD_DIM;
-  if (j >= ROTARY) {
-    y[i] = x[i];
-    return;
-  }
-  let b = i / (HEADS * HEAD_DIM);
-  let pair = j % HALF;
-  let angle = f32(positions[b]) * INV_FREQ[pair];
-  let c = cos(angle);
-  let s = sin(angle);
-  let first = i - j + pair;
-  let x1 = x[first];
-  let x2 = x[first + HALF];
-  if (j < HALF) {
-    y[i] = x1 * c - x2 * s;
+    pairedHeads === undefined ? "rope" : "rope_pair",
+    count + (pairedHeads === undefined ? 0 : s.batch * pairedHeads * s.headDim),
+    storage,
+    pairedHeads === undefined
+      ? `  {\n    ${rotate("x", "y", s.heads, "i")}\n  }`
+      : `  if (i < ${count}u) {
+    ${rotate("x", "y", s.heads, "i")}
   } else {
-    y[i] = x2 * c + x1 * s;
+    let e = i - ${count}u;
+    ${rotate("x2", "y2", pairedHeads, "e")}
   }`,
     `const HEAD_DIM = ${s.headDim}u;
-const HEADS = ${s.heads}u;
 const ROTARY = ${s.rotaryDims}u;
 const HALF = ${half}u;
 const INV_FREQ = array<f32, ${half}>(${inverse.join(", ")});

@@ -6,11 +6,16 @@
  *
  * - matmuls of the same x (q, k, v; gate, up): one grouped matmul;
  * - a matmul whose only consumer is an add: the add as the matmul's epilogue (residuals);
- * - an activation whose only consumer is a mul: act(gate) · up in one elementwise kernel.
+ * - an activation whose only consumer is a mul: act(gate) · up in one elementwise kernel;
+ * - rope of q and of k at the same positions: one dispatch.
  *
  * @module
  */
-import { ELEMENTWISE_WORKGROUP, gatedActivationKernel } from "../../kernels/elementwise.ts";
+import {
+  ELEMENTWISE_WORKGROUP,
+  gatedActivationKernel,
+  ropeKernel,
+} from "../../kernels/elementwise.ts";
 import { workgroupsFor } from "../../kernels/grid.ts";
 import type { Graph, Node } from "../ir.ts";
 import { grid, type Invocation, type LowerContext } from "./lower_context.ts";
@@ -60,6 +65,25 @@ export function fuseAt(
         invocations: rowSplit(ctx, { tensor: residual, output: next.outputs[0] }),
       };
     }
+  }
+  if (
+    node.op === "rope" && next?.op === "rope" && next.inputs[1] === node.inputs[1] &&
+    next.attrs.headDim === node.attrs.headDim && next.attrs.theta === node.attrs.theta &&
+    next.attrs.rotaryDims === node.attrs.rotaryDims
+  ) {
+    const [batch] = ctx.types.get(node.outputs[0])!.shape;
+    const count = batch * (node.attrs.heads + next.attrs.heads) * node.attrs.headDim;
+    return {
+      nodes: 2,
+      invocations: [{
+        node: node.id,
+        kernel: ropeKernel({ batch, ...node.attrs }, next.attrs.heads),
+        args: [node.inputs[0], next.inputs[0], node.inputs[1], node.outputs[0], next.outputs[0]],
+        shard: 0,
+        params: [0, batch, 0, 0],
+        dispatch: grid(ctx, workgroupsFor(count, ELEMENTWISE_WORKGROUP)),
+      }],
+    };
   }
   if (
     (node.op === "silu" || node.op === "gelu" || node.op === "gelu_tanh") && onlyInto(next, "mul")
