@@ -160,6 +160,9 @@ Deno.test("bench --decode times whole steps, dense and SparQ, and skips what doe
     ok(line.time.median > 0 && line.tokensPerSecond > 0);
     deepStrictEqual(Object.keys(line.stages).sort(), ["attention", "kv_append", "matmul", "other"]);
     ok(line.attentionShare > 0 && line.attentionShare < 1);
+    const kernels = Object.values(line.kernels!);
+    ok(kernels.every((k) => k.ns > 0 && k.calls >= 1));
+    deepStrictEqual(line.kernels!.argmax.calls, 1);
     ok(line.bytes.weights > 0 && line.bytes.kv > 0 && line.achievedGBps > 0);
     deepStrictEqual(line.generation.map((g) => [g.readEvery, g.steps]), [[1, 5], [5, 5]]);
     ok(line.generation.every((g) => g.tokensPerSecond > 0));

@@ -119,6 +119,16 @@ async function measurePoint(ctx: DecodeContext, p: Point, plan: Plan): Promise<M
       byKind.set(stage.stage, sums);
     }
     const stages = Object.fromEntries([...byKind].map(([kind, ns]) => [kind, summarize(ns)]));
+    const perKernel = await decoder.executor.profile({
+      reps: 3,
+      nsPerTick: ctx.header.nsPerTick,
+      stageOf: (d) => d.kernel,
+    });
+    const kernels: Record<string, { ns: number; calls: number }> = {};
+    for (const d of plan.schedule) (kernels[d.kernel] ??= { ns: 0, calls: 0 }).calls++;
+    for (const stage of perKernel.stages) {
+      kernels[stage.stage].ns += summarize(stage.samplesNs).median;
+    }
     const splitTotal = summarize(split.totalNs).median;
     const time = summarize(whole.totalNs);
 
@@ -147,6 +157,7 @@ async function measurePoint(ctx: DecodeContext, p: Point, plan: Plan): Promise<M
       weightDtype: decode.weightDtype,
       time,
       stages,
+      kernels,
       attentionShare: (stages.attention?.median ?? 0) / splitTotal,
       tokensPerSecond: (p.batch * 1e9) / time.median,
       bytes,

@@ -132,6 +132,12 @@ export const DecodeLine = z.strictObject({
   time: Stats,
   /** GPU time per kind of kernel in a step (attention, kv_append, matmul, other). */
   stages: z.record(z.string(), Stats),
+  /**
+   * GPU time per kernel in a step (all its calls; one pass per run of equal kernels, so pass
+   * overheads are included) and its calls per step.
+   */
+  kernels: z.record(z.string(), z.strictObject({ ns: z.number(), calls: z.int().positive() }))
+    .optional(),
   /** Attention's share of the stage total. */
   attentionShare: z.number().nonnegative(),
   /** batch / median step time. */
