@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { ktTile } from "../kernels/kt_layout.ts";
 import { ATTENTION_TENSORS as T } from "../compiler/build_attention_graph.ts";
 import type { Executor } from "../runtime/executor.ts";
 
@@ -41,7 +42,7 @@ function generatorSource(out: "f16" | "f32"): string {
 struct Gen {
   kind: u32, count: u32, first: u32, seed: u32,
   mode: u32, heads: u32, kv_heads: u32, seq: u32,
-  head_dim: u32, pad0: u32, pad1: u32, pad2: u32,
+  head_dim: u32, kt_tile: u32, pad1: u32, pad2: u32,
 }
 @group(0) @binding(0) var<storage, read_write> out: array<${out}>;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -107,10 +108,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n: vec3u,
     let row = e / (d * gen.seq);
     value = key(row / gen.kv_heads, row % gen.kv_heads, pos, j);
   } else if (gen.kind == 2u) {
-    let pos = e % gen.seq;
-    let j = (e / gen.seq) % d;
-    let row = e / (d * gen.seq);
-    value = key(row / gen.kv_heads, row % gen.kv_heads, pos, j);
+    // The tiled Kᵀ layout of kernels/kt_layout.ts; padding past the capacity stays 0.
+    let tile = gen.kt_tile;
+    let tiles = (gen.seq + tile - 1u) / tile;
+    let pos = ((e / (tile * d)) % tiles) * tile + e % tile;
+    let j = (e / tile) % d;
+    let row = e / (tile * d * tiles);
+    if (pos < gen.seq) { value = key(row / gen.kv_heads, row % gen.kv_heads, pos, j); }
   } else {
     value = normal(3u, e);
   }
@@ -229,6 +233,7 @@ export function generateAttentionData(
         shape.kvHeads,
         shape.seq,
         shape.headDim,
+        ktTile(shape.seq),
       ]);
       scratch.push(uniform);
       encodePass(

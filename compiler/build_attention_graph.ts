@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { ktShape } from "../kernels/kt_layout.ts";
 import type { AttentionShape } from "../kernels/wgsl_common.ts";
 import type { AttentionMethod, DType, Graph, TensorDecl } from "./ir.ts";
 
@@ -56,7 +57,9 @@ export function buildAttentionGraph(o: AttentionGraphOptions): Graph {
   const cacheShape = [o.batch, o.kvHeads, o.maxSeq, o.headDim];
   const cache = [declare(T.kCache, "state", cacheShape, o.kvDtype)];
   if (sparq) {
-    cache.push(declare(T.ktCache, "state", [o.batch, o.kvHeads, o.headDim, o.maxSeq], o.kvDtype));
+    cache.push(
+      declare(T.ktCache, "state", ktShape(o.batch, o.kvHeads, o.headDim, o.maxSeq), o.kvDtype),
+    );
   }
   cache.push(declare(T.vCache, "state", cacheShape, o.kvDtype));
   if (sparq) cache.push(declare(T.vMean, "state", [o.batch, o.kvHeads, o.headDim], "f32"));

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { ktShape } from "../kernels/kt_layout.ts";
 import type { BuildOptions } from "./build_options.ts";
 import type { DType, Graph, Node, TensorDecl } from "./ir.ts";
 import { type ModelConfig, rotaryDims } from "./model_config.ts";
@@ -106,7 +107,7 @@ export function buildDecodeGraph(config: ModelConfig, options: BuildOptions): Gr
     });
 
     const cache = [g.declare(`${p}.k_cache`, "state", [B, Hkv, S, d], kvDtype)];
-    if (sparq) cache.push(g.declare(`${p}.kt_cache`, "state", [B, Hkv, d, S], kvDtype));
+    if (sparq) cache.push(g.declare(`${p}.kt_cache`, "state", ktShape(B, Hkv, d, S), kvDtype));
     cache.push(g.declare(`${p}.v_cache`, "state", [B, Hkv, S, d], kvDtype));
     if (sparq) cache.push(g.declare(`${p}.v_mean`, "state", [B, Hkv, d], "f32"));
     g.nodes.push({

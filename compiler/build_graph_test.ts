@@ -54,7 +54,8 @@ Deno.test("SparQ layers keep K, Kᵀ, V and V_mean; dense ones K and V", () => {
     "layers.0.v_cache",
     "layers.0.v_mean",
   ]);
-  deepStrictEqual(sparq.tensors["layers.0.kt_cache"].shape, [1, 2, 16, 64]);
+  // Kᵀ in tiles of positions (kernels/kt_layout.ts): one tile of 64 here.
+  deepStrictEqual(sparq.tensors["layers.0.kt_cache"].shape, [1, 2, 1, 16, 64]);
   deepStrictEqual(sparq.tensors["layers.0.v_mean"].dtype, "f32");
   deepStrictEqual(dense.nodes.find((n) => n.op === "kv_append")!.outputs, [
     "layers.0.k_cache",

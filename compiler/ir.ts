@@ -98,7 +98,8 @@ export const Node = z.discriminatedUnion("op", [
   /**
    * inputs: k [B, Hkv·d], v [B, Hkv·d], positions [B] u32, then the state it updates:
    * dense: K [B, Hkv, S, d], V [B, Hkv, S, d];
-   * sparq: K, Kᵀ [B, Hkv, d, S], V, V_mean [B, Hkv, d] f32. outputs: the same state tensors.
+   * sparq: K, Kᵀ [B, Hkv, ⌈S/T⌉, d, T] (kernels/kt_layout.ts), V, V_mean [B, Hkv, d] f32.
+   * outputs: the same state tensors.
    */
   op(
     "kv_append",

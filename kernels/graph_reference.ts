@@ -17,6 +17,7 @@ import {
   rmsNormReference,
   ropeReference,
 } from "./decode_reference.ts";
+import { ktIndex } from "./kt_layout.ts";
 import { type AttentionProblem, denseReference, sparqReference } from "./reference.ts";
 
 /** Values of tensors by name, row-major. */
@@ -127,7 +128,7 @@ function appendReference(node: NodeOf<"kv_append">, x: Float64Array[], graph: Gr
         const value = round(v[row * d + j]);
         kCache[(row * S + pos) * d + j] = key;
         vCache[(row * S + pos) * d + j] = value;
-        if (ktCache) ktCache[(row * d + j) * S + pos] = key;
+        if (ktCache) ktCache[ktIndex(row, j, pos, d, S)] = key;
         if (vMean) vMean[row * d + j] += (value - vMean[row * d + j]) / (pos + 1);
       }
     }

@@ -7,6 +7,7 @@
  * @module
  */
 import { computeKernel, type KernelSpec } from "./kernel_spec.ts";
+import { ktIndexWgsl } from "./kt_layout.ts";
 import { FLAT_ID, type KvDtype, kvPrelude, MAIN_ARGS, PARAMS_DECL } from "./wgsl_common.ts";
 
 /** kv_append's launch parameters. */
@@ -47,6 +48,7 @@ ${kvPrelude(s.kvDtype)}
 const HEAD_DIM = ${s.headDim}u;
 const KV_HEADS = ${s.kvHeads}u;
 const MAX_SEQ = ${s.maxSeq}u;
+${s.sparq ? ktIndexWgsl(s.headDim, s.maxSeq) : ""}
 const WG = ${config.workgroup}u;
 ${PARAMS_DECL}
 ${decls.join("\n")}
@@ -72,7 +74,7 @@ fn main(
   v_cache[(local_row * MAX_SEQ + pos) * HEAD_DIM + j] = value;
 ${
     s.sparq
-      ? `  kt_cache[(local_row * HEAD_DIM + j) * MAX_SEQ + pos] = key;
+      ? `  kt_cache[kt_index(local_row, j, pos)] = key;
   let mean = v_mean[local_row * HEAD_DIM + j];
   v_mean[local_row * HEAD_DIM + j] = mean + (f32(value) - mean) / f32(pos + 1u);
 `

@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { ktIndexWgsl } from "./kt_layout.ts";
 import { computeKernel, type KernelSpec, type StorageBinding } from "./kernel_spec.ts";
 import {
   type AttentionKernelShape,
@@ -257,20 +258,20 @@ export function sparqScoresKernel(
   const { workgroup, perThread } = scoresLayout(c);
   const bytes = p.r * 4 + group * p.r * 4 + workgroup * 12;
   fitTile("sparq_scores", s.workgroupStorage, () => bytes, [c.block]);
-  const source = `// sparqc SparQ stage 1: approximate scores from the contiguous Kᵀ rows of i1
+  const source = `// sparqc SparQ stage 1: approximate scores from the Kᵀ runs of i1
 ${kvPrelude(s.kvDtype)}
 ${constants(s, p, c)}
+${ktIndexWgsl(s.headDim, s.maxSeq)}
 const WG = ${workgroup}u;
 const PER = ${perThread}u;
 ${scoresPreamble("KV", "f32", workgroup)}
 
   var z = array<f32, GROUP * PER>();
   for (var i = 0u; i < R; i++) {
-    let base = (local_row * HEAD_DIM + i1[i]) * MAX_SEQ + start + tid;
     for (var slot = 0u; slot < PER; slot++) {
       let pos = start + tid + slot * WG;
       if (pos < len) {
-        let key = f32(kt_cache[base + slot * WG]);
+        let key = f32(kt_cache[kt_index(local_row, i1[i], pos)]);
         for (var h = 0u; h < GROUP; h++) { z[slot * GROUP + h] += q_sel[h * R + i] * key; }
       }
     }
@@ -353,7 +354,7 @@ export function sparqScoresVec4Kernel(
   for (let i0 = 0; i0 < p.r; i0 += ROWS_IN_FLIGHT) {
     const rows = [...Array(Math.min(ROWS_IN_FLIGHT, p.r - i0)).keys()].map((j) => i0 + j);
     for (const i of rows) {
-      lines.push(`let k${i} = kt_cache[(kt_row + i1[${i}u]) * ROW_LOADS + column];`);
+      lines.push(`let k${i} = kt_cache[(kt_tile + i1[${i}u]) * TILE_LOADS + column];`);
     }
     for (const i of rows) {
       const unpacked = width === 8
@@ -384,10 +385,11 @@ export function sparqScoresVec4Kernel(
     `// sparqc SparQ stage 1 (${width} positions per invocation, unrolled over r): approximate scores
 ${kvPrelude(s.kvDtype)}
 ${constants(s, p, c)}
+${ktIndexWgsl(s.headDim, s.maxSeq)}
 const WG = ${workgroup}u;
 const WIDTH = ${width}u;
 const PER = BLOCK / (WG * WIDTH);
-const ROW_LOADS = MAX_SEQ / WIDTH;
+const TILE_LOADS = KT_TILE / WIDTH;
 // Folds one score into a head's running softmax statistics (max, Σexp).
 fn online_update(m: f32, sum: f32, v: f32) -> vec2<f32> {
   let top = max(m, v);
@@ -398,11 +400,12 @@ ${scoresPreamble(width === 8 ? "vec4<u32>" : "KV4", "vec4<f32>", workgroup)}
   var run_max = array<f32, GROUP>();
   var run_sum = array<f32, GROUP>();
   for (var h = 0u; h < GROUP; h++) { run_max[h] = NEG; }
-  let kt_row = local_row * HEAD_DIM;
   for (var slot = 0u; slot < PER; slot++) {
     let pos0 = start + (slot * WG + tid) * WIDTH;
     if (pos0 >= len) { break; }
-    let column = pos0 / WIDTH;
+    // The tile of pos0 (a whole WIDTH of positions never straddles two) and the load within it.
+    let kt_tile = (local_row * KT_TILES + pos0 / KT_TILE) * HEAD_DIM;
+    let column = (pos0 % KT_TILE) / WIDTH;
 ${indentLines(heads.flatMap((h) => parts.map((v) => `var ${acc(h, v)} = vec4<f32>(0.0);`)), "    ")}
 ${indentLines(lines, "    ")}
 ${indentLines(statistics, "    ")}

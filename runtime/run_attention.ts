@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { ktIndex, ktTile, ktTiles } from "../kernels/kt_layout.ts";
 import { ATTENTION_TENSORS as T, buildAttentionGraph } from "../compiler/build_attention_graph.ts";
 import { compileGraph } from "../compiler/compile.ts";
 import type { AttentionMethod } from "../compiler/ir.ts";
@@ -25,20 +26,21 @@ export interface AttentionOutput {
 }
 
 /**
- * Kᵀ of a [B, Hkv, S, d] cache: [B, Hkv, d, S].
+ * SparQ's Kᵀ cache of a [B, Hkv, S, d] cache, in the tiled layout of kernels/kt_layout.ts
+ * ([B, Hkv, tiles, d, tile], the padding zero).
  *
  * @example
  * ```ts
  * import { transposeCache } from "./run_attention.ts";
- * transposeCache([1, 2, 3, 4, 5, 6], 1, 3, 2); // Float64Array [1, 3, 5, 2, 4, 6]
+ * transposeCache([1, 2, 3, 4, 5, 6], 1, 3, 2).slice(0, 3); // Float64Array [1, 3, 5]
  * ```
  */
 export function transposeCache(k: ArrayLike<number>, rows: number, seq: number, d: number) {
-  const out = new Float64Array(rows * seq * d);
+  const out = new Float64Array(rows * ktTiles(seq) * ktTile(seq) * d);
   for (let row = 0; row < rows; row++) {
     const base = row * seq * d;
     for (let pos = 0; pos < seq; pos++) {
-      for (let j = 0; j < d; j++) out[base + j * seq + pos] = k[base + pos * d + j];
+      for (let j = 0; j < d; j++) out[ktIndex(row, j, pos, d, seq)] = k[base + pos * d + j];
     }
   }
   return out;

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { ktShape } from "../../kernels/kt_layout.ts";
 import type { DType, Graph, Node, TensorType } from "../ir.ts";
 import { NodeError } from "./graph_error.ts";
 
@@ -127,7 +128,7 @@ function checkCache(c: Checker, first: number, Hkv: number, d: number, sparq: bo
   const kv = [k.dtype] as const;
   c.expect(first, "K cache", [B, Hkv, S, d], FLOAT);
   if (sparq) {
-    c.expect(first + 1, "Kᵀ cache", [B, Hkv, d, S], kv);
+    c.expect(first + 1, "Kᵀ cache", ktShape(B, Hkv, d, S), kv);
     c.expect(first + 2, "V cache", [B, Hkv, S, d], kv);
     c.expect(first + 3, "V mean", [B, Hkv, d], ACT);
   } else {

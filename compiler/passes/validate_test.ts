@@ -102,6 +102,6 @@ Deno.test("shape inference types every tensor and names the node on a mismatch",
   deepStrictEqual(
     messageOf(() => inferShapes(validate(h))),
     "node 'layers.1.kv_append' (kv_append): Kᵀ cache 'layers.1.kt_cache' is [1, 2, 32, 16] " +
-      "f16, expected [1, 2, 16, 32] f16",
+      "f16, expected [1, 2, 1, 16, 32] f16",
   );
 });
