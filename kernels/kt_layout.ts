@@ -1,16 +1,18 @@
 /**
  * The layout of SparQ's Kᵀ cache: for each (sequence, KV head) row, positions in tiles of
  * {@link KT_TILE} (see {@link ktTile}), each tile holding every component's run of its positions —
- * [B, Hkv, tiles, d, tile]. Stage 1 still reads runs of consecutive positions of one
- * component (256 bytes in f16: whole cache lines), and appending a position writes its d values
- * within one 32 KB tile instead of d places a whole row (64 KB at S = 32k) apart: on the H100 that
- * column write was 21 of kv_append's 30 µs per call at B = 1, S = 32k (docs/performance.md).
+ * [B, Hkv, tiles, d, tile]. Stage 1 still reads runs of consecutive positions of one component
+ * (2 KB in f16), and appending a position writes its d values within one tile (256 KB at d = 128)
+ * instead of d places a whole row apart (64 KB each at S = 32k). On the H100 at B = 1, S = 32k,
+ * that took kv_append from 29.9 to 10.3 µs per call for 32.7 → 38.0 µs of stage 1; tiles of
+ * 128, 256, 512 and 2048 positions measured the same append and a stage 1 up to 6% slower at
+ * B = 16 (docs/performance.md).
  *
  * @module
  */
 
 /** Positions per tile (a shorter capacity is one tile of its own length, rounded up to 8). */
-export const KT_TILE = 128;
+export const KT_TILE = 1024;
 
 /**
  * Positions per tile for a capacity: {@link KT_TILE}, or a short capacity rounded up to a
@@ -19,7 +21,7 @@ export const KT_TILE = 128;
  * @example
  * ```ts
  * import { ktTile } from "./kt_layout.ts";
- * [ktTile(4096), ktTile(40), ktTile(7)]; // [128, 40, 8]
+ * [ktTile(4096), ktTile(40), ktTile(7)]; // [1024, 40, 8]
  * ```
  */
 export function ktTile(maxSeq: number): number {
@@ -45,7 +47,7 @@ export function ktTiles(maxSeq: number): number {
  * @example
  * ```ts
  * import { ktShape } from "./kt_layout.ts";
- * ktShape(1, 8, 128, 4096); // [1, 8, 32, 128, 128]
+ * ktShape(1, 8, 128, 4096); // [1, 8, 4, 128, 1024]
  * ```
  */
 export function ktShape(batch: number, kvHeads: number, headDim: number, maxSeq: number): number[] {
@@ -58,7 +60,7 @@ export function ktShape(batch: number, kvHeads: number, headDim: number, maxSeq:
  * @example
  * ```ts
  * import { ktIndex } from "./kt_layout.ts";
- * ktIndex(0, 1, 130, 64, 256); // ((0 · 2 + 1) · 64 + 1) · 128 + 2 = 8322
+ * ktIndex(0, 1, 1030, 64, 4096); // ((0 · 4 + 1) · 64 + 1) · 1024 + 6 = 66566
  * ```
  */
 export function ktIndex(row: number, j: number, pos: number, headDim: number, maxSeq: number) {
