@@ -88,8 +88,7 @@ Deno.test("matmuls of the same x share one dispatch, within the target's binding
     [
       "rms_norm",
       "matmul_vec_x3",
-      "rope_pair",
-      "kv_append_dense",
+      "rope_kv_append_dense", // rope of q and k, and the append of k and v
       "attention_dense_partial_sg",
       "attention_dense_reduce",
       "matmul_vec_residual",

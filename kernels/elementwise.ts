@@ -142,27 +142,6 @@ export interface RopeShape {
  * ```
  */
 export function ropeKernel(s: RopeShape, pairedHeads?: number): KernelSpec {
-  const half = s.rotaryDims / 2;
-  const inverse = Array.from(
-    { length: half },
-    (_, j) => floatLiteral(Math.pow(s.theta, (-2 * j) / s.rotaryDims)),
-  );
-  // Element e of a tensor of `heads` heads, read from x and written to y.
-  const rotate = (x: string, y: string, heads: number, e: string) =>
-    `let j = ${e} % HEAD_DIM;
-    if (j >= ROTARY) {
-      ${y}[${e}] = ${x}[${e}];
-    } else {
-      let b = ${e} / (${heads}u * HEAD_DIM);
-      let pair = j % HALF;
-      let angle = f32(positions[b]) * INV_FREQ[pair];
-      let c = cos(angle);
-      let s = sin(angle);
-      let first = ${e} - j + pair;
-      let x1 = ${x}[first];
-      let x2 = ${x}[first + HALF];
-      ${y}[${e}] = select(x2 * c + x1 * s, x1 * c - x2 * s, j < HALF);
-    }`;
   const count = s.batch * s.heads * s.headDim;
   const storage: [string, "read" | "read_write", string][] = pairedHeads === undefined
     ? [["x", "read", "f32"], ["positions", "read", "u32"], ["y", "read_write", "f32"]]
@@ -173,24 +152,62 @@ export function ropeKernel(s: RopeShape, pairedHeads?: number): KernelSpec {
       ["y", "read_write", "f32"],
       ["y2", "read_write", "f32"],
     ];
+  const tensors = pairedHeads === undefined
+    ? [{ name: "x", heads: s.heads }]
+    : [{ name: "x", heads: s.heads }, { name: "x2", heads: pairedHeads }];
   return elementKernel(
     pairedHeads === undefined ? "rope" : "rope_pair",
     count + (pairedHeads === undefined ? 0 : s.batch * pairedHeads * s.headDim),
     storage,
-    pairedHeads === undefined
-      ? `  {\n    ${rotate("x", "y", s.heads, "i")}\n  }`
-      : `  if (i < ${count}u) {
-    ${rotate("x", "y", s.heads, "i")}
+    pairedHeads === undefined ? "  y[i] = rotated_x(i);" : `  if (i < ${count}u) {
+    y[i] = rotated_x(i);
   } else {
-    let e = i - ${count}u;
-    ${rotate("x2", "y2", pairedHeads, "e")}
+    y2[i - ${count}u] = rotated_x2(i - ${count}u);
   }`,
-    `const HEAD_DIM = ${s.headDim}u;
+    ropeFunctions(s, tensors),
+  );
+}
+
+/**
+ * WGSL: for each named f32 tensor of `heads` heads (a module-scope storage array beside
+ * `positions`), `fn rotated_<name>(e: u32) -> f32`, its element e after rotary embedding at its
+ * sequence's position; with the constants they use.
+ *
+ * @example
+ * ```ts
+ * import { ropeFunctions } from "./elementwise.ts";
+ * ropeFunctions({ headDim: 128, rotaryDims: 128, theta: 1e4 }, [{ name: "k", heads: 8 }]);
+ * ```
+ */
+export function ropeFunctions(
+  s: Pick<RopeShape, "headDim" | "rotaryDims" | "theta">,
+  tensors: { name: string; heads: number }[],
+): string {
+  const half = s.rotaryDims / 2;
+  const inverse = Array.from(
+    { length: half },
+    (_, j) => floatLiteral(Math.pow(s.theta, (-2 * j) / s.rotaryDims)),
+  );
+  return `const ROPE_DIM = ${s.headDim}u;
 const ROTARY = ${s.rotaryDims}u;
 const HALF = ${half}u;
 const INV_FREQ = array<f32, ${half}>(${inverse.join(", ")});
-`,
-  );
+${
+    tensors.map(({ name, heads }) =>
+      `fn rotated_${name}(e: u32) -> f32 {
+  let j = e % ROPE_DIM;
+  if (j >= ROTARY) { return ${name}[e]; }
+  let pair = j % HALF;
+  let angle = f32(positions[e / (${heads}u * ROPE_DIM)]) * INV_FREQ[pair];
+  let c = cos(angle);
+  let s = sin(angle);
+  let x1 = ${name}[e - j + pair];
+  let x2 = ${name}[e - j + pair + HALF];
+  return select(x2 * c + x1 * s, x1 * c - x2 * s, j < HALF);
+}`
+    ).join("\n")
+  }
+`;
 }
 
 /**

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { ropeFunctions, type RopeShape } from "./elementwise.ts";
 import { computeKernel, type KernelSpec } from "./kernel_spec.ts";
 import { ktIndexWgsl } from "./kt_layout.ts";
 import { FLAT_ID, type KvDtype, kvPrelude, MAIN_ARGS, PARAMS_DECL } from "./wgsl_common.ts";
@@ -86,5 +87,99 @@ ${
     "kv_append",
     source,
     ["k", "v", "positions", ...cache].map((name, i) => [name, i < 3 ? "read" : "read_write"]),
+  );
+}
+
+/**
+ * Rotary embedding of q and k, and kv_append of the rotated k and of v, in one dispatch (at
+ * batch 1 every dispatch costs a few µs whatever its size): invocations below B·H·d rotate q into
+ * `q_out`; the rest take one (row, component) of the unsharded cache as {@link kvAppendKernel}
+ * does, with the key rotated on the way. Bindings q, k, v, positions, the cache tensors, q_out.
+ *
+ * @example
+ * ```ts
+ * import { ropeAppendKernel } from "./kv_append.ts";
+ * ropeAppendKernel(
+ *   { batch: 1, kvHeads: 8, headDim: 128, maxSeq: 4096, kvDtype: "f16", sparq: false },
+ *   { heads: 32, rotaryDims: 128, theta: 500000 },
+ * ).name; // "rope_kv_append_dense"
+ * ```
+ */
+export function ropeAppendKernel(
+  s: {
+    batch: number;
+    kvHeads: number;
+    headDim: number;
+    maxSeq: number;
+    kvDtype: KvDtype;
+    sparq: boolean;
+  },
+  rope: Pick<RopeShape, "heads" | "rotaryDims" | "theta">,
+): KernelSpec {
+  const cache = s.sparq ? ["k_cache", "kt_cache", "v_cache", "v_mean"] : ["k_cache", "v_cache"];
+  const names = ["q", "k", "v", "positions", ...cache, "q_out"];
+  const typeOf = (name: string) =>
+    name === "positions" ? "u32" : ["q", "k", "v", "v_mean", "q_out"].includes(name) ? "f32" : "KV";
+  const accessOf = (name: string) =>
+    ["q", "k", "v", "positions"].includes(name) ? "read" : "read_write";
+  const decls = names.map((name, i) =>
+    `@group(0) @binding(${i}) var<storage, ${accessOf(name)}> ${name}: array<${typeOf(name)}>;`
+  );
+  const qCount = s.batch * rope.heads * s.headDim;
+  const workgroup = KV_APPEND_DEFAULT.workgroup;
+  const source = `// sparqc rope of q and k, then kv_append of k and v (${
+    s.sparq ? "SparQ: K, Kᵀ, V, V_mean" : "dense: K, V"
+  })
+${kvPrelude(s.kvDtype)}
+const HEAD_DIM = ${s.headDim}u;
+const KV_HEADS = ${s.kvHeads}u;
+const MAX_SEQ = ${s.maxSeq}u;
+const Q_COUNT = ${qCount}u;
+const KV_COUNT = ${s.batch * s.kvHeads * s.headDim}u;
+${s.sparq ? ktIndexWgsl(s.headDim, s.maxSeq) : ""}
+const WG = ${workgroup}u;
+${PARAMS_DECL}
+${decls.join("\n")}
+@group(0) @binding(${decls.length}) var<uniform> params: Params;
+${
+    ropeFunctions({ ...rope, headDim: s.headDim }, [{ name: "q", heads: rope.heads }, {
+      name: "k",
+      heads: s.kvHeads,
+    }])
+  }
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${FLAT_ID}
+  let i = flat * WG + tid;
+  if (i < Q_COUNT) {
+    q_out[i] = rotated_q(i);
+    return;
+  }
+  let e = i - Q_COUNT;
+  if (e >= KV_COUNT) { return; }
+  let row = e / HEAD_DIM;
+  let j = e % HEAD_DIM;
+  let pos = positions[row / KV_HEADS];
+  if (pos >= MAX_SEQ) { return; }
+  let key = KV(rotated_k(e));
+  let value = KV(v[e]);
+  k_cache[(row * MAX_SEQ + pos) * HEAD_DIM + j] = key;
+  v_cache[(row * MAX_SEQ + pos) * HEAD_DIM + j] = value;
+${
+    s.sparq
+      ? `  kt_cache[kt_index(row, j, pos)] = key;
+  let mean = v_mean[row * HEAD_DIM + j];
+  v_mean[row * HEAD_DIM + j] = mean + (f32(value) - mean) / f32(pos + 1u);
+`
+      : ""
+  }}
+`;
+  return computeKernel(
+    `rope_kv_append_${s.sparq ? "sparq" : "dense"}`,
+    "kv_append",
+    source,
+    names.map((name) => [name, accessOf(name)]),
   );
 }

@@ -7,7 +7,8 @@
  * - matmuls of the same x (q, k, v; gate, up): one grouped matmul;
  * - a matmul whose only consumer is an add: the add as the matmul's epilogue (residuals);
  * - an activation whose only consumer is a mul: act(gate) · up in one elementwise kernel;
- * - rope of q and of k at the same positions: one dispatch.
+ * - rope of q and of k at the same positions, and the kv_append of that k: one dispatch (or the
+ *   two ropes alone where the cache is split over several buffers).
  *
  * @module
  */
@@ -17,6 +18,7 @@ import {
   ropeKernel,
 } from "../../kernels/elementwise.ts";
 import { workgroupsFor } from "../../kernels/grid.ts";
+import { KV_APPEND_DEFAULT, ropeAppendKernel } from "../../kernels/kv_append.ts";
 import type { Graph, Node } from "../ir.ts";
 import { grid, type Invocation, type LowerContext } from "./lower_context.ts";
 import { groupedMatmul, matmulGroup, rowSplit, vectorMatmul } from "./lower_matmul.ts";
@@ -65,6 +67,48 @@ export function fuseAt(
         invocations: rowSplit(ctx, { tensor: residual, output: next.outputs[0] }),
       };
     }
+  }
+  const third = nodes[at + 2];
+  if (
+    node.op === "rope" && next?.op === "rope" && third?.op === "kv_append" &&
+    next.inputs[1] === node.inputs[1] && third.inputs[2] === node.inputs[1] &&
+    third.inputs[0] === next.outputs[0] && uses.get(next.outputs[0]) === 1 &&
+    next.attrs.headDim === node.attrs.headDim && next.attrs.theta === node.attrs.theta &&
+    next.attrs.rotaryDims === node.attrs.rotaryDims &&
+    third.inputs.slice(3).every((t) => (ctx.shardings.get(t)?.shards.length ?? 1) === 1)
+  ) {
+    const kCache = ctx.types.get(third.inputs[3])!;
+    const [batch, kvHeads, maxSeq, headDim] = kCache.shape;
+    const kernel = ropeAppendKernel(
+      {
+        batch,
+        kvHeads,
+        headDim,
+        maxSeq,
+        kvDtype: kCache.dtype as "f16" | "f32",
+        sparq: third.attrs.sparq,
+      },
+      node.attrs,
+    );
+    const count = batch * (node.attrs.heads + kvHeads) * headDim;
+    return {
+      nodes: 3,
+      invocations: [{
+        node: third.id,
+        kernel,
+        args: [
+          node.inputs[0],
+          next.inputs[0],
+          third.inputs[1],
+          node.inputs[1],
+          ...third.inputs.slice(3),
+          node.outputs[0],
+        ],
+        shard: 0,
+        params: [0, batch * kvHeads, 0, 0],
+        dispatch: grid(ctx, workgroupsFor(count, KV_APPEND_DEFAULT.workgroup)),
+      }],
+    };
   }
   if (
     node.op === "rope" && next?.op === "rope" && next.inputs[1] === node.inputs[1] &&
