@@ -219,6 +219,11 @@ ${
 
 /** Invocations per workgroup of the reduction. */
 export const DENSE_REDUCE_WORKGROUP = 256;
+/**
+ * The reduction's workgroup where the target allows it: at batch 1 there is one workgroup per
+ * query head, so each should take as many chunks at once as it can.
+ */
+export const DENSE_REDUCE_WIDE_WORKGROUP = 1024;
 /** Chunks each reduction invocation loads before using any. */
 const REDUCE_LOADS = 16;
 
@@ -236,12 +241,16 @@ const REDUCE_LOADS = 16;
  * denseReduceKernel(shape, denseLayout(shape)).name; // "attention_dense_reduce"
  * ```
  */
-export function denseReduceKernel(s: AttentionKernelShape, layout: DenseLayout): KernelSpec {
-  const slices = Math.max(1, Math.floor(DENSE_REDUCE_WORKGROUP / s.headDim));
+export function denseReduceKernel(
+  s: AttentionKernelShape,
+  layout: DenseLayout,
+  workgroup = DENSE_REDUCE_WORKGROUP,
+): KernelSpec {
+  const slices = Math.max(1, Math.floor(workgroup / s.headDim));
   const source =
     `// sparqc dense attention, split-K reduction: one workgroup per (sequence, query head)
 ${header(s, layout)}
-const RWG = ${DENSE_REDUCE_WORKGROUP}u;
+const RWG = ${workgroup}u;
 const RSLICES = ${slices}u;
 @group(0) @binding(0) var<storage, read> partials: array<f32>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
@@ -250,7 +259,7 @@ const RSLICES = ${slices}u;
 
 var<workgroup> weight: array<f32, CHUNKS>;
 var<workgroup> sliced: array<f32, RSLICES * HEAD_DIM>;
-${reductions(DENSE_REDUCE_WORKGROUP)}
+${reductions(workgroup)}
 @compute @workgroup_size(RWG)
 fn main(
   ${MAIN_ARGS},

@@ -9,6 +9,7 @@
  * @module
  */
 import {
+  DENSE_REDUCE_WIDE_WORKGROUP,
   type DenseConfig,
   denseLayout,
   densePartialKernel,
@@ -159,7 +160,18 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
         [q, positions, kCache, vCache, partials],
         (rows) => layout.chunks * rows,
       ),
-      whole(denseReduceKernel(shape, layout), [partials, positions, y], B * H),
+      whole(
+        denseReduceKernel(
+          shape,
+          layout,
+          Math.min(
+            DENSE_REDUCE_WIDE_WORKGROUP,
+            ctx.target.limits.maxComputeInvocationsPerWorkgroup,
+          ),
+        ),
+        [partials, positions, y],
+        B * H,
+      ),
     ];
   }
 
