@@ -28,6 +28,26 @@ export interface NormShape {
   hidden: number;
   eps: number;
   weightDtype: "f16" | "f32";
+  /** The target's fixed subgroup size: sums go through `subgroupAdd` (2 barriers, not 8). */
+  subgroupSize?: number | null;
+}
+
+/** `row_sum(x, tid)`: the workgroup's sum, by subgroups where their size is fixed. */
+function rowSum(subgroupSize: number | null | undefined): string {
+  if (!subgroupSize || NORM_WORKGROUP % subgroupSize !== 0) {
+    return `${reductions(NORM_WORKGROUP)}
+fn row_sum(x: f32, tid: u32) -> f32 { return reduce_sum(x, tid); }`;
+  }
+  const groups = NORM_WORKGROUP / subgroupSize;
+  return `var<workgroup> subgroup_sums: array<f32, ${groups}>;
+fn row_sum(x: f32, tid: u32) -> f32 {
+  let partial = subgroupAdd(x);
+  if (tid % ${subgroupSize}u == 0u) { subgroup_sums[tid / ${subgroupSize}u] = partial; }
+  workgroupBarrier();
+  let total = ${[...Array(groups).keys()].map((g) => `subgroup_sums[${g}]`).join(" + ")};
+  workgroupBarrier();
+  return total;
+}`;
 }
 
 function normKernel(
@@ -48,7 +68,7 @@ const HIDDEN = ${s.hidden}u;
 const EPS = ${floatLiteral(s.eps)};
 const WG = ${NORM_WORKGROUP}u;
 ${bindingDeclarations(storage)}
-${reductions(NORM_WORKGROUP)}
+${rowSum(s.subgroupSize)}
 @compute @workgroup_size(WG)
 fn main(
   ${MAIN_ARGS},
@@ -103,7 +123,7 @@ export function rmsNormKernel(s: NormShape, weightOffset: number): KernelSpec {
     indentLines([
       ...rowLoads(s, []),
       `let squares = ${sumOf(s, (u) => `x${u} * x${u}`)};`,
-      "let inv = inverseSqrt(reduce_sum(squares, tid) / f32(HIDDEN) + EPS);",
+      "let inv = inverseSqrt(row_sum(squares, tid) / f32(HIDDEN) + EPS);",
       ...rowStores(s, (u) => `x${u} * inv * (w${u} + ${floatLiteral(weightOffset)})`),
     ], "  "),
     [],
@@ -126,9 +146,9 @@ export function layerNormKernel(s: NormShape): KernelSpec {
     s,
     indentLines([
       ...rowLoads(s, ["bias"]),
-      `let mean = reduce_sum(${sumOf(s, (u) => `x${u}`)}, tid) / f32(HIDDEN);`,
+      `let mean = row_sum(${sumOf(s, (u) => `x${u}`)}, tid) / f32(HIDDEN);`,
       `let squares = ${sumOf(s, (u) => `select(0.0, (x${u} - mean) * (x${u} - mean), in${u})`)};`,
-      "let inv = inverseSqrt(reduce_sum(squares, tid) / f32(HIDDEN) + EPS);",
+      "let inv = inverseSqrt(row_sum(squares, tid) / f32(HIDDEN) + EPS);",
       ...rowStores(s, (u) => `(x${u} - mean) * inv * w${u} + b${u}`),
     ], "  "),
     ["bias"],

@@ -99,6 +99,7 @@ function lowerNode(ctx: LowerContext): Invocation[] {
         hidden,
         eps: node.attrs.eps,
         weightDtype: weightDtype(ctx, node.inputs[1]),
+        subgroupSize: ctx.target.subgroupSize,
       };
       return perRow(
         ctx,
