@@ -4,7 +4,8 @@
  * weight, [bias,] y) and `logits` (x, table, y). A weight split into shards is dispatched once
  * per shard: params = [first output row of the shard, its rows].
  *
- * Each workgroup takes {@link MATMUL_ROWS} output rows, one team of 32 invocations per row. The
+ * Each workgroup takes a few output rows (`rowsPerWorkgroup`: 16 where the target allows 512
+ * invocations, see {@link matmulRowsFor}), one team of 32 invocations per row. The
  * vector kernel (rows of whole 16-byte pieces) has each invocation load {@link LOADS} pieces
  * before using any (generated straight-line, see unrolled.ts), applies each piece to up to
  * {@link BATCH_TILE} sequences at once, and sums a team by `subgroupAdd` where the target's
@@ -25,6 +26,8 @@ import {
 
 /** Output rows per workgroup: one team of {@link TEAM} invocations per row. */
 export const MATMUL_ROWS = 4;
+/** Output rows per workgroup where the target allows 512 invocations (see {@link matmulRowsFor}). */
+const WIDE_ROWS = 16;
 /** Invocations per output row. */
 const TEAM = 32;
 /** 16-byte weight pieces each invocation loads before using any. */
@@ -45,6 +48,8 @@ export interface MatmulShape {
   op: "matmul" | "logits";
   /** The target's fixed subgroup size, if any: 32 reduces a row by `subgroupAdd`. */
   subgroupSize?: number | null;
+  /** Output rows per workgroup (default {@link MATMUL_ROWS}). */
+  rowsPerWorkgroup?: number;
   /**
    * Several matmuls of the same x in one dispatch (q, k, v; gate, up): each part's output rows.
    * Bindings: x, each weight, [each bias,] each y. Unsharded weights only.
@@ -55,20 +60,35 @@ export interface MatmulShape {
 }
 
 /**
- * Workgroups of a matmul: ⌈rows / MATMUL_ROWS⌉ for each part of a group.
+ * Workgroups of a matmul: ⌈rows / rowsPerWorkgroup⌉ for each part of a group.
  *
  * @example
  * ```ts
  * import { matmulWorkgroups } from "./matmul.ts";
- * matmulWorkgroups([4096, 1024, 1024]); // 1536
+ * matmulWorkgroups([4096, 1024, 1024], 4); // 1536
  * ```
  */
-export function matmulWorkgroups(rows: readonly number[]): number {
-  return rows.reduce((sum, r) => sum + Math.ceil(r / MATMUL_ROWS), 0);
+export function matmulWorkgroups(rows: readonly number[], rowsPerWorkgroup: number): number {
+  return rows.reduce((sum, r) => sum + Math.ceil(r / rowsPerWorkgroup), 0);
 }
 
 /**
- * The kernel; dispatch ⌈rows / MATMUL_ROWS⌉ workgroups per shard. Rows whose length is a whole
+ * Output rows per workgroup for a target: 16 (512 invocations) where allowed — on the H100 at
+ * B=1, 2 / 4 / 8 / 16 / 32 rows per workgroup gave a llama2-7b step of 12.22 / 12.15 / 12.13 /
+ * 12.08 / 12.08 ms at S=32k — else as many as fit.
+ *
+ * @example
+ * ```ts
+ * import { matmulRowsFor } from "./matmul.ts";
+ * [matmulRowsFor(1024), matmulRowsFor(256)]; // [16, 8]
+ * ```
+ */
+export function matmulRowsFor(maxInvocationsPerWorkgroup: number): number {
+  return Math.max(1, Math.min(WIDE_ROWS, Math.floor(maxInvocationsPerWorkgroup / TEAM)));
+}
+
+/**
+ * The kernel; dispatch ⌈rows / rowsPerWorkgroup⌉ workgroups per shard. Rows whose length is a whole
  * number of 16-byte pieces (8 f16 or 4 f32 weights) get the vector kernel, others a scalar one.
  *
  * @example
@@ -101,11 +121,11 @@ export function matmulVectorFits(s: Pick<MatmulShape, "inner" | "weightDtype">):
 }
 
 /** Sums `value` over a team: `subgroupAdd` where a subgroup is a team, else a tree. */
-function teamSum(subgroups: boolean): string {
+function teamSum(subgroups: boolean, rows: number): string {
   if (subgroups) {
     return "fn team_sum(value: f32, tid: u32, lane: u32) -> f32 { return subgroupAdd(value); }";
   }
-  return `var<workgroup> partial: array<f32, ${MATMUL_ROWS * TEAM}>;
+  return `var<workgroup> partial: array<f32, ${rows * TEAM}>;
 fn team_sum(value: f32, tid: u32, lane: u32) -> f32 {
   partial[tid] = value;
   workgroupBarrier();
@@ -125,6 +145,7 @@ fn team_sum(value: f32, tid: u32, lane: u32) -> f32 {
  * {@link BATCH_TILE} sequences' x, and reduces once per sequence.
  */
 function vectorKernel(s: MatmulShape): KernelSpec {
+  const ROWS = s.rowsPerWorkgroup ?? MATMUL_ROWS;
   const f16 = s.weightDtype === "f16";
   const parts = s.group ?? [s.outer];
   const grouped = s.group !== undefined;
@@ -202,7 +223,7 @@ function vectorKernel(s: MatmulShape): KernelSpec {
   // A row of the shard (params) or, grouped, of the part whose workgroups this one is among.
   let body: string;
   if (!grouped) {
-    body = `  let local_row = flat * ${MATMUL_ROWS}u + tid / TEAM;
+    body = `  let local_row = flat * ${ROWS}u + tid / TEAM;
   // Rows past the shard still take part in the reductions; they read row 0 and write nothing.
   let valid = local_row < params.rows;
   let w_base = select(0u, local_row, valid) * PIECES;
@@ -212,9 +233,9 @@ ${tiles(0)}`;
     let first = 0;
     body = parts.map((rows, p) => {
       const start = first;
-      first += Math.ceil(rows / MATMUL_ROWS);
+      first += Math.ceil(rows / ROWS);
       return `${p === 0 ? "  " : " else "}if (flat < ${first}u) {
-    let local_row = (flat - ${start}u) * ${MATMUL_ROWS}u + tid / TEAM;
+    let local_row = (flat - ${start}u) * ${ROWS}u + tid / TEAM;
     let valid = local_row < ${rows}u;
     let w_base = select(0u, local_row, valid) * PIECES;
     let n = local_row;
@@ -224,28 +245,27 @@ ${indentLines(tiles(p).split("\n"), "  ")}
   }
   const base = s.op === "logits" ? "logits" : s.bias ? "matmul_bias" : "matmul";
   const name = `${base}_vec${grouped ? `_x${parts.length}` : ""}${s.residual ? "_residual" : ""}`;
-  const source =
-    `// sparqc ${s.op}: ${MATMUL_ROWS} rows per workgroup, a team of ${TEAM} per row, ${
-      f16 ? "8 f16" : "4 f32"
-    } weights per load, ${LOADS} loads in flight per invocation${
-      grouped ? `; ${parts.length} matmuls of the same x in one dispatch` : ""
-    }
+  const source = `// sparqc ${s.op}: ${ROWS} rows per workgroup, a team of ${TEAM} per row, ${
+    f16 ? "8 f16" : "4 f32"
+  } weights per load, ${LOADS} loads in flight per invocation${
+    grouped ? `; ${parts.length} matmuls of the same x in one dispatch` : ""
+  }
 ${weightPrelude(s.weightDtype)}${PARAMS_DECL}
 const PIECES = ${pieces}u;
 const X_ROW = ${s.inner / 4}u;
 const TEAM = ${TEAM}u;
 ${bindingDeclarations(storage)}
-${teamSum(subgroups)}
+${teamSum(subgroups, ROWS)}
 ${
-      f16
-        ? `fn piece_dot(w: vec4<u32>, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
+    f16
+      ? `fn piece_dot(w: vec4<u32>, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
   return dot(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), xa) +
     dot(vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), xb);
 }`
-        : "fn piece_dot(w: vec4<f32>, xa: vec4<f32>) -> f32 { return dot(w, xa); }"
-    }
+      : "fn piece_dot(w: vec4<f32>, xa: vec4<f32>) -> f32 { return dot(w, xa); }"
+  }
 
-@compute @workgroup_size(${MATMUL_ROWS * TEAM})
+@compute @workgroup_size(${ROWS * TEAM})
 fn main(
   ${MAIN_ARGS},
 ) {
@@ -259,6 +279,7 @@ ${body}
 
 /** The scalar kernel, for rows that are not a whole number of 16-byte pieces. */
 function scalarKernel(s: MatmulShape): KernelSpec {
+  const ROWS = s.rowsPerWorkgroup ?? MATMUL_ROWS;
   const width = s.inner % 4 === 0 ? 4 : 1;
   const vec = (t: string) => (width === 4 ? `vec4<${t}>` : t);
   const product = (w: string, x: string) =>
@@ -272,8 +293,7 @@ function scalarKernel(s: MatmulShape): KernelSpec {
   ];
   const pieces = s.inner / width;
   const name = s.op === "logits" ? "logits" : s.bias ? "matmul_bias" : "matmul";
-  const source =
-    `// sparqc ${s.op}: ${MATMUL_ROWS} output rows per workgroup, ${TEAM} invocations per row
+  const source = `// sparqc ${s.op}: ${ROWS} output rows per workgroup, ${TEAM} invocations per row
 ${weightPrelude(s.weightDtype)}${PARAMS_DECL}
 const BATCH = ${s.batch}u;
 const PIECES = ${pieces}u;
@@ -281,15 +301,15 @@ const OUTER = ${s.outer}u;
 const LANES = ${TEAM}u;
 const STEP = LANES * ${LOADS}u;
 ${bindingDeclarations(storage)}
-var<workgroup> partial: array<f32, ${MATMUL_ROWS * TEAM}>;
+var<workgroup> partial: array<f32, ${ROWS * TEAM}>;
 
-@compute @workgroup_size(${MATMUL_ROWS * TEAM})
+@compute @workgroup_size(${ROWS * TEAM})
 fn main(
   ${MAIN_ARGS},
 ) {
   ${FLAT_ID}
   let lane = tid % LANES;
-  let local_row = flat * ${MATMUL_ROWS}u + tid / LANES;
+  let local_row = flat * ${ROWS}u + tid / LANES;
   // Rows past the shard still take part in the barriers; they read row 0 and write nothing.
   let valid = local_row < params.rows;
   let w_row = select(0u, local_row, valid) * PIECES;
@@ -297,15 +317,15 @@ fn main(
     var sum = 0.0;
     for (var k = lane; k < PIECES; k += STEP) {
 ${
-      unroll(LOADS, (u) =>
-        `let w${u} = ${weightName}[w_row + min(k + ${u * TEAM}u, PIECES - 1u)];`, "      ")
-    }
+    unroll(LOADS, (u) =>
+      `let w${u} = ${weightName}[w_row + min(k + ${u * TEAM}u, PIECES - 1u)];`, "      ")
+  }
 ${
-      unroll(LOADS, (u) =>
-        `if (k + ${u * TEAM}u < PIECES) { sum += ${
-          product(`w${u}`, `x[b * PIECES + k + ${u * TEAM}u]`)
-        }; }`, "      ")
-    }
+    unroll(LOADS, (u) =>
+      `if (k + ${u * TEAM}u < PIECES) { sum += ${
+        product(`w${u}`, `x[b * PIECES + k + ${u * TEAM}u]`)
+      }; }`, "      ")
+  }
     }
     partial[tid] = sum;
     workgroupBarrier();

@@ -8,8 +8,8 @@
  * @module
  */
 import {
-  MATMUL_ROWS,
   matmulKernel,
+  matmulRowsFor,
   matmulVectorFits,
   matmulWorkgroups,
 } from "../../kernels/matmul.ts";
@@ -21,6 +21,10 @@ import {
   shardRanges,
   weightDtype,
 } from "./lower_context.ts";
+
+/** Output rows per matmul workgroup on the target. */
+const rowsPerWorkgroup = (ctx: LowerContext) =>
+  matmulRowsFor(ctx.target.limits.maxComputeInvocationsPerWorkgroup);
 
 /**
  * A matmul-like node, its weight (operand 1) possibly split by rows into shards; with
@@ -49,6 +53,7 @@ export function rowSplit(
     op: node.op === "logits" ? "logits" : "matmul",
     subgroupSize: ctx.target.subgroupSize,
     residual: residual !== undefined,
+    rowsPerWorkgroup: rowsPerWorkgroup(ctx),
   });
   const ranges = shardRanges(ctx, [weight]);
   return ranges.map((range, shard) => {
@@ -61,7 +66,7 @@ export function rowSplit(
         : [...node.inputs, output],
       shard,
       params: [range.firstRow, rows, 0, 0],
-      dispatch: grid(ctx, Math.ceil(rows / MATMUL_ROWS)),
+      dispatch: grid(ctx, Math.ceil(rows / rowsPerWorkgroup(ctx))),
     };
   });
 }
@@ -112,6 +117,7 @@ export function groupedMatmul(ctx: LowerContext, group: Node[]): Invocation[] {
     op: "matmul",
     subgroupSize: ctx.target.subgroupSize,
     group: rows,
+    rowsPerWorkgroup: rowsPerWorkgroup(ctx),
   });
   return [{
     node: group[0].id,
@@ -124,6 +130,6 @@ export function groupedMatmul(ctx: LowerContext, group: Node[]): Invocation[] {
     ],
     shard: 0,
     params: [0, rows.reduce((a, b) => a + b, 0), 0, 0],
-    dispatch: grid(ctx, matmulWorkgroups(rows)),
+    dispatch: grid(ctx, matmulWorkgroups(rows, rowsPerWorkgroup(ctx))),
   }];
 }
