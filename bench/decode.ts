@@ -19,6 +19,7 @@ import type { Gpu } from "../runtime/device.ts";
 import { generate } from "../runtime/generation.ts";
 import { loadHfWeights } from "../runtime/hf_weights.ts";
 import { summarize } from "../runtime/stats.ts";
+import { skipped } from "./measure.ts";
 import type { DecodeLine, GenerationTiming, ResultLine, RunHeader } from "./results.ts";
 import type { Group, Point } from "./sweep.ts";
 
@@ -168,11 +169,6 @@ async function measurePoint(ctx: DecodeContext, p: Point, plan: Plan): Promise<M
   } finally {
     decoder.destroy();
   }
-}
-
-function skipped(p: Point, reason: string): ResultLine {
-  const { key: _, ...fields } = p;
-  return { type: "skipped", key: p.key, ...fields, reason };
 }
 
 /**

@@ -121,7 +121,15 @@ async function runPoint(ctx: MeasureContext, p: Point, program: Program): Promis
   }
 }
 
-function skipped(p: Point, reason: string): ResultLine {
+/**
+ * The line of a point that was not run.
+ *
+ * @example
+ * ```ts
+ * // await emit(skipped(point, "needs 137 GiB, more than the 78.6 GiB budget"));
+ * ```
+ */
+export function skipped(p: Point, reason: string): ResultLine {
   const { key: _, ...fields } = p;
   return { type: "skipped", key: p.key, ...fields, reason };
 }

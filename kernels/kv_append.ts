@@ -25,6 +25,25 @@ export const KV_APPEND_SPACE: KvAppendConfig[] = [64, 128, 256, 512].map((workgr
 }));
 
 /**
+ * WGSL storing `key` and `value` (component j of position pos) in the cache row `row` of this
+ * buffer: K, V, and for SparQ Kᵀ and the running V_mean.
+ */
+function cacheStores(sparq: boolean, row: string): string {
+  const lines = [
+    `k_cache[(${row} * MAX_SEQ + pos) * HEAD_DIM + j] = key;`,
+    `v_cache[(${row} * MAX_SEQ + pos) * HEAD_DIM + j] = value;`,
+    ...(sparq
+      ? [
+        `kt_cache[kt_index(${row}, j, pos)] = key;`,
+        `let mean = v_mean[${row} * HEAD_DIM + j];`,
+        `v_mean[${row} * HEAD_DIM + j] = mean + (f32(value) - mean) / f32(pos + 1u);`,
+      ]
+      : []),
+  ];
+  return lines.map((l) => `  ${l}\n`).join("");
+}
+
+/**
  * The kv_append kernel for one cache layout.
  *
  * @example
@@ -71,16 +90,7 @@ fn main(
   let src = row * HEAD_DIM + j;
   let key = KV(k[src]);
   let value = KV(v[src]);
-  k_cache[(local_row * MAX_SEQ + pos) * HEAD_DIM + j] = key;
-  v_cache[(local_row * MAX_SEQ + pos) * HEAD_DIM + j] = value;
-${
-    s.sparq
-      ? `  kt_cache[kt_index(local_row, j, pos)] = key;
-  let mean = v_mean[local_row * HEAD_DIM + j];
-  v_mean[local_row * HEAD_DIM + j] = mean + (f32(value) - mean) / f32(pos + 1u);
-`
-      : ""
-  }}
+${cacheStores(s.sparq, "local_row")}}
 `;
   return computeKernel(
     `kv_append_${s.sparq ? "sparq" : "dense"}`,
@@ -165,16 +175,7 @@ fn main(
   if (pos >= MAX_SEQ) { return; }
   let key = KV(rotated_k(e));
   let value = KV(v[e]);
-  k_cache[(row * MAX_SEQ + pos) * HEAD_DIM + j] = key;
-  v_cache[(row * MAX_SEQ + pos) * HEAD_DIM + j] = value;
-${
-    s.sparq
-      ? `  kt_cache[kt_index(row, j, pos)] = key;
-  let mean = v_mean[row * HEAD_DIM + j];
-  v_mean[row * HEAD_DIM + j] = mean + (f32(value) - mean) / f32(pos + 1u);
-`
-      : ""
-  }}
+${cacheStores(s.sparq, "row")}}
 `;
   return computeKernel(
     `rope_kv_append_${s.sparq ? "sparq" : "dense"}`,
