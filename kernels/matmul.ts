@@ -299,9 +299,10 @@ const BATCH = ${s.batch}u;
 const PIECES = ${pieces}u;
 const OUTER = ${s.outer}u;
 const LANES = ${TEAM}u;
+const TEAM = ${TEAM}u;
 const STEP = LANES * ${LOADS}u;
 ${bindingDeclarations(storage)}
-var<workgroup> partial: array<f32, ${ROWS * TEAM}>;
+${teamSum(false, ROWS)}
 
 @compute @workgroup_size(${ROWS * TEAM})
 fn main(
@@ -327,17 +328,11 @@ ${
       }; }`, "      ")
   }
     }
-    partial[tid] = sum;
-    workgroupBarrier();
-    for (var stride = LANES / 2u; stride > 0u; stride /= 2u) {
-      if (lane < stride) { partial[tid] += partial[tid + stride]; }
-      workgroupBarrier();
-    }
+    let total = team_sum(sum, tid, lane);
     if (valid && lane == 0u) {
       let n = params.first_row + local_row;
-      y[b * OUTER + n] = partial[tid]${s.bias ? " + f32(bias[n])" : ""};
+      y[b * OUTER + n] = total${s.bias ? " + f32(bias[n])" : ""};
     }
-    workgroupBarrier();
   }
 }
 `;

@@ -50,20 +50,22 @@ export function reportTitle(header: Run["header"]): string {
 
 const us = (ns: number) => (ns / 1000).toFixed(1);
 
+/** A table cell, sorted by `sortValue` where given (else by its text). */
+const cell = (value: unknown, sortValue?: number) =>
+  `<td${sortValue === undefined ? "" : ` data-v="${sortValue}"`}>${escapeHtml(value ?? "")}</td>`;
+
+/** The cells that say which point a row is: model, batch, context, method. */
+const pointCells = (l: Run["lines"][number]) =>
+  cell(l.model) + cell(l.batch, l.batch) + cell(l.seq, l.seq) +
+  cell(l.method === "dense" ? "dense" : `SparQ r=${l.r} k=${l.k}`);
+
 function tableRows(run: Run, baseline?: Map<string, PointLine>): string {
   return run.lines.map((l) => {
     const p = l.type === "point" ? l : undefined;
     const base = p && baseline?.get(l.key);
     const change = base ? (100 * (p.time.median - base.time.median)) / base.time.median : undefined;
-    const cell = (value: unknown, sortValue?: number) =>
-      `<td${sortValue === undefined ? "" : ` data-v="${sortValue}"`}>${
-        escapeHtml(value ?? "")
-      }</td>`;
     return `<tr class="${l.type}">` +
-      cell(l.model) +
-      cell(l.batch, l.batch) +
-      cell(l.seq, l.seq) +
-      cell(l.method === "dense" ? "dense" : `SparQ r=${l.r} k=${l.k}`) +
+      pointCells(l) +
       cell(p ? us(p.time.median) : "skipped", p?.time.median ?? Infinity) +
       cell(p ? `${us(p.time.p10)}–${us(p.time.p90)}` : "", p?.time.p10) +
       cell(p?.time.n, p?.time.n) +
@@ -92,17 +94,10 @@ function decodeRows(run: Run): string {
   };
   return run.lines.filter((l) => l.type === "decode" || l.key.startsWith("decode ")).map((l) => {
     const d = l.type === "decode" ? l : undefined;
-    const cell = (value: unknown, sortValue?: number) =>
-      `<td${sortValue === undefined ? "" : ` data-v="${sortValue}"`}>${
-        escapeHtml(value ?? "")
-      }</td>`;
     const one = generationOf(d, "one");
     const many = generationOf(d, "many");
     return `<tr class="${l.type}">` +
-      cell(l.model) +
-      cell(l.batch, l.batch) +
-      cell(l.seq, l.seq) +
-      cell(l.method === "dense" ? "dense" : `SparQ r=${l.r} k=${l.k}`) +
+      pointCells(l) +
       cell(d ? ms(d.time.median) : "skipped", d?.time.median ?? Infinity) +
       cell(d ? `${ms(d.time.p10)}–${ms(d.time.p90)}` : "", d?.time.p10) +
       cell(d?.tokensPerSecond.toFixed(1), d?.tokensPerSecond) +

@@ -68,13 +68,15 @@ export function fuseAt(
       };
     }
   }
+  // q's and k's rope: the same positions and rotation, one dispatch.
+  const ropePair = node.op === "rope" && next?.op === "rope" &&
+    next.inputs[1] === node.inputs[1] && next.attrs.headDim === node.attrs.headDim &&
+    next.attrs.theta === node.attrs.theta && next.attrs.rotaryDims === node.attrs.rotaryDims;
   const third = nodes[at + 2];
   if (
-    node.op === "rope" && next?.op === "rope" && third?.op === "kv_append" &&
-    next.inputs[1] === node.inputs[1] && third.inputs[2] === node.inputs[1] &&
-    third.inputs[0] === next.outputs[0] && uses.get(next.outputs[0]) === 1 &&
-    next.attrs.headDim === node.attrs.headDim && next.attrs.theta === node.attrs.theta &&
-    next.attrs.rotaryDims === node.attrs.rotaryDims &&
+    ropePair && node.op === "rope" && third?.op === "kv_append" &&
+    third.inputs[2] === node.inputs[1] && third.inputs[0] === next.outputs[0] &&
+    uses.get(next.outputs[0]) === 1 &&
     third.inputs.slice(3).every((t) => (ctx.shardings.get(t)?.shards.length ?? 1) === 1)
   ) {
     const kCache = ctx.types.get(third.inputs[3])!;
@@ -110,11 +112,7 @@ export function fuseAt(
       }],
     };
   }
-  if (
-    node.op === "rope" && next?.op === "rope" && next.inputs[1] === node.inputs[1] &&
-    next.attrs.headDim === node.attrs.headDim && next.attrs.theta === node.attrs.theta &&
-    next.attrs.rotaryDims === node.attrs.rotaryDims
-  ) {
+  if (ropePair && node.op === "rope" && next.op === "rope") {
     const [batch] = ctx.types.get(node.outputs[0])!.shape;
     const count = batch * (node.attrs.heads + next.attrs.heads) * node.attrs.headDim;
     return {
