@@ -35,6 +35,25 @@ fn main(@builtin(local_invocation_index) tid: u32) {
 `;
 }
 
+const feedPipelines = new WeakMap<GPUDevice, Map<number, GPUComputePipeline>>();
+
+/** The feed kernel for a batch, built once per device. */
+function feedPipeline(device: GPUDevice, batch: number): GPUComputePipeline {
+  let byBatch = feedPipelines.get(device);
+  if (!byBatch) feedPipelines.set(device, byBatch = new Map());
+  let pipeline = byBatch.get(batch);
+  if (!pipeline) {
+    const module = device.createShaderModule({ label: "generation feed", code: feedSource(batch) });
+    pipeline = device.createComputePipeline({
+      label: "generation feed",
+      layout: "auto",
+      compute: { module, entryPoint: "main" },
+    });
+    byBatch.set(batch, pipeline);
+  }
+  return pipeline;
+}
+
 /** Options of {@link generate}. */
 export interface GenerateOptions {
   /** The first token of each sequence. */
@@ -98,12 +117,7 @@ export async function generate(
     size: historyBytes,
     usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
   });
-  const module = device.createShaderModule({ label: "generation feed", code: feedSource(batch) });
-  const pipeline = device.createComputePipeline({
-    label: "generation feed",
-    layout: "auto",
-    compute: { module, entryPoint: "main" },
-  });
+  const pipeline = feedPipeline(device, batch);
   const group = device.createBindGroup({
     layout: pipeline.getBindGroupLayout(0),
     entries: [
