@@ -444,34 +444,22 @@ export function benchCommand(args: string[], io: Io = processIo): Promise<number
 /** One progress line's text for a measured or skipped point. */
 function progressText(line: ResultLine): string {
   const gbps = (x: number) => x.toFixed(x < 10 ? 2 : 0);
-  switch (line.type) {
-    case "skipped":
-      return `skipped: ${line.reason}`;
-    case "point":
-      return `${(line.time.median / 1e3).toFixed(1)} µs` +
-        (line.method === "sparq"
-          ? `, ${line.speedup.toFixed(2)}× dense (${line.theoreticalSpeedup.toFixed(2)}× possible)`
-          : `, ${gbps(line.achievedGBps)} GB/s`);
-    case "decode": {
-      const resident = line.generation.at(-1);
-      return `${(line.time.median / 1e6).toFixed(3)} ms/step, ${
-        line.tokensPerSecond.toFixed(1)
-      } tokens/s, ${gbps(line.achievedGBps)} GB/s (${
-        line.rooflinePercent.toFixed(0)
-      }% of ceiling)` +
-        `, attention ${(100 * line.attentionShare).toFixed(0)}%` +
-        (line.method === "sparq"
-          ? `, ${line.speedup.toFixed(2)}× dense (${line.theoreticalSpeedup.toFixed(2)}× possible)`
-          : "") +
-        (resident
-          ? `; generation ${
-            line.generation.map((g) =>
-              `${g.tokensPerSecond.toFixed(1)} tokens/s reading every ${g.readEvery}`
-            ).join(", ")
-          }`
-          : "");
-    }
+  if (line.type === "skipped") return `skipped: ${line.reason}`;
+  const vsDense = line.method === "sparq"
+    ? `, ${line.speedup.toFixed(2)}× dense (${line.theoreticalSpeedup.toFixed(2)}× possible)`
+    : "";
+  if (line.type === "point") {
+    return `${(line.time.median / 1e3).toFixed(1)} µs` +
+      (vsDense || `, ${gbps(line.achievedGBps)} GB/s`);
   }
+  const generation = line.generation.map((g) =>
+    `${g.tokensPerSecond.toFixed(1)} tokens/s reading every ${g.readEvery}`
+  );
+  return `${(line.time.median / 1e6).toFixed(3)} ms/step, ${
+    line.tokensPerSecond.toFixed(1)
+  } tokens/s, ${gbps(line.achievedGBps)} GB/s (${line.rooflinePercent.toFixed(0)}% of ceiling)` +
+    `, attention ${(100 * line.attentionShare).toFixed(0)}%${vsDense}` +
+    (generation.length ? `; generation ${generation.join(", ")}` : "");
 }
 
 async function openResume(spec: string, outDir: string) {
