@@ -159,6 +159,52 @@ Deno.test("the local window always keeps the newest positions", async () => {
   ok(relativeL2(out.y, sparqReference(p, params, chosen).y) <= 2e-3);
 });
 
+Deno.test("the selection stays exact where ranking scores tie or bunch", async () => {
+  // Rows repeating three patterns tie ~S/3 positions on each score; a 512× outlier row squeezes
+  // the rest into a few value bins. Both overflow the binned selection's boundary bin, so the
+  // radix fallback must give the same sets as the reference.
+  const shapes: [string, (k: Float64Array, S: number, d: number, rows: number) => void][] = [
+    ["ties", (k, S, d, rows) => {
+      for (let row = 0; row < rows; row++) {
+        for (let pos = 3; pos < S; pos++) {
+          k.copyWithin(
+            (row * S + pos) * d,
+            (row * S + (pos % 3)) * d,
+            (row * S + (pos % 3) + 1) * d,
+          );
+        }
+      }
+    }],
+    ["outlier", (k, S, d, rows) => {
+      for (let row = 0; row < rows; row++) {
+        for (let j = 0; j < d; j++) k[(row * S + 5) * d + j] *= 512;
+      }
+    }],
+  ];
+  for (const [name, shape] of shapes) {
+    for (const group of [1, 2]) {
+      const seed = freshSeed();
+      const p = randomProblem({
+        batch: 2,
+        heads: 2 * group,
+        kvHeads: 2,
+        seqCapacity: 1000,
+        headDim: 64,
+        ragged: false,
+        seed,
+        kvDtype: "f32",
+      });
+      shape(p.k as Float64Array, 1000, 64, 4);
+      const params = { r: 16, k: 40, localWindow: 0 };
+      const label = `${name} group=${group} seed=${seed}`;
+      const out = await runAttention(gpu, target, p, { kind: "sparq", ...params }, "f32");
+      const chosen = checkIndices(p, params, out.indices!, label);
+      const error = relativeL2(out.y, sparqReference(p, params, chosen).y);
+      ok(error <= 1e-5, `${label}: SparQ relative L2 ${error}`);
+    }
+  }
+});
+
 /** Runs kv_append then attention; compares the cache it wrote and y with the reference. */
 async function appendThenAttend(p: RandomProblem, sparq: boolean, t: Target, label: string) {
   const { batch, heads, kvHeads, headDim: d, seqCapacity: S } = p;

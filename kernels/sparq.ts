@@ -422,16 +422,44 @@ ${indentLines(statistics, "    ")}
   return spec("sparq_scores", source, SCORES_BINDINGS);
 }
 
-/** WGSL shared by the two selection stages: head statistics and the radix select. */
-function selectionCommon(): string {
+/** Boundary-bin items the binned selection ranks in workgroup memory (one per invocation). */
+const BOUNDARY_CAPACITY = 256;
+
+/**
+ * WGSL shared by the two selection stages: head statistics, ranking keys, the radix round and
+ * the binned selection's workgroup memory. `group` decides the ranking key: with one query head
+ * per KV head, Σ_group ŝ is monotone in the logit, so the logit itself ranks (no softmax needed).
+ */
+function selectionCommon(group: number): string {
+  const rankingValue = group === 1 ? "scores[head0 * MAX_SEQ + pos]" : `log_sum_shat(head0, pos)`;
   return `var<workgroup> head_max: array<f32, GROUP>;
 var<workgroup> head_inv: array<f32, GROUP>;
+var<workgroup> head_log_inv: array<f32, GROUP>;
 var<workgroup> hist: array<atomic<u32>, 256>;
 var<workgroup> chosen_bin: u32;
 var<workgroup> chosen_left: u32;
+var<workgroup> chosen_here: u32;
+var<workgroup> boundary_key: array<u32, ${BOUNDARY_CAPACITY}>;
+var<workgroup> boundary_position: array<u32, ${BOUNDARY_CAPACITY}>;
+var<workgroup> boundary_count: atomic<u32>;
+var<workgroup> taken_count: atomic<u32>;
+const WINDOW_KEY = 0xffffffffu;
 
 fn shat(head: u32, pos: u32, h: u32) -> f32 {
   return exp(scores[head * MAX_SEQ + pos] - head_max[h]) * head_inv[h];
+}
+
+// log Σ_group ŝ, by log-sum-exp so that no term underflows to a -inf key.
+fn log_sum_shat(head0: u32, pos: u32) -> f32 {
+  var m = NEG;
+  for (var h = 0u; h < GROUP; h++) {
+    m = max(m, scores[(head0 + h) * MAX_SEQ + pos] - head_max[h] + head_log_inv[h]);
+  }
+  var sum = 0.0;
+  for (var h = 0u; h < GROUP; h++) {
+    sum += exp(scores[(head0 + h) * MAX_SEQ + pos] - head_max[h] + head_log_inv[h] - m);
+  }
+  return m + log(sum);
 }
 
 // Each head's softmax over all valid positions, from stage 1's per-block statistics.
@@ -451,23 +479,55 @@ fn head_statistics(head0: u32, len: u32, tid: u32) {
     if (tid == 0u) {
       head_max[h] = stats.x;
       head_inv[h] = 1.0 / stats.y;
+      head_log_inv[h] = -log(stats.y);
     }
   }
   workgroupBarrier();
 }
 
-// The ranking key of a position: the bits of Σ_group ŝ (≥ 0, so they order as the floats);
-// the local window gets the largest key.
-fn ranking_key(head0: u32, pos: u32, len: u32) -> u32 {
-  if (pos + LOCAL_WINDOW >= len) { return 0xffffffffu; }
-  var c = 0.0;
-  for (var h = 0u; h < GROUP; h++) { c += shat(head0 + h, pos, h); }
-  return bitcast<u32>(c);
+// The bits of a float, reordered so that unsigned order is the float order.
+fn ordered_key(x: f32) -> u32 {
+  let bits = bitcast<u32>(x);
+  return select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
 }
 
-// One radix round: picks the bin holding the want-th largest key among keys matching prefix.
-// hist must hold this round's counts; returns (bin, how many to take from it).
-fn radix_round(want: u32, tid: u32) -> vec2<u32> {
+fn key_value(key: u32) -> f32 {
+  return bitcast<f32>(select(~key, key & 0x7fffffffu, (key & 0x80000000u) != 0u));
+}
+
+// The ranking key of a position: a value monotone in Σ_group ŝ; the local window gets the largest.
+fn ranking_key(head0: u32, pos: u32, len: u32) -> u32 {
+  if (pos + LOCAL_WINDOW >= len) { return WINDOW_KEY; }
+  return ordered_key(${rankingValue});
+}
+
+// (min, max) over the workgroup, of the ranking values that are not the local window's.
+fn reduce_range(lo: f32, hi: f32, tid: u32) -> vec2<f32> {
+  red_a[tid] = -lo;
+  red_b[tid] = hi;
+  workgroupBarrier();
+  for (var s = RED_HALF; s > 0u; s = s >> 1u) {
+    if (tid < s && tid + s < RED_WG) {
+      red_a[tid] = max(red_a[tid], red_a[tid + s]);
+      red_b[tid] = max(red_b[tid], red_b[tid + s]);
+    }
+    workgroupBarrier();
+  }
+  let result = vec2<f32>(-red_a[0], red_b[0]);
+  workgroupBarrier();
+  return result;
+}
+
+// The value bin of a key: 255 linear bins between the range's ends, 255 for the window.
+// Monotone in the key, so the want-th largest key lies in the bin a radix round picks.
+fn value_bin(key: u32, lo: f32, scale: f32) -> u32 {
+  if (key == WINDOW_KEY) { return 255u; }
+  return min(u32(max(key_value(key) - lo, 0.0) * scale), 254u);
+}
+
+// One radix round: picks the bin holding the want-th largest key among the counted keys.
+// hist must hold this round's counts; returns (bin, how many to take from it, keys in it).
+fn radix_round(want: u32, tid: u32) -> vec3<u32> {
   // Keys in bins above this one: the total less the inclusive prefix, by one parallel scan.
   let here = atomicLoad(&hist[tid]);
   let scan = scan_exclusive(here, tid);
@@ -475,12 +535,14 @@ fn radix_round(want: u32, tid: u32) -> vec2<u32> {
   if (above < want && want <= above + here) {
     chosen_bin = tid;
     chosen_left = want - above;
+    chosen_here = here;
   }
   let bin = workgroupUniformLoad(&chosen_bin);
   let left = workgroupUniformLoad(&chosen_left);
+  let count = workgroupUniformLoad(&chosen_here);
   atomicStore(&hist[tid], 0u);
   workgroupBarrier();
-  return vec2<u32>(bin, left);
+  return vec3<u32>(bin, left, count);
 }
 `;
 }
@@ -538,6 +600,71 @@ function topSelection(p: { count: string; want: string; item: string; take: stri
 }
 
 /**
+ * WGSL selecting the `want` largest keys among `count` items, in one counting round where keys
+ * spread: 255 linear bins over the range of the ranking values (`range`, a uniform vec2 of min
+ * and max) give the bin holding the want-th key; items above it are taken at once, the items in
+ * it (usually a few dozen) go to workgroup memory and are ranked there, ties to the lower
+ * position. The radix select of {@link topSelection} (four rounds of 8 bits, each a counting
+ * pass) is the fallback where the boundary bin overflows workgroup memory or the two passes
+ * disagree; `reset` is WGSL that undoes what `take` accumulated before such a fallback. Taken
+ * items get slots in no particular order.
+ */
+function binnedSelection(
+  p: { count: string; want: string; item: string; take: string; range: string; reset: string },
+): string {
+  return `  {
+    let lo = ${p.range}.x;
+    let spread = ${p.range}.y - lo;
+    let scale = select(0.0, 255.0 / spread, spread > 1e-30);
+    if (tid == 0u) {
+      atomicStore(&boundary_count, 0u);
+      atomicStore(&taken_count, 0u);
+    }
+    for (var i = tid; i < ${p.count}; i += WG) {
+      ${p.item}
+      if (valid) { atomicAdd(&hist[value_bin(key, lo, scale)], 1u); }
+    }
+    workgroupBarrier();
+    let edge = radix_round(${p.want}, tid);
+    for (var i = tid; i < ${p.count}; i += WG) {
+      ${p.item}
+      if (!valid) { continue; }
+      let bin = value_bin(key, lo, scale);
+      if (bin > edge.x) {
+        let slot = atomicAdd(&taken_count, 1u);
+        if (slot < ${p.want}) { ${p.take} }
+      } else if (bin == edge.x) {
+        let at = atomicAdd(&boundary_count, 1u);
+        if (at < ${BOUNDARY_CAPACITY}u) {
+          boundary_key[at] = key;
+          boundary_position[at] = position;
+        }
+      }
+    }
+    let boundary = workgroupUniformLoad(&boundary_count);
+    let above = workgroupUniformLoad(&taken_count);
+    if (boundary == edge.z && above + edge.y == ${p.want} && boundary <= ${BOUNDARY_CAPACITY}u) {
+      for (var j = tid; j < boundary; j += WG) {
+        let key = boundary_key[j];
+        let position = boundary_position[j];
+        var rank = 0u;
+        for (var i = 0u; i < boundary; i++) {
+          let other = boundary_key[i];
+          if (other > key || (other == key && boundary_position[i] < position)) { rank++; }
+        }
+        if (rank < edge.y) {
+          let slot = above + rank;
+          ${p.take}
+        }
+      }
+    } else {
+      ${p.reset}
+${topSelection(p)}
+    }
+  }`;
+}
+
+/**
  * Stage 2a: each workgroup ranks `CANDIDATE_BLOCK` positions of one (sequence, KV head) in
  * workgroup memory and keeps its local top k, in position order, as (key, position)
  * candidates. The global top k is always among the local ones (same tie rule). Bindings
@@ -556,10 +683,12 @@ export function sparqCandidatesKernel(
   c: SparqConfig = SPARQ_DEFAULT,
 ): KernelSpec {
   const block = Math.min(CANDIDATE_BLOCK, s.maxSeq);
+  const group = s.heads / s.kvHeads;
   fitTile(
     "sparq_candidates",
     s.workgroupStorage,
-    () => (block + block / 16 + 1) * 4 + 256 * 4 + SPARQ_TOPK_WORKGROUP * 12,
+    () =>
+      (block + block / 16 + 1) * 4 + 256 * 4 + SPARQ_TOPK_WORKGROUP * 12 + BOUNDARY_CAPACITY * 8,
     [block],
   );
   const source = `// sparqc SparQ stage 2a: local top-k candidates of each block of positions
@@ -576,7 +705,7 @@ const WG = ${SPARQ_TOPK_WORKGROUP}u;
 var<workgroup> keys: array<u32, CBLOCK + CBLOCK / 16u + 1u>;
 fn padded(i: u32) -> u32 { return i + i / 16u; }
 ${reductions(SPARQ_TOPK_WORKGROUP)}
-${selectionCommon()}
+${selectionCommon(s.heads / s.kvHeads)}
 @compute @workgroup_size(WG)
 fn main(
   ${MAIN_ARGS},
@@ -593,21 +722,31 @@ fn main(
   let n = min(CBLOCK, len - start);
   let head0 = row * GROUP;
   let out = (row * CBLOCKS + cblock) * CK;
-  head_statistics(head0, len, tid);
-  for (var t = tid; t < n; t += WG) { keys[padded(t)] = ranking_key(head0, start + t, len); }
+${group > 1 ? "  head_statistics(head0, len, tid);\n" : ""}  var lo = 3.0e38;
+  var hi = NEG;
+  for (var t = tid; t < n; t += WG) {
+    let key = ranking_key(head0, start + t, len);
+    keys[padded(t)] = key;
+    if (key != WINDOW_KEY) {
+      lo = min(lo, key_value(key));
+      hi = max(hi, key_value(key));
+    }
+  }
   atomicStore(&hist[tid], 0u);
-  workgroupBarrier();
+  let range = reduce_range(lo, hi, tid);
   if (n <= CK) {
     for (var t = tid; t < n; t += WG) { candidates[out + t] = vec2<u32>(keys[padded(t)], start + t); }
     return;
   }
 
 ${
-    topSelection({
+    binnedSelection({
       count: "n",
       want: "CK",
       item: "let key = keys[padded(i)]; let valid = true; let position = start + i;",
       take: "candidates[out + slot] = vec2<u32>(key, position);",
+      range: "range",
+      reset: "",
     })
   }
 }
@@ -650,7 +789,7 @@ const WG = ${SPARQ_TOPK_WORKGROUP}u;
 @group(0) @binding(6) var<uniform> params: Params;
 
 ${reductions(SPARQ_TOPK_WORKGROUP)}
-${selectionCommon()}
+${selectionCommon(s.heads / s.kvHeads)}
 // Candidate i of the row (i < count), in position order, and whether it exists.
 fn candidate_at(row: u32, len: u32, i: u32) -> vec3<u32> {
   let cblock = i / CK;
@@ -679,18 +818,29 @@ fn main(
   }
   head_statistics(head0, len, tid);
   atomicStore(&hist[tid], 0u);
-  workgroupBarrier();
   let count = ((len + CBLOCK - 1u) / CBLOCK) * CK;
+  var lo = 3.0e38;
+  var hi = NEG;
+  for (var i = tid; i < count; i += WG) {
+    let c = candidate_at(row, len, i);
+    if (c.z == 1u && c.x != WINDOW_KEY) {
+      lo = min(lo, key_value(c.x));
+      hi = max(hi, key_value(c.x));
+    }
+  }
+  let range = reduce_range(lo, hi, tid);
 
   var kept_mass = array<f32, GROUP>();
 ${
-    topSelection({
+    binnedSelection({
       count: "count",
       want: "K_SEL",
       item:
         "let c = candidate_at(row, len, i); let key = c.x; let valid = c.z == 1u; let position = c.y;",
       take:
         "indices[out + slot] = position; for (var h = 0u; h < GROUP; h++) { kept_mass[h] += shat(head0 + h, position, h); }",
+      range: "range",
+      reset: "for (var h = 0u; h < GROUP; h++) { kept_mass[h] = 0.0; }",
     })
   }
   for (var h = 0u; h < GROUP; h++) {

@@ -115,10 +115,33 @@ export async function runAttention(
     executor.run();
     const y = await executor.read(T.y) as Float32Array;
     if (method.kind !== "sparq") return { y };
-    const indices = new Int32Array((await executor.read(`${T.y}.indices`)).buffer);
+    const indices = ascendingSets(
+      new Int32Array((await executor.read(`${T.y}.indices`)).buffer),
+      Math.min(method.k, S),
+    );
     const alpha = await executor.read(`${T.y}.alpha`) as Float32Array;
     return { y, indices, alpha };
   } finally {
     executor.destroy();
   }
+}
+
+/**
+ * Each (sequence, KV head) set of selected positions in ascending order, the −1 padding last:
+ * the kernel gives slots in no particular order.
+ *
+ * @example
+ * ```ts
+ * import { ascendingSets } from "./run_attention.ts";
+ * ascendingSets(Int32Array.of(7, 2, -1, 5, 1, 3), 3); // 2, 7, -1, 1, 3, 5
+ * ```
+ */
+export function ascendingSets(indices: Int32Array, kept: number): Int32Array {
+  const sorted = new Int32Array(indices.length);
+  for (let at = 0; at < indices.length; at += kept) {
+    const set = Array.from(indices.subarray(at, at + kept));
+    const chosen = set.filter((i) => i >= 0).sort((a, b) => a - b);
+    sorted.set([...chosen, ...set.filter((i) => i < 0)], at);
+  }
+  return sorted;
 }
