@@ -44,7 +44,6 @@ Deno.test("the bench writes a header, one line per point, the HTML report and th
     ok(line.bytes > 0 && line.achievedGBps > 0);
     if (line.method === "sparq") {
       deepStrictEqual(Object.keys(line.stages), [
-        "sparq_prepare",
         "sparq_scores",
         "sparq_candidates",
         "sparq_topk",

@@ -23,7 +23,7 @@ Deno.test("every preset compiles with both attention methods, and its plan round
         attention.map((d) => d.kernel),
         method === "dense"
           ? denseKernels
-          : ["sparq_prepare", "sparq_scores", "sparq_candidates", "sparq_topk", "sparq_attend"],
+          : ["sparq_scores", "sparq_candidates", "sparq_topk", "sparq_attend"],
       );
       ok(plan.stats.kernels < plan.stats.dispatchesPerStep, "kernels are shared across layers");
     }

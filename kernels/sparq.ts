@@ -1,17 +1,17 @@
 /**
- * SparQ attention in five kernels (../shared/SPARQ.md):
+ * SparQ attention in four kernels (../shared/SPARQ.md):
  *
- * 0. `sparq_prepare` — per (sequence, KV head): the r largest components of Σ_group |q| (i1) and
- *    each head's q[i1] / tau, once.
- * 1. `sparq_scores` — per (block of positions, sequence, KV head): the approximate logits
- *    q[i1]·Kᵀ[i1, pos] / tau from the contiguous Kᵀ rows; writes the logits and each block's
- *    softmax statistics (max, Σexp).
- * 2. `sparq_candidates` — per (block of 4096 positions, sequence, KV head): merges the block
- *    statistics into each head's softmax, ranks the block's positions by Σ_group ŝ (the bits of
- *    a non-negative float order as the float does; the newest `localWindow` positions get the
- *    largest key) and keeps its local top k by a radix select in workgroup memory.
- * 3. `sparq_topk` — per (sequence, KV head): the top k among the candidates (ties go to the
- *    lower position), written as ascending indices, and each head's kept mass alpha (1 exactly
+ * 1. `sparq_scores` — per (block of positions, sequence, KV head): i1, the r largest components
+ *    of Σ_group |q|, and each head's q[i1] / tau (every workgroup selects them itself), then the
+ *    approximate logits q[i1]·Kᵀ[i1, pos] / tau from the contiguous Kᵀ rows; writes the logits
+ *    and each block's softmax statistics (max, Σexp).
+ * 2. `sparq_candidates` — per (block of 4096 positions, sequence, KV head): ranks the block's
+ *    positions by a value monotone in Σ_group ŝ (the logit itself with one query head per KV
+ *    head, log Σ_group ŝ otherwise; the newest `localWindow` positions get the largest key) and
+ *    keeps its local top k: one counting round over value bins, the boundary bin ranked in
+ *    workgroup memory, a radix select as the exact fallback.
+ * 3. `sparq_topk` — per (sequence, KV head): the top k among the candidates the same way (ties
+ *    go to the lower position), written as indices, and each head's kept mass alpha (1 exactly
  *    when k ≥ length).
  * 4. `sparq_attend` — per (sequence, KV head): exact softmax attention over the gathered K and
  *    V rows for every head of the group, y = alpha · attention + (1 − alpha) · V_mean.
@@ -75,8 +75,6 @@ export function sparqScratch(
     blocks,
     kept,
     scores: [s.batch, s.heads, s.maxSeq],
-    chosen: [s.batch, s.kvHeads, p.r],
-    querySelected: [s.batch, s.heads, p.r],
     blockStats: [s.batch, s.heads, blocks, 2],
     candidates: [s.batch, s.kvHeads, candidateBlocks * perBlock, 2],
     indices: [s.batch, s.kvHeads, kept],
@@ -106,101 +104,43 @@ function spec(name: string, source: string, storage: StorageBinding[]): KernelSp
   return computeKernel(name, "attention", source, storage);
 }
 
-/** Invocations per workgroup of `sparq_prepare`. */
-export const SPARQ_PREPARE_WORKGROUP = 128;
+/**
+ * Workgroup memory of the query selection that opens every stage-1 workgroup (bytes): q of the
+ * group's heads, Σ_group |q|, i1, q[i1] / tau and tau.
+ */
+function querySelectionBytes(s: AttentionKernelShape, r: number): number {
+  const group = s.heads / s.kvHeads;
+  return (group * s.headDim + s.headDim + r + group * r + group) * 4;
+}
 
 /**
- * Stage 0, once per (sequence, KV head): i1, the r largest components of Σ_group |q| (ties to
- * the lower component), and each head's q[i1] / tau. Bindings q, chosen, query_selected, params
- * (rows = B·Hkv).
- *
- * @example
- * ```ts
- * import { sparqPrepareKernel } from "./sparq.ts";
- * sparqPrepareKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
- *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
- * ```
+ * What both stage-1 kernels share: their bindings (Kᵀ and scores typed per kernel) and the start
+ * of `main`, which selects the query components itself: i1, the r largest components of
+ * Σ_group |q| (ties to the lower component), and each head's q[i1] / tau, into workgroup memory.
+ * Every workgroup of a (sequence, KV head) repeats this small computation (one load per
+ * component, a rank by straight-line comparisons in workgroup memory), which costs less than
+ * the dependent dispatch a separate stage took (13 µs at batch 1 on the H100).
  */
-export function sparqPrepareKernel(
+function scoresPreamble(
   s: AttentionKernelShape,
-  p: SparqKernelParams,
-  c: SparqConfig = SPARQ_DEFAULT,
-): KernelSpec {
-  const source =
-    `// sparqc SparQ stage 0: the top-r query components of each KV group, and q[i1] / tau
-${constants(s, p, c)}
-const WG = ${SPARQ_PREPARE_WORKGROUP}u;
-@group(0) @binding(0) var<storage, read> q: array<f32>;
-@group(0) @binding(1) var<storage, read_write> chosen: array<u32>;
-@group(0) @binding(2) var<storage, read_write> query_selected: array<f32>;
-@group(0) @binding(3) var<uniform> params: Params;
-
-var<workgroup> abs_q: array<f32, HEAD_DIM>;
-var<workgroup> i1: array<u32, R>;
-${reductions(SPARQ_PREPARE_WORKGROUP)}
-@compute @workgroup_size(WG)
-fn main(
-  ${MAIN_ARGS},
-) {
-  ${FLAT_ID}
-  if (flat >= params.rows) { return; }
-  let row = flat;
-  let head0 = row * GROUP;
-  for (var j = tid; j < HEAD_DIM; j += WG) {
-    var a = 0.0;
-    for (var h = 0u; h < GROUP; h++) { a += abs(q[(head0 + h) * HEAD_DIM + j]); }
-    abs_q[j] = a;
-  }
-  workgroupBarrier();
-  for (var j = tid; j < HEAD_DIM; j += WG) {
-    let aj = abs_q[j];
-    var rank = 0u;
-    for (var i = 0u; i < HEAD_DIM; i++) {
-      let ai = abs_q[i];
-      if (ai > aj || (ai == aj && i < j)) { rank++; }
-    }
-    if (rank < R) {
-      i1[rank] = j;
-      chosen[row * R + rank] = j;
-    }
-  }
-  workgroupBarrier();
-  for (var h = 0u; h < GROUP; h++) {
-    let at = (head0 + h) * HEAD_DIM;
-    var total = 0.0;
-    for (var j = tid; j < HEAD_DIM; j += WG) { total += abs(q[at + j]); }
-    total = reduce_sum(total, tid);
-    var picked = 0.0;
-    for (var i = tid; i < R; i += WG) { picked += abs(q[at + i1[i]]); }
-    picked = reduce_sum(picked, tid);
-    var tau = sqrt(f32(HEAD_DIM));
-    if (total > 0.0) { tau = sqrt(f32(HEAD_DIM) * picked / total); }
-    for (var i = tid; i < R; i += WG) { query_selected[(head0 + h) * R + i] = q[at + i1[i]] / tau; }
-  }
-}
-`;
-  return spec("sparq_prepare", source, [
-    ["q", "read"],
-    ["chosen", "read_write"],
-    ["query_selected", "read_write"],
-  ]);
-}
-
-/**
- * What both stage-1 kernels share: their bindings (Kᵀ and scores typed per kernel), i1 and the
- * scaled q[i1] in workgroup memory, and the start of `main` up to the loaded workgroup memory.
- */
-function scoresPreamble(ktType: string, scoresType: string, workgroup: number): string {
-  return `@group(0) @binding(0) var<storage, read> query_selected: array<f32>;
+  r: number,
+  ktType: string,
+  scoresType: string,
+  workgroup: number,
+): string {
+  return `@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<storage, read> kt_cache: array<${ktType}>;
-@group(0) @binding(3) var<storage, read> chosen: array<u32>;
-@group(0) @binding(4) var<storage, read_write> scores: array<${scoresType}>;
-@group(0) @binding(5) var<storage, read_write> block_stats: array<f32>;
-@group(0) @binding(6) var<uniform> params: Params;
+@group(0) @binding(3) var<storage, read_write> scores: array<${scoresType}>;
+@group(0) @binding(4) var<storage, read_write> block_stats: array<f32>;
+@group(0) @binding(5) var<uniform> params: Params;
 
+const QUADS = HEAD_DIM / 4u;
+var<workgroup> q_group: array<vec4<f32>, GROUP * QUADS>;
+var<workgroup> abs_q: array<vec4<f32>, QUADS>;
 var<workgroup> i1: array<u32, R>;
 var<workgroup> q_sel: array<f32, GROUP * R>;
+var<workgroup> tau: array<f32, GROUP>;
 ${reductions(workgroup)}
 @compute @workgroup_size(WG)
 fn main(
@@ -216,17 +156,53 @@ fn main(
   let start = block * BLOCK;
   if (start >= len) { return; }
   let head0 = row * GROUP;
-  for (var i = tid; i < R; i += WG) { i1[i] = chosen[row * R + i]; }
-  for (var i = tid; i < GROUP * R; i += WG) { q_sel[i] = query_selected[head0 * R + i]; }
+  // Loops over vec4s of workgroup memory, not unrolled scalar lines: fully unrolled, the
+  // compiler hoisted every load into registers and the scores loop lost occupancy.
+  for (var c = tid; c < QUADS; c += WG) {
+    var a = vec4<f32>(0.0);
+    for (var h = 0u; h < GROUP; h++) {
+      let x = q[(head0 + h) * QUADS + c];
+      q_group[h * QUADS + c] = x;
+      a += abs(x);
+    }
+    abs_q[c] = a;
+  }
+  workgroupBarrier();
+  for (var j = tid; j < HEAD_DIM; j += WG) {
+    let aj = vec4<f32>(abs_q[j / 4u][j % 4u]);
+    var ranks = vec4<u32>(0u);
+    for (var c = 0u; c < QUADS; c++) {
+      let a = abs_q[c];
+      let i = vec4<u32>(c * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
+      ranks += select(vec4<u32>(0u), vec4<u32>(1u), a > aj | (a == aj & i < vec4<u32>(j)));
+    }
+    let rank = ranks.x + ranks.y + ranks.z + ranks.w;
+    if (rank < R) { i1[rank] = j; }
+  }
+  workgroupBarrier();
+  // tau = sqrt(d · Σ_i1 |q| / Σ |q|) per head (SPARQ.md): the softmax temperature of the
+  // approximate scores.
+  for (var h = tid; h < GROUP; h += WG) {
+    var total = vec4<f32>(0.0);
+    for (var c = 0u; c < QUADS; c++) { total += abs(q_group[h * QUADS + c]); }
+    let all = total.x + total.y + total.z + total.w;
+    var picked = 0.0;
+    for (var i = 0u; i < R; i++) { picked += abs(q_group[h * QUADS + i1[i] / 4u][i1[i] % 4u]); }
+    tau[h] = select(sqrt(f32(HEAD_DIM)), sqrt(f32(HEAD_DIM) * picked / all), all > 0.0);
+  }
+  workgroupBarrier();
+  for (var i = tid; i < GROUP * R; i += WG) {
+    let h = i / R;
+    q_sel[i] = q_group[h * QUADS + i1[i % R] / 4u][i1[i % R] % 4u] / tau[h];
+  }
   workgroupBarrier();`;
 }
 
 /** The bindings of both stage-1 kernels. */
 const SCORES_BINDINGS: StorageBinding[] = [
-  ["query_selected", "read"],
+  ["q", "read"],
   ["positions", "read"],
   ["kt_cache", "read"],
-  ["chosen", "read"],
   ["scores", "read_write"],
   ["block_stats", "read_write"],
 ];
@@ -238,7 +214,7 @@ export function scoresLayout(c: SparqConfig): { workgroup: number; perThread: nu
 }
 
 /**
- * Stage 1: bindings query_selected, positions, kt_cache, chosen, scores, block_stats, params.
+ * Stage 1: bindings q, positions, kt_cache, scores, block_stats, params.
  * Each invocation scores several positions, one workgroup-wide coalesced read of a Kᵀ row per
  * component and position slot.
  *
@@ -256,7 +232,7 @@ export function sparqScoresKernel(
 ): KernelSpec {
   const group = s.heads / s.kvHeads;
   const { workgroup, perThread } = scoresLayout(c);
-  const bytes = p.r * 4 + group * p.r * 4 + workgroup * 12;
+  const bytes = querySelectionBytes(s, p.r) + workgroup * 12;
   fitTile("sparq_scores", s.workgroupStorage, () => bytes, [c.block]);
   const source = `// sparqc SparQ stage 1: approximate scores from the Kᵀ runs of i1
 ${kvPrelude(s.kvDtype)}
@@ -264,7 +240,7 @@ ${constants(s, p, c)}
 ${ktIndexWgsl(s.headDim, s.maxSeq)}
 const WG = ${workgroup}u;
 const PER = ${perThread}u;
-${scoresPreamble("KV", "f32", workgroup)}
+${scoresPreamble(s, p.r, "KV", "f32", workgroup)}
 
   var z = array<f32, GROUP * PER>();
   for (var i = 0u; i < R; i++) {
@@ -344,7 +320,7 @@ export function sparqScoresVec4Kernel(
   const width = scoresWidth(s, c);
   if (width === null) throw new RangeError("sparq_scores: S and the block must be multiples of 4");
   const workgroup = Math.min(256, c.block / width);
-  const bytes = p.r * 4 + group * p.r * 4 + workgroup * 12;
+  const bytes = querySelectionBytes(s, p.r) + workgroup * 12;
   fitTile("sparq_scores", s.workgroupStorage, () => bytes, [c.block]);
   const vecs = width / 4;
   const heads = [...Array(group).keys()];
@@ -395,7 +371,7 @@ fn online_update(m: f32, sum: f32, v: f32) -> vec2<f32> {
   let top = max(m, v);
   return vec2<f32>(top, sum * exp(m - top) + exp(v - top));
 }
-${scoresPreamble(width === 8 ? "vec4<u32>" : "KV4", "vec4<f32>", workgroup)}
+${scoresPreamble(s, p.r, width === 8 ? "vec4<u32>" : "KV4", "vec4<f32>", workgroup)}
 
   var run_max = array<f32, GROUP>();
   var run_sum = array<f32, GROUP>();
@@ -684,6 +660,24 @@ export function sparqCandidatesKernel(
 ): KernelSpec {
   const block = Math.min(CANDIDATE_BLOCK, s.maxSeq);
   const group = s.heads / s.kvHeads;
+  const perInvocation = Math.ceil(block / SPARQ_TOPK_WORKGROUP);
+  const keyLoads = [
+    ...unroll(
+      perInvocation,
+      (j) => `let key${j} = ranking_key(head0, start + min(tid + ${j}u * WG, n - 1u), len);`,
+      "",
+    )
+      .split("\n"),
+    ...unroll(
+      perInvocation,
+      (j) =>
+        `if (tid + ${j}u * WG < n) { keys[padded(tid + ${j}u * WG)] = key${j}; ` +
+        `if (key${j} != WINDOW_KEY) { lo = min(lo, key_value(key${j})); ` +
+        `hi = max(hi, key_value(key${j})); } }`,
+      "",
+    )
+      .split("\n"),
+  ];
   fitTile(
     "sparq_candidates",
     s.workgroupStorage,
@@ -724,14 +718,9 @@ fn main(
   let out = (row * CBLOCKS + cblock) * CK;
 ${group > 1 ? "  head_statistics(head0, len, tid);\n" : ""}  var lo = 3.0e38;
   var hi = NEG;
-  for (var t = tid; t < n; t += WG) {
-    let key = ranking_key(head0, start + t, len);
-    keys[padded(t)] = key;
-    if (key != WINDOW_KEY) {
-      lo = min(lo, key_value(key));
-      hi = max(hi, key_value(key));
-    }
-  }
+  // Straight-line, so that every key's loads issue before any is used (a loop here waited one
+  // memory latency per trip).
+${indentLines(keyLoads, "  ")}
   atomicStore(&hist[tid], 0u);
   let range = reduce_range(lo, hi, tid);
   if (n <= CK) {
@@ -777,7 +766,7 @@ export function sparqTopkKernel(
   p: SparqKernelParams,
   c: SparqConfig = SPARQ_DEFAULT,
 ): KernelSpec {
-  const source = `// sparqc SparQ stage 2b: the top k of the candidates (radix select), and alpha
+  const source = `// sparqc SparQ stage 2b: the top k of the candidates, and alpha
 ${constants(s, p, c)}
 const WG = ${SPARQ_TOPK_WORKGROUP}u;
 @group(0) @binding(0) var<storage, read> scores: array<f32>;
@@ -791,12 +780,13 @@ const WG = ${SPARQ_TOPK_WORKGROUP}u;
 ${reductions(SPARQ_TOPK_WORKGROUP)}
 ${selectionCommon(s.heads / s.kvHeads)}
 // Candidate i of the row (i < count), in position order, and whether it exists.
+fn candidate_valid(len: u32, i: u32) -> bool {
+  let n = min(CBLOCK, len - min(len, (i / CK) * CBLOCK));
+  return i % CK < min(CK, n);
+}
 fn candidate_at(row: u32, len: u32, i: u32) -> vec3<u32> {
-  let cblock = i / CK;
-  let n = min(CBLOCK, len - min(len, cblock * CBLOCK));
-  let valid = select(0u, 1u, i % CK < min(CK, n));
-  let c = candidates[(row * CBLOCKS + cblock) * CK + i % CK];
-  return vec3<u32>(c.x, c.y, valid);
+  let c = candidates[row * CBLOCKS * CK + i];
+  return vec3<u32>(c.x, c.y, select(0u, 1u, candidate_valid(len, i)));
 }
 
 @compute @workgroup_size(WG)
@@ -816,8 +806,6 @@ fn main(
     if (tid < GROUP) { alpha[head0 + tid] = 1.0; }
     return;
   }
-  head_statistics(head0, len, tid);
-  atomicStore(&hist[tid], 0u);
   let count = ((len + CBLOCK - 1u) / CBLOCK) * CK;
   var lo = 3.0e38;
   var hi = NEG;
@@ -828,6 +816,8 @@ fn main(
       hi = max(hi, key_value(c.x));
     }
   }
+  head_statistics(head0, len, tid);
+  atomicStore(&hist[tid], 0u);
   let range = reduce_range(lo, hi, tid);
 
   var kept_mass = array<f32, GROUP>();

@@ -75,7 +75,6 @@ Deno.test("a compiled tiny model's plan runs, and its attention equals the float
       inputSets: 2,
     });
     deepStrictEqual(profile.stages.map((s) => s.stage), [
-      "layers.0.attention sparq_prepare",
       "layers.0.attention sparq_scores",
       "layers.0.attention sparq_candidates",
       "layers.0.attention sparq_topk",

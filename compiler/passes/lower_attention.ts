@@ -27,7 +27,6 @@ import {
   sparqAttendKernel,
   sparqCandidatesKernel,
   type SparqConfig,
-  sparqPrepareKernel,
   sparqScoresKernel,
   sparqScoresVec4Kernel,
   sparqScratch,
@@ -187,15 +186,12 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     sparq: { r: method.r, k: method.k, localWindow: method.localWindow },
   });
   const sizes = sparqScratch(shape, method, config);
-  const chosen = scratch("chosen", sizes.chosen, "u32");
-  const querySelected = scratch("query_selected", sizes.querySelected, "f32");
   const scores = scratch("scores", sizes.scores, "f32");
   const blockStats = scratch("block_stats", sizes.blockStats, "f32");
   const candidates = scratch("candidates", sizes.candidates, "u32");
   const indices = scratch("indices", sizes.indices, "u32");
   const alpha = scratch("alpha", sizes.alpha, "f32");
   return [
-    whole(sparqPrepareKernel(shape, method, config), [q, chosen, querySelected], allRows),
     ...perShard(
       // Four or eight positions per invocation where S allows (measured faster on the H100 for both one
       // and several query heads per KV head; see sparqScoresVec4Kernel).
@@ -206,7 +202,7 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
             ? sparqScoresVec4Kernel(shape, method, config)
             : sparqScoresKernel(shape, method, config),
       ),
-      [querySelected, positions, ktCache, chosen, scores, blockStats],
+      [q, positions, ktCache, scores, blockStats],
       (rows) => sizes.blocks * rows,
     ),
     whole(

@@ -36,7 +36,6 @@ Deno.test("a sharded cache runs one dispatch per shard and stage, and fits in me
   );
   const stages = plan.schedule.filter((d) => d.node === "layers.0.attention");
   deepStrictEqual(stages.map((d) => `${d.kernel}#${d.shard}`), [
-    "sparq_prepare#0",
     "sparq_scores#0",
     "sparq_scores#1",
     "sparq_candidates#0",
@@ -45,7 +44,6 @@ Deno.test("a sharded cache runs one dispatch per shard and stage, and fits in me
     "sparq_attend#1",
   ]);
   deepStrictEqual(stages.map((d) => d.params.slice(0, 2)), [
-    [0, 2048],
     [0, 1024],
     [1024, 1024],
     [0, 2048],
@@ -54,8 +52,8 @@ Deno.test("a sharded cache runs one dispatch per shard and stage, and fits in me
     [1024, 1024],
   ]);
   const kBuffers = plan.tensors["layers.0.k_cache"].shards.map((s) => s.buffer);
-  deepStrictEqual(stages[5].bindings[2].buffer, kBuffers[0]);
-  deepStrictEqual(stages[6].bindings[2].buffer, kBuffers[1]);
+  deepStrictEqual(stages[4].bindings[2].buffer, kBuffers[0]);
+  deepStrictEqual(stages[5].bindings[2].buffer, kBuffers[1]);
 });
 
 Deno.test("weights over one binding split by rows: the LM head under WebGPU's defaults", () => {
