@@ -27,6 +27,7 @@ import {
   floatLiteral,
   kvPrelude,
   MAIN_ARGS,
+  nextPowerOfTwo,
   PARAMS_DECL,
   reductions,
   rowLayout,
@@ -407,8 +408,12 @@ const BOUNDARY_CAPACITY = 256;
  * per KV head, Σ_group ŝ is monotone in the logit, so the logit itself ranks (no softmax needed).
  */
 function selectionCommon(group: number): string {
+  if (group > SPARQ_TOPK_WORKGROUP) {
+    throw new RangeError("SparQ: more query heads per KV head than 256");
+  }
   const rankingValue = group === 1 ? "scores[head0 * MAX_SEQ + pos]" : `log_sum_shat(head0, pos)`;
-  return `var<workgroup> head_max: array<f32, GROUP>;
+  return `const STAT_LANES = ${SPARQ_TOPK_WORKGROUP / nextPowerOfTwo(group)}u;
+var<workgroup> head_max: array<f32, GROUP>;
 var<workgroup> head_inv: array<f32, GROUP>;
 var<workgroup> head_log_inv: array<f32, GROUP>;
 var<workgroup> hist: array<atomic<u32>, 256>;
@@ -440,23 +445,39 @@ fn log_sum_shat(head0: u32, pos: u32) -> f32 {
 
 // Each head's softmax over all valid positions, from stage 1's per-block statistics.
 fn head_statistics(head0: u32, len: u32, tid: u32) {
+  // All heads at once: head h merges in its own segment of STAT_LANES invocations, so a group
+  // of heads costs one tree of barriers, not one per head.
   let used = (len + BLOCK - 1u) / BLOCK;
-  for (var h = 0u; h < GROUP; h++) {
-    var m = NEG;
-    var sum = 0.0;
-    for (var blk = tid; blk < used; blk += WG) {
+  let h = tid / STAT_LANES;
+  let lane = tid % STAT_LANES;
+  var m = NEG;
+  var sum = 0.0;
+  if (h < GROUP) {
+    for (var blk = lane; blk < used; blk += STAT_LANES) {
       let at = ((head0 + h) * BLOCKS + blk) * 2u;
       let bm = block_stats[at];
       let top = max(m, bm);
       sum = sum * exp(m - top) + block_stats[at + 1u] * exp(bm - top);
       m = top;
     }
-    let stats = reduce_softmax(m, sum, tid);
-    if (tid == 0u) {
-      head_max[h] = stats.x;
-      head_inv[h] = 1.0 / stats.y;
-      head_log_inv[h] = -log(stats.y);
+  }
+  red_a[tid] = m;
+  red_b[tid] = sum;
+  workgroupBarrier();
+  for (var st = STAT_LANES / 2u; st > 0u; st = st >> 1u) {
+    if (lane < st) {
+      let m1 = red_a[tid];
+      let m2 = red_a[tid + st];
+      let top = max(m1, m2);
+      red_b[tid] = red_b[tid] * exp(m1 - top) + red_b[tid + st] * exp(m2 - top);
+      red_a[tid] = top;
     }
+    workgroupBarrier();
+  }
+  if (h < GROUP && lane == 0u) {
+    head_max[h] = red_a[tid];
+    head_inv[h] = 1.0 / red_b[tid];
+    head_log_inv[h] = -log(red_b[tid]);
   }
   workgroupBarrier();
 }
