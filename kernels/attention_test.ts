@@ -38,6 +38,26 @@ function checkIndices(
   return comparison.chosen;
 }
 
+/**
+ * Runs SparQ, checks its index sets against the reference's and y against the reference on the
+ * positions it chose; returns the run, the sets and that reference.
+ */
+async function checkSparq(
+  t: Target,
+  p: AttentionProblem,
+  params: SparqParams,
+  kvDtype: "f16" | "f32",
+  tol: number,
+  label: string,
+) {
+  const out = await runAttention(gpu, t, p, { kind: "sparq", ...params }, kvDtype);
+  const chosen = checkIndices(p, params, out.indices!, label);
+  const ref = sparqReference(p, params, chosen);
+  const error = relativeL2(out.y, ref.y);
+  ok(error <= tol, `${label}: SparQ relative L2 ${error}`);
+  return { out, chosen, ref };
+}
+
 interface Case {
   batch: number;
   group: number;
@@ -115,17 +135,7 @@ for (const c of cases()) {
     ok(denseError <= tol, `${label}: dense relative L2 ${denseError}`);
 
     const params = { r: c.r(c.headDim), k: c.k(c.seq), localWindow: 0 };
-    const sparq = await runAttention(
-      gpu,
-      target,
-      p,
-      { kind: "sparq", ...params },
-      c.kvDtype,
-    );
-    const chosen = checkIndices(p, params, sparq.indices!, label);
-    const ref = sparqReference(p, params, chosen);
-    const error = relativeL2(sparq.y, ref.y);
-    ok(error <= tol, `${label}: SparQ relative L2 ${error}`);
+    const { out: sparq, ref } = await checkSparq(target, p, params, c.kvDtype, tol, label);
     ok(relativeL2(sparq.alpha!, ref.alpha) <= 1e-5, `${label}: alpha differs`);
     if (params.k >= c.seq) {
       ok(sparq.alpha!.every((a) => a === 1), `${label}: k ≥ S must give alpha = 1`);
@@ -147,8 +157,7 @@ Deno.test("the local window always keeps the newest positions", async () => {
     kvDtype: "f16",
   });
   const params = { r: 8, k: 32, localWindow: 8 };
-  const out = await runAttention(gpu, target, p, { kind: "sparq", ...params }, "f16");
-  const chosen = checkIndices(p, params, out.indices!, `seed=${seed}`);
+  const { chosen } = await checkSparq(target, p, params, "f16", 2e-3, `seed=${seed}`);
   for (let b = 0; b < 2; b++) {
     const L = p.lengths[b];
     for (let g = 0; g < 2; g++) {
@@ -156,7 +165,6 @@ Deno.test("the local window always keeps the newest positions", async () => {
       ok(recent.every((pos) => chosen(b, g).includes(pos)), `seed=${seed}: window missing`);
     }
   }
-  ok(relativeL2(out.y, sparqReference(p, params, chosen).y) <= 2e-3);
 });
 
 Deno.test("the selection stays exact where ranking scores tie or bunch", async () => {
@@ -197,10 +205,7 @@ Deno.test("the selection stays exact where ranking scores tie or bunch", async (
       shape(p.k as Float64Array, 1000, 64, 4);
       const params = { r: 16, k: 40, localWindow: 0 };
       const label = `${name} group=${group} seed=${seed}`;
-      const out = await runAttention(gpu, target, p, { kind: "sparq", ...params }, "f32");
-      const chosen = checkIndices(p, params, out.indices!, label);
-      const error = relativeL2(out.y, sparqReference(p, params, chosen).y);
-      ok(error <= 1e-5, `${label}: SparQ relative L2 ${error}`);
+      await checkSparq(target, p, params, "f32", 1e-5, label);
     }
   }
 });
@@ -319,9 +324,7 @@ Deno.test("caches split over several bindings give the same results", async () =
   });
   ok(compileGraph(graph, small).tensors[T.kCache].shards.length === 3);
   const params = { r: 16, k: 8, localWindow: 0 };
-  const split = await runAttention(gpu, small, p, { kind: "sparq", ...params }, "f32");
-  const chosen = checkIndices(p, params, split.indices!, `seed=${seed}`);
-  ok(relativeL2(split.y, sparqReference(p, params, chosen).y) <= 1e-5, `seed=${seed}: sparq`);
+  await checkSparq(small, p, params, "f32", 1e-5, `seed=${seed}`);
   const dense = await runAttention(gpu, small, p, { kind: "dense" }, "f32");
   ok(relativeL2(dense.y, denseReference(p)) <= 1e-5, `seed=${seed}: dense`);
   await appendThenAttend(p, true, small, `sharded append seed=${seed}`);
@@ -351,9 +354,6 @@ Deno.test("dense over many chunks, and SparQ's top-k across several candidate bl
     }]
   ) {
     const label = `seed=${seed} k=${params.k}`;
-    const out = await runAttention(gpu, target, p, { kind: "sparq", ...params }, "f16");
-    const chosen = checkIndices(p, params, out.indices!, label);
-    const error = relativeL2(out.y, sparqReference(p, params, chosen).y);
-    ok(error <= 2e-3, `${label}: relative L2 ${error}`);
+    await checkSparq(target, p, params, "f16", 2e-3, label);
   }
 });

@@ -119,12 +119,10 @@ function querySelectionBytes(s: AttentionKernelShape, r: number): number {
  * of `main`, which selects the query components itself: i1, the r largest components of
  * Σ_group |q| (ties to the lower component), and each head's q[i1] / tau, into workgroup memory.
  * Every workgroup of a (sequence, KV head) repeats this small computation (one load per
- * component, a rank by straight-line comparisons in workgroup memory), which costs less than
+ * component, a rank by comparisons of vec4s in workgroup memory), which costs less than
  * the dependent dispatch a separate stage took (13 µs at batch 1 on the H100).
  */
 function scoresPreamble(
-  s: AttentionKernelShape,
-  r: number,
   ktType: string,
   scoresType: string,
   workgroup: number,
@@ -231,7 +229,6 @@ export function sparqScoresKernel(
   p: SparqKernelParams,
   c: SparqConfig = SPARQ_DEFAULT,
 ): KernelSpec {
-  const group = s.heads / s.kvHeads;
   const { workgroup, perThread } = scoresLayout(c);
   const bytes = querySelectionBytes(s, p.r) + workgroup * 12;
   fitTile("sparq_scores", s.workgroupStorage, () => bytes, [c.block]);
@@ -241,7 +238,7 @@ ${constants(s, p, c)}
 ${ktIndexWgsl(s.headDim, s.maxSeq)}
 const WG = ${workgroup}u;
 const PER = ${perThread}u;
-${scoresPreamble(s, p.r, "KV", "f32", workgroup)}
+${scoresPreamble("KV", "f32", workgroup)}
 
   var z = array<f32, GROUP * PER>();
   for (var i = 0u; i < R; i++) {
@@ -372,7 +369,7 @@ fn online_update(m: f32, sum: f32, v: f32) -> vec2<f32> {
   let top = max(m, v);
   return vec2<f32>(top, sum * exp(m - top) + exp(v - top));
 }
-${scoresPreamble(s, p.r, width === 8 ? "vec4<u32>" : "KV4", "vec4<f32>", workgroup)}
+${scoresPreamble(width === 8 ? "vec4<u32>" : "KV4", "vec4<f32>", workgroup)}
 
   var run_max = array<f32, GROUP>();
   var run_sum = array<f32, GROUP>();
@@ -461,23 +458,11 @@ fn head_statistics(head0: u32, len: u32, tid: u32) {
       m = top;
     }
   }
-  red_a[tid] = m;
-  red_b[tid] = sum;
-  workgroupBarrier();
-  for (var st = STAT_LANES / 2u; st > 0u; st = st >> 1u) {
-    if (lane < st) {
-      let m1 = red_a[tid];
-      let m2 = red_a[tid + st];
-      let top = max(m1, m2);
-      red_b[tid] = red_b[tid] * exp(m1 - top) + red_b[tid + st] * exp(m2 - top);
-      red_a[tid] = top;
-    }
-    workgroupBarrier();
-  }
+  let stats = reduce_softmax_in(m, sum, tid, STAT_LANES);
   if (h < GROUP && lane == 0u) {
-    head_max[h] = red_a[tid];
-    head_inv[h] = 1.0 / red_b[tid];
-    head_log_inv[h] = -log(red_b[tid]);
+    head_max[h] = stats.x;
+    head_inv[h] = 1.0 / stats.y;
+    head_log_inv[h] = -log(stats.y);
   }
   workgroupBarrier();
 }
@@ -498,10 +483,20 @@ fn ranking_key(head0: u32, pos: u32, len: u32) -> u32 {
   return ordered_key(${rankingValue});
 }
 
-// (min, max) over the workgroup, of the ranking values that are not the local window's.
-fn reduce_range(lo: f32, hi: f32, tid: u32) -> vec2<f32> {
-  red_a[tid] = -lo;
-  red_b[tid] = hi;
+// An empty range of ranking values, to widen.
+const NO_RANGE = vec2<f32>(3.0e38, NEG);
+
+// The range (min, max) widened by the ranking value of a key; the local window's keys stay out.
+fn widen_range(range: vec2<f32>, key: u32) -> vec2<f32> {
+  if (key == WINDOW_KEY) { return range; }
+  let v = key_value(key);
+  return vec2<f32>(min(range.x, v), max(range.y, v));
+}
+
+// The range (min, max) of every invocation's range, over the workgroup.
+fn reduce_range(range: vec2<f32>, tid: u32) -> vec2<f32> {
+  red_a[tid] = -range.x;
+  red_b[tid] = range.y;
   workgroupBarrier();
   for (var s = RED_HALF; s > 0u; s = s >> 1u) {
     if (tid < s && tid + s < RED_WG) {
@@ -693,8 +688,7 @@ export function sparqCandidatesKernel(
       perInvocation,
       (j) =>
         `if (tid + ${j}u * WG < n) { keys[padded(tid + ${j}u * WG)] = key${j}; ` +
-        `if (key${j} != WINDOW_KEY) { lo = min(lo, key_value(key${j})); ` +
-        `hi = max(hi, key_value(key${j})); } }`,
+        `range = widen_range(range, key${j}); }`,
       "",
     )
       .split("\n"),
@@ -737,13 +731,12 @@ fn main(
   let n = min(CBLOCK, len - start);
   let head0 = row * GROUP;
   let out = (row * CBLOCKS + cblock) * CK;
-${group > 1 ? "  head_statistics(head0, len, tid);\n" : ""}  var lo = 3.0e38;
-  var hi = NEG;
+${group > 1 ? "  head_statistics(head0, len, tid);\n" : ""}  var range = NO_RANGE;
   // Straight-line, so that every key's loads issue before any is used (a loop here waited one
   // memory latency per trip).
 ${indentLines(keyLoads, "  ")}
   atomicStore(&hist[tid], 0u);
-  let range = reduce_range(lo, hi, tid);
+  range = reduce_range(range, tid);
   if (n <= CK) {
     for (var t = tid; t < n; t += WG) { candidates[out + t] = vec2<u32>(keys[padded(t)], start + t); }
     return;
@@ -828,18 +821,14 @@ fn main(
     return;
   }
   let count = ((len + CBLOCK - 1u) / CBLOCK) * CK;
-  var lo = 3.0e38;
-  var hi = NEG;
+  var range = NO_RANGE;
   for (var i = tid; i < count; i += WG) {
     let c = candidate_at(row, len, i);
-    if (c.z == 1u && c.x != WINDOW_KEY) {
-      lo = min(lo, key_value(c.x));
-      hi = max(hi, key_value(c.x));
-    }
+    if (c.z == 1u) { range = widen_range(range, c.x); }
   }
   head_statistics(head0, len, tid);
   atomicStore(&hist[tid], 0u);
-  let range = reduce_range(lo, hi, tid);
+  range = reduce_range(range, tid);
 
   var kept_mass = array<f32, GROUP>();
 ${

@@ -97,13 +97,15 @@ fn reduce_sum(x: f32, tid: u32) -> f32 {
   return result;
 }
 
-// Merges softmax statistics (running max m, Σ exp(x - m)) across the workgroup.
-fn reduce_softmax(m: f32, s: f32, tid: u32) -> vec2<f32> {
+// Merges softmax statistics (running max m, Σ exp(x - m)) within each segment of \`lanes\`
+// consecutive invocations (a power of two, uniform); every invocation gets its segment's.
+fn reduce_softmax_in(m: f32, s: f32, tid: u32, lanes: u32) -> vec2<f32> {
   red_a[tid] = m;
   red_b[tid] = s;
   workgroupBarrier();
-  for (var st = RED_HALF; st > 0u; st = st >> 1u) {
-    if (tid < st && tid + st < RED_WG) {
+  let lane = tid % lanes;
+  for (var st = lanes / 2u; st > 0u; st = st >> 1u) {
+    if (lane < st && tid + st < RED_WG) {
       let m1 = red_a[tid];
       let m2 = red_a[tid + st];
       let top = max(m1, m2);
@@ -112,9 +114,14 @@ fn reduce_softmax(m: f32, s: f32, tid: u32) -> vec2<f32> {
     }
     workgroupBarrier();
   }
-  let result = vec2<f32>(red_a[0], red_b[0]);
+  let result = vec2<f32>(red_a[tid - lane], red_b[tid - lane]);
   workgroupBarrier();
   return result;
+}
+
+// Merges softmax statistics (running max m, Σ exp(x - m)) across the workgroup.
+fn reduce_softmax(m: f32, s: f32, tid: u32) -> vec2<f32> {
+  return reduce_softmax_in(m, s, tid, RED_HALF * 2u);
 }
 
 // Exclusive prefix sum of x over the workgroup: (sum of x over lower tids, total).
