@@ -108,6 +108,23 @@ const CHUNK_PREAMBLE = `${FLAT_ID}
   let head0 = row * GROUP;`;
 
 /** The spec of a partial kernel: both variants bind q, positions, K, V, partials, params. */
+/**
+ * WGSL storing one head's partial of a chunk, [output (d), max, Σexp]: each lane its four
+ * output values, lane 0 the statistics. Both partial kernels write through it.
+ */
+const STORE_PARTIAL =
+  `fn store_partial(head: u32, chunk: u32, lane: u32, o: vec4<f32>, m: f32, sum: f32) {
+  let out = (head * CHUNKS + chunk) * (HEAD_DIM + 2u);
+  partials[out + 4u * lane] = o.x;
+  partials[out + 4u * lane + 1u] = o.y;
+  partials[out + 4u * lane + 2u] = o.z;
+  partials[out + 4u * lane + 3u] = o.w;
+  if (lane == 0u) {
+    partials[out + HEAD_DIM] = m;
+    partials[out + HEAD_DIM + 1u] = sum;
+  }
+}`;
+
 function partialSpec(name: string, source: string): KernelSpec {
   return computeKernel(name, "attention", source, [
     ["q", "read"],
@@ -139,6 +156,7 @@ ${header(s, layout)}
 @group(0) @binding(2) var<storage, read> k_cache: array<KV4>;
 @group(0) @binding(3) var<storage, read> v_cache: array<KV4>;
 @group(0) @binding(4) var<storage, read_write> partials: array<f32>;
+${STORE_PARTIAL}
 @group(0) @binding(5) var<uniform> params: Params;
 
 var<workgroup> q_sh: array<vec4<f32>, GROUP * LANES>;
@@ -199,15 +217,7 @@ ${
     if (slice == 0u) {
       var o = acc_sh[lane];
       for (var s = 1u; s < SLICES; s++) { o += acc_sh[s * LANES + lane]; }
-      let out = ((head0 + ${h}u) * CHUNKS + chunk) * (HEAD_DIM + 2u);
-      partials[out + 4u * lane] = o.x;
-      partials[out + 4u * lane + 1u] = o.y;
-      partials[out + 4u * lane + 2u] = o.z;
-      partials[out + 4u * lane + 3u] = o.w;
-      if (lane == 0u) {
-        partials[out + HEAD_DIM] = stat_sh[${2 * h}u];
-        partials[out + HEAD_DIM + 1u] = stat_sh[${2 * h + 1}u];
-      }
+      store_partial(head0 + ${h}u, chunk, lane, o, stat_sh[${2 * h}u], stat_sh[${2 * h + 1}u]);
     }
     workgroupBarrier();
   }`)
@@ -423,15 +433,7 @@ ${
     if (tid < LANES) {
       var o = vec4<f32>(0.0);
       for (var w = 0u; w < TEAMS; w++) { o += merged[w * LANES + tid]; }
-      let out = ((head0 + ${h}u) * CHUNKS + chunk) * (HEAD_DIM + 2u);
-      partials[out + 4u * tid] = o.x;
-      partials[out + 4u * tid + 1u] = o.y;
-      partials[out + 4u * tid + 2u] = o.z;
-      partials[out + 4u * tid + 3u] = o.w;
-      if (tid == 0u) {
-        partials[out + HEAD_DIM] = top;
-        partials[out + HEAD_DIM + 1u] = total;
-      }
+      store_partial(head0 + ${h}u, chunk, tid, o, top, total);
     }
     workgroupBarrier();
   }`
@@ -447,6 +449,7 @@ const NEG = -3.0e38;
 @group(0) @binding(2) var<storage, read> k_cache: array<KV4>;
 @group(0) @binding(3) var<storage, read> v_cache: array<KV4>;
 @group(0) @binding(4) var<storage, read_write> partials: array<f32>;
+${STORE_PARTIAL}
 @group(0) @binding(5) var<uniform> params: Params;
 
 var<workgroup> team_max: array<f32, TEAMS>;
