@@ -118,23 +118,6 @@ export function gatedActivationKernel(op: keyof typeof ACTIVATIONS, count: numbe
   );
 }
 
-/** An activation's name. */
-export type Activation = keyof typeof ACTIVATIONS;
-
-/**
- * WGSL `fn activation(v: f32) -> f32` (and what it calls), for kernels that apply an activation
- * on the fly to what they read.
- *
- * @example
- * ```ts
- * import { activationFunction } from "./elementwise.ts";
- * activationFunction("silu"); // "fn activation(v: f32) -> f32 { return v / (1.0 + exp(-v)); }\n"
- * ```
- */
-export function activationFunction(op: Activation): string {
-  return `${op === "gelu" ? ERF : ""}fn activation(v: f32) -> f32 { return ${ACTIVATIONS[op]}; }\n`;
-}
-
 /** What rope needs of a node. */
 export interface RopeShape {
   batch: number;

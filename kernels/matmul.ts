@@ -12,20 +12,13 @@
  * subgroups are 32 wide (else by a tree in workgroup memory). The scalar kernel serves other
  * row lengths.
  *
- * At small batch the vector kernel can also compute its x from the tensors x is made of
- * ({@link MatmulInput}): the RMSNorm that feeds q, k, v or gate, up (each team sums the squares
- * of the x it reads, so no workgroup waits on another) or the gated MLP's act(gate) · up. Each
- * fusion removes a dispatch that costs a few µs at batch 1 whatever its size.
- *
  * @module
  */
-import { type Activation, activationFunction } from "./elementwise.ts";
 import { computeKernel, type KernelSpec } from "./kernel_spec.ts";
 import { indentLines, unroll } from "./unrolled.ts";
 import {
   bindingDeclarations,
   FLAT_ID,
-  floatLiteral,
   MAIN_ARGS,
   PARAMS_DECL,
   weightPrelude,
@@ -41,30 +34,6 @@ const TEAM = 32;
 const LOADS = 4;
 /** Sequences of the batch accumulated together, so each weight load serves all of them. */
 const BATCH_TILE = 4;
-
-/**
- * What the vector kernel reads as x: x itself; RMSNorm(x) · (norm weight + offset), the norm
- * weight in the matmul's weight dtype (bindings x, norm_weight); or act(gate) · up (bindings
- * gate, up). The fused inputs take batches of at most {@link BATCH_TILE}: one tile, so each
- * weight load serves the whole batch and the norm's statistics come from the same pass.
- */
-export type MatmulInput =
-  | { kind: "x" }
-  | { kind: "rms_norm"; eps: number; weightOffset: number }
-  | { kind: "gated"; activation: Activation };
-
-/**
- * Whether a matmul of this batch can compute its x by a fused input ({@link MatmulInput}).
- *
- * @example
- * ```ts
- * import { matmulFusesInput } from "./matmul.ts";
- * [matmulFusesInput(1), matmulFusesInput(16)]; // [true, false]
- * ```
- */
-export function matmulFusesInput(batch: number): boolean {
-  return batch <= BATCH_TILE;
-}
 
 /** What a matmul needs of a node. */
 export interface MatmulShape {
@@ -88,8 +57,6 @@ export interface MatmulShape {
   group?: number[];
   /** Adds a residual [B, outer] to the output (binding `residual` before y): y = x·Wᵀ + r. */
   residual?: boolean;
-  /** What the kernel reads as x (default x itself); fused inputs need the vector kernel. */
-  input?: MatmulInput;
 }
 
 /**
@@ -133,10 +100,8 @@ export function matmulRowsFor(maxInvocationsPerWorkgroup: number): number {
  */
 export function matmulKernel(s: MatmulShape): KernelSpec {
   if (matmulVectorFits(s)) return vectorKernel(s);
-  if (s.group || s.residual || (s.input && s.input.kind !== "x")) {
-    throw new Error(
-      "grouped matmuls, residual epilogues and fused inputs need rows of whole 16-byte pieces",
-    );
+  if (s.group || s.residual) {
+    throw new Error("grouped matmuls and residual epilogues need rows of whole 16-byte pieces");
   }
   return scalarKernel(s);
 }
@@ -186,22 +151,12 @@ function vectorKernel(s: MatmulShape): KernelSpec {
   const grouped = s.group !== undefined;
   const suffix = (p: number) => (grouped ? `${p}` : "");
   const weightName = (p: number) => `${s.op === "logits" ? "table" : "weight"}${suffix(p)}`;
-  const input = s.input ?? { kind: "x" };
-  if (input.kind !== "x" && !matmulFusesInput(s.batch)) {
-    throw new Error(`a fused ${input.kind} input takes batches of at most ${BATCH_TILE}`);
-  }
-  const pieceType = f16 ? "vec4<u32>" : "vec4<f32>";
-  const inputs: [string, "read", string][] = input.kind === "x"
-    ? [["x", "read", "vec4<f32>"]]
-    : input.kind === "rms_norm"
-    ? [["x", "read", "vec4<f32>"], ["norm_weight", "read", pieceType]]
-    : [["gate", "read", "vec4<f32>"], ["up", "read", "vec4<f32>"]];
   const storage: [string, "read" | "read_write", string][] = [
-    ...inputs,
+    ["x", "read", "vec4<f32>"],
     ...parts.map((_, p): [string, "read", string] => [
       weightName(p),
       "read",
-      pieceType,
+      f16 ? "vec4<u32>" : "vec4<f32>",
     ]),
     ...(s.bias
       ? parts.map((_, p): [string, "read", string] => [`bias${suffix(p)}`, "read", "W"])
@@ -215,42 +170,25 @@ function vectorKernel(s: MatmulShape): KernelSpec {
   const fullEnd = Math.floor(pieces / step) * step;
   const tailLoads = Math.ceil((pieces - fullEnd) / TEAM);
   const subgroups = s.subgroupSize === TEAM;
-  // The vec4s of x that sequence b's piece p multiplies: two for 8 f16 weights, one for 4 f32.
-  const xIndices = (b: string, p: string) =>
+  // x of sequence b, piece p: two vec4 for 8 f16 weights, one for 4 f32.
+  const xOf = (b: string, p: string) =>
     f16
-      ? [`(${b}) * X_ROW + 2u * (${p})`, `(${b}) * X_ROW + 2u * (${p}) + 1u`]
-      : [`(${b}) * X_ROW + ${p}`];
-  const norm = input.kind === "rms_norm";
-  // Sequence t's use of weight piece w at p (g: the norm weight's piece): one statement.
-  const useOne = (w: string, p: string, g: string, b: string, t: number): string => {
-    const at = xIndices(b, p);
-    if (input.kind === "gated") {
-      return `acc${t} += piece_dot(${w}, ${
-        at.map((i) => `act4(gate[${i}]) * up[${i}]`).join(", ")
-      });`;
-    }
-    if (!norm) return `acc${t} += piece_dot(${w}, ${at.map((i) => `x[${i}]`).join(", ")});`;
-    return `{ ${at.map((i, k) => `let x${k} = x[${i}];`).join(" ")} sq${t} += ${
-      at.map((_, k) => `dot(x${k}, x${k})`).join(" + ")
-    }; acc${t} += piece_dot(${w}, ${at.map((_, k) => `x${k} * gain${k}(${g})`).join(", ")}); }`;
-  };
+      ? `x[(${b}) * X_ROW + 2u * (${p})], x[(${b}) * X_ROW + 2u * (${p}) + 1u]`
+      : `x[(${b}) * X_ROW + ${p}]`;
   const tile = (part: number, count: number, b0: string): string => {
     const weight = weightName(part);
     const batches = [...Array(count).keys()];
-    const use = (w: string, p: string, g: string) =>
-      batches.map((t) => useOne(w, p, g, `${b0} + ${t}u`, t));
+    const use = (w: string, p: string) =>
+      batches.map((t) => `acc${t} += piece_dot(${w}, ${xOf(`${b0} + ${t}u`, p)});`);
     const loads = [...Array(LOADS).keys()];
-    const gainLoad = (g: string, p: string) => norm ? [`let ${g} = norm_weight[${p}];`] : [];
     return indentLines([
       "{",
       ...batches.map((t) => `  var acc${t} = 0.0;`),
-      ...(norm ? batches.map((t) => `  var sq${t} = 0.0;`) : []),
       ...(fullEnd > 0
         ? [
           `  for (var p = lane; p < ${fullEnd}u; p += ${step}u) {`,
           ...loads.map((u) => `    let w${u} = ${weight}[w_base + p + ${u * TEAM}u];`),
-          ...loads.flatMap((u) => gainLoad(`g${u}`, `p + ${u * TEAM}u`).map((l) => `    ${l}`)),
-          ...loads.flatMap((u) => use(`w${u}`, `p + ${u * TEAM}u`, `g${u}`).map((l) => `    ${l}`)),
+          ...loads.flatMap((u) => use(`w${u}`, `p + ${u * TEAM}u`).map((l) => `    ${l}`)),
           "  }",
         ]
         : []),
@@ -258,18 +196,13 @@ function vectorKernel(s: MatmulShape): KernelSpec {
         `  let tail${u} = ${fullEnd + u * TEAM}u + lane;`,
         `  if (tail${u} < PIECES) {`,
         `    let w = ${weight}[w_base + tail${u}];`,
-        ...gainLoad("g", `tail${u}`).map((l) => `    ${l}`),
-        ...use("w", `tail${u}`, "g").map((l) => `    ${l}`),
+        ...use("w", `tail${u}`).map((l) => `    ${l}`),
         "  }",
       ]),
       ...batches.flatMap((t) => {
         const at = `(${b0} + ${t}u) * ${parts[part]}u + n`;
-        // Every team reads the whole of x, so its own sum of squares is the row's.
-        const scale = norm
-          ? ` * inverseSqrt(team_sum(sq${t}, tid, lane) / ${s.inner}.0 + NORM_EPS)`
-          : "";
         return [
-          `  let total${t} = team_sum(acc${t}, tid, lane)${scale};`,
+          `  let total${t} = team_sum(acc${t}, tid, lane);`,
           `  if (valid && lane == 0u) { y${suffix(part)}[${at}] = total${t}${
             s.bias ? ` + f32(bias${suffix(part)}[n])` : ""
           }${s.residual ? ` + residual[${at}]` : ""}; }`,
@@ -311,19 +244,12 @@ ${indentLines(tiles(p).split("\n"), "  ")}
     }).join("");
   }
   const base = s.op === "logits" ? "logits" : s.bias ? "matmul_bias" : "matmul";
-  const prefix = input.kind === "rms_norm"
-    ? "rms_norm_"
-    : input.kind === "gated"
-    ? `${input.activation}_mul_`
-    : "";
-  const name = `${prefix}${base}_vec${grouped ? `_x${parts.length}` : ""}${
-    s.residual ? "_residual" : ""
-  }`;
+  const name = `${base}_vec${grouped ? `_x${parts.length}` : ""}${s.residual ? "_residual" : ""}`;
   const source = `// sparqc ${s.op}: ${ROWS} rows per workgroup, a team of ${TEAM} per row, ${
     f16 ? "8 f16" : "4 f32"
   } weights per load, ${LOADS} loads in flight per invocation${
     grouped ? `; ${parts.length} matmuls of the same x in one dispatch` : ""
-  }${input.kind === "x" ? "" : `; x computed from ${inputs.map(([n]) => n).join(", ")}`}
+  }
 ${weightPrelude(s.weightDtype)}${PARAMS_DECL}
 const PIECES = ${pieces}u;
 const X_ROW = ${s.inner / 4}u;
@@ -338,7 +264,7 @@ ${
 }`
       : "fn piece_dot(w: vec4<f32>, xa: vec4<f32>) -> f32 { return dot(w, xa); }"
   }
-${inputFunctions(input, f16)}
+
 @compute @workgroup_size(${ROWS * TEAM})
 fn main(
   ${MAIN_ARGS},
@@ -349,25 +275,6 @@ ${body}
 }
 `;
   return computeKernel(name, s.op, source, storage);
-}
-
-/** WGSL the fused inputs call: the norm weight's gains of a piece, or the activation on a vec4. */
-function inputFunctions(input: MatmulInput, f16: boolean): string {
-  if (input.kind === "gated") {
-    return `${activationFunction(input.activation)}fn act4(v: vec4<f32>) -> vec4<f32> {
-  return vec4<f32>(activation(v.x), activation(v.y), activation(v.z), activation(v.w));
-}`;
-  }
-  if (input.kind === "x") return "";
-  const offset = floatLiteral(input.weightOffset);
-  const eps = `const NORM_EPS = ${floatLiteral(input.eps)};\n`;
-  if (!f16) return `${eps}fn gain0(g: vec4<f32>) -> vec4<f32> { return g + ${offset}; }`;
-  return `${eps}fn gain0(g: vec4<u32>) -> vec4<f32> {
-  return vec4<f32>(unpack2x16float(g.x), unpack2x16float(g.y)) + ${offset};
-}
-fn gain1(g: vec4<u32>) -> vec4<f32> {
-  return vec4<f32>(unpack2x16float(g.z), unpack2x16float(g.w)) + ${offset};
-}`;
 }
 
 /** The scalar kernel, for rows that are not a whole number of 16-byte pieces. */

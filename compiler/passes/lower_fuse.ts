@@ -4,8 +4,6 @@
  * round trip of an intermediate tensor through memory; the graph keeps its plain ops, so the
  * float64 reference and the tests see the same graph.
  *
- * - at small batch, an RMSNorm into the matmuls it feeds, and act(gate) · up into down_proj
- *   (see fuse_matmul_input.ts);
  * - matmuls of the same x (q, k, v; gate, up): one grouped matmul;
  * - a matmul whose only consumer is an add: the add as the matmul's epilogue (residuals);
  * - an activation whose only consumer is a mul: act(gate) · up in one elementwise kernel;
@@ -22,7 +20,6 @@ import {
 import { workgroupsFor } from "../../kernels/grid.ts";
 import { KV_APPEND_DEFAULT, ropeAppendKernel } from "../../kernels/kv_append.ts";
 import type { Graph, Node } from "../ir.ts";
-import { gatedIntoMatmul, normIntoMatmuls } from "./fuse_matmul_input.ts";
 import { grid, type Invocation, type LowerContext } from "./lower_context.ts";
 import { groupedMatmul, matmulGroup, rowSplit, vectorMatmul } from "./lower_matmul.ts";
 
@@ -55,9 +52,6 @@ export function fuseAt(
   ctx: LowerContext,
   uses: ReadonlyMap<string, number>,
 ): Fused | undefined {
-  const intoMatmul = normIntoMatmuls(nodes, at, ctx, uses) ??
-    gatedIntoMatmul(nodes, at, ctx, uses);
-  if (intoMatmul) return intoMatmul;
   const node = nodes[at];
   const next = nodes[at + 1];
   const onlyInto = (consumer: Node | undefined, op: string) =>

@@ -8,7 +8,6 @@
  * @module
  */
 import {
-  type MatmulInput,
   matmulKernel,
   matmulRowsFor,
   matmulVectorFits,
@@ -27,17 +26,10 @@ import {
 const rowsPerWorkgroup = (ctx: LowerContext) =>
   matmulRowsFor(ctx.target.limits.maxComputeInvocationsPerWorkgroup);
 
-/** A fused input of a matmul: what the kernel computes x from, and the tensors it reads. */
-export interface FusedInput {
-  input: MatmulInput;
-  /** The tensors bound in place of x (x and the norm weight; gate and up). */
-  tensors: string[];
-}
-
 /**
  * A matmul-like node, its weight (operand 1) possibly split by rows into shards; with
  * `residual`, the add that consumes its output is folded in: y = x·Wᵀ (+ bias) + residual,
- * written to the add's output; with `fused`, x is computed from other tensors.
+ * written to the add's output.
  *
  * @example
  * ```ts
@@ -47,7 +39,6 @@ export interface FusedInput {
 export function rowSplit(
   ctx: LowerContext,
   residual?: { tensor: string; output: string },
-  fused?: FusedInput,
 ): Invocation[] {
   const { node } = ctx;
   const weight = node.inputs[1];
@@ -63,16 +54,16 @@ export function rowSplit(
     subgroupSize: ctx.target.subgroupSize,
     residual: residual !== undefined,
     rowsPerWorkgroup: rowsPerWorkgroup(ctx),
-    input: fused?.input,
   });
   const ranges = shardRanges(ctx, [weight]);
-  const inputs = fused ? [...fused.tensors, ...node.inputs.slice(1)] : node.inputs;
   return ranges.map((range, shard) => {
     const rows = range.rows || ctx.types.get(weight)!.shape[0];
     return {
       node: node.id,
       kernel,
-      args: residual ? [...inputs, residual.tensor, residual.output] : [...inputs, output],
+      args: residual
+        ? [...node.inputs, residual.tensor, residual.output]
+        : [...node.inputs, output],
       shard,
       params: [range.firstRow, rows, 0, 0],
       dispatch: grid(ctx, Math.ceil(rows / rowsPerWorkgroup(ctx))),
@@ -93,14 +84,9 @@ export function vectorMatmul(ctx: LowerContext, n: Node): boolean {
 /**
  * The run of matmuls starting at node `at` that one dispatch can serve: consecutive matmuls of
  * the same x (q, k, v; gate, up) with whole, vector-friendly weights of one type and the same
- * bias-ness, within the target's storage-binding limit (with `inputBindings` bound for x).
+ * bias-ness, within the target's storage-binding limit.
  */
-export function matmulGroup(
-  nodes: readonly Node[],
-  at: number,
-  ctx: LowerContext,
-  inputBindings = 1,
-): Node[] {
+export function matmulGroup(nodes: readonly Node[], at: number, ctx: LowerContext): Node[] {
   const first = nodes[at];
   const fits = (n: Node) =>
     vectorMatmul(ctx, n) && n.inputs[0] === first.inputs[0] &&
@@ -112,17 +98,13 @@ export function matmulGroup(
   const perPart = first.inputs.length; // weight, [bias,] y
   while (
     at + group.length < nodes.length && fits(nodes[at + group.length]) &&
-    inputBindings + (group.length + 1) * perPart <=
-      ctx.target.limits.maxStorageBuffersPerShaderStage
+    1 + (group.length + 1) * perPart <= ctx.target.limits.maxStorageBuffersPerShaderStage
   ) group.push(nodes[at + group.length]);
   return group;
 }
 
-/**
- * One dispatch for a group of matmuls of the same x (or of a fused input); it belongs to the
- * first node.
- */
-export function groupedMatmul(ctx: LowerContext, group: Node[], fused?: FusedInput): Invocation[] {
+/** One dispatch for a group of matmuls of the same x; it belongs to the first node. */
+export function groupedMatmul(ctx: LowerContext, group: Node[]): Invocation[] {
   const [batch] = ctx.types.get(group[0].outputs[0])!.shape;
   const rows = group.map((n) => ctx.types.get(n.outputs[0])!.shape[1]);
   const bias = group[0].inputs.length === 3;
@@ -136,13 +118,12 @@ export function groupedMatmul(ctx: LowerContext, group: Node[], fused?: FusedInp
     subgroupSize: ctx.target.subgroupSize,
     group: rows,
     rowsPerWorkgroup: rowsPerWorkgroup(ctx),
-    input: fused?.input,
   });
   return [{
     node: group[0].id,
     kernel,
     args: [
-      ...(fused?.tensors ?? [group[0].inputs[0]]),
+      group[0].inputs[0],
       ...group.map((n) => n.inputs[1]),
       ...(bias ? group.map((n) => n.inputs[2]) : []),
       ...group.map((n) => n.outputs[0]),
