@@ -31,9 +31,10 @@ import {
   sparqScoresVec4Kernel,
   sparqScratch,
   sparqTopkKernel,
+  warmWorkgroups,
 } from "../../kernels/sparq.ts";
 import type { AttentionKernelShape, KvDtype } from "../../kernels/wgsl_common.ts";
-import type { NodeOf } from "../ir.ts";
+import { dtypeBytes, type NodeOf } from "../ir.ts";
 import { tuningBucket, type TuningFamily, type TuningProblem } from "../tuning.ts";
 import { NodeError } from "./graph_error.ts";
 import { type Invocation, type LowerContext, shardRanges } from "./lower_context.ts";
@@ -96,6 +97,13 @@ export function lowerKvAppend(ctx: LowerContext, node: NodeOf<"kv_append">): Inv
     };
   });
 }
+
+/**
+ * (sequence, KV head) rows up to which SparQ's stage 2b warms the K and V caches' address
+ * translations for stage 3 (see `warmWorkgroups`): at batch 1 on the H100 the gather's first
+ * touch of each page took half its time in a decode step.
+ */
+const WARM_ROWS = 64;
 
 /** (sequence, query head) rows up to which the dense reduction takes wide workgroups. */
 const WIDE_REDUCE_ROWS = 128;
@@ -191,6 +199,10 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
   const candidates = scratch("candidates", sizes.candidates, "u32");
   const indices = scratch("indices", sizes.indices, "u32");
   const alpha = scratch("alpha", sizes.alpha, "f32");
+  // Few gathering workgroups: stage 2b's spare SMs warm the translations of the cache they read.
+  const warm = allRows <= WARM_ROWS && ranges.length === 1;
+  const kType = ctx.types.get(kCache)!;
+  const cacheBytes = kType.shape.reduce((a, b) => a * b, 1) * dtypeBytes(kType.dtype);
   return [
     ...perShard(
       // Four or eight positions per invocation where S allows (measured faster on the H100 for both one
@@ -212,9 +224,18 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
       allRows * Math.ceil(shape.maxSeq / Math.min(CANDIDATE_BLOCK, shape.maxSeq)),
     ),
     whole(
-      sparqTopkKernel(shape, method, config),
-      [scores, blockStats, positions, candidates, indices, alpha],
+      sparqTopkKernel(shape, method, config, warm),
+      [
+        scores,
+        blockStats,
+        positions,
+        candidates,
+        indices,
+        alpha,
+        ...(warm ? [kCache, vCache] : []),
+      ],
       allRows,
+      allRows + (warm ? warmWorkgroups(cacheBytes) : 0),
     ),
     ...perShard(
       build(ctx, () => sparqAttendKernel(shape, method, config)),
