@@ -23,32 +23,31 @@ Deno.test("every preset compiles with both attention methods, and its plan round
         attention.map((d) => d.kernel),
         method === "dense"
           ? denseKernels
-          // At batch 1 (B·Hkv ≤ 64) stage 2a also warms the cache's translations for stage 3.
-          : ["sparq_scores", "sparq_candidates_warm", "sparq_topk", "sparq_attend"],
+          // At batch 1 (B·Hkv ≤ 64) stage 2b also warms the cache's translations for stage 3.
+          : ["sparq_scores", "sparq_candidates", "sparq_topk_warm", "sparq_attend"],
       );
       ok(plan.stats.kernels < plan.stats.dispatchesPerStep, "kernels are shared across layers");
     }
   }
 });
 
-Deno.test("SparQ's stage 2a warms the K and V caches' translations only where few rows gather", () => {
+Deno.test("SparQ's stage 2b warms the K and V caches' translations only where few rows gather", () => {
   const llama = PRESETS.get("llama2-7b")!;
-  const candidates = (batch: number) => {
+  const topk = (batch: number) => {
     const plan = compile(llama, { ...defaultOptions(llama, "sparq"), batch }, h100);
     return plan.schedule.find((d) =>
-      d.node === "layers.0.attention" && d.kernel.startsWith("sparq_candidates")
+      d.node === "layers.0.attention" && d.kernel.startsWith("sparq_topk")
     )!;
   };
-  const one = candidates(1);
-  deepStrictEqual(one.kernel, "sparq_candidates_warm");
+  const one = topk(1);
+  deepStrictEqual(one.kernel, "sparq_topk_warm");
   deepStrictEqual(one.bindings.map((b) => b.tensor).slice(-3, -1), [
     "layers.0.k_cache",
     "layers.0.v_cache",
   ]);
-  // 32 rows of one 4096-position block, then a warm-up workgroup per 32 pages of 64 KiB of the
-  // 32 MiB K cache.
+  // 32 rows, then one warm-up workgroup per 32 pages of 64 KiB of a 32 MiB K cache.
   deepStrictEqual(one.dispatch[0] * one.dispatch[1], 32 + (32 * 4096 * 128 * 2) / 65536 / 32);
-  deepStrictEqual(candidates(4).kernel, "sparq_candidates");
+  deepStrictEqual(topk(4).kernel, "sparq_topk");
 });
 
 Deno.test("every binding points inside its buffer, params slots included", () => {

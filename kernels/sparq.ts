@@ -657,56 +657,11 @@ ${topSelection(p)}
   }`;
 }
 
-/** Pages of {@link WARM_PAGE_BYTES} each warm-up workgroup of stage 2b reads into. */
-export const WARM_PAGES_PER_WORKGROUP = 32;
-/** The stride of the warm-up's reads: one per 64 KiB of the K and V caches. */
-export const WARM_PAGE_BYTES = 65536;
-
-/**
- * Workgroups that warm the address translations of a K (and V) cache of `cacheBytes` bytes.
- *
- * @example
- * ```ts
- * import { warmWorkgroups } from "./sparq.ts";
- * warmWorkgroups(268435456); // 128: a llama2-7b layer's K cache at S = 32k, 4096 pages
- * ```
- */
-export function warmWorkgroups(cacheBytes: number): number {
-  return Math.ceil(cacheBytes / WARM_PAGE_BYTES / WARM_PAGES_PER_WORKGROUP);
-}
-
-/**
- * The warm-up workgroups of stage 2b: one 4-byte read in each 64 KiB of the K and V caches,
- * spread over many workgroups. At batch 1 stage 3 is a few workgroups, each gathering k rows
- * scattered over its head's cache, and on the H100 it took 31 µs inside a decode step against
- * 15 µs alone (llama2-7b, S = 32k): its first touch of each page was the cost. Reads of the same
- * pages made earlier by many SMs, while stage 2b's few workgroups select, took it back to 15 µs;
- * made by stage 2b's own 16 workgroups they cost 33 µs (misses queue per SM).
- */
-const warmUp = (neverStored: string) =>
-  `const WARM_PAGE_WORDS = ${WARM_PAGE_BYTES / 4}u;
-const WARM_PAGES = ${WARM_PAGES_PER_WORKGROUP}u;
-fn warm_translations(w: u32, tid: u32) {
-  let page = w * WARM_PAGES + tid % WARM_PAGES;
-  // Another 256-byte line of each page, so that the reads spread over memory channels.
-  let at = page * WARM_PAGE_WORDS + ((page * 2654435761u) % (WARM_PAGE_WORDS / 64u)) * 64u;
-  var word = 0u;
-  if (tid < WARM_PAGES) {
-    if (at < arrayLength(&k_words)) { word = k_words[at]; }
-  } else if (tid < 2u * WARM_PAGES) {
-    if (at < arrayLength(&v_words)) { word = v_words[at]; }
-  }
-  // params.extra0 is 0 in every dispatch: the store never happens, yet the reads must stay.
-  if (word == params.extra1 && params.extra0 == 1u) { ${neverStored} }
-}`;
-
 /**
  * Stage 2a: each workgroup ranks `CANDIDATE_BLOCK` positions of one (sequence, KV head) in
  * workgroup memory and keeps its local top k, in position order, as (key, position)
  * candidates. The global top k is always among the local ones (same tie rule). Bindings
- * scores, block_stats, positions, candidates, [k_words, v_words,] params (rows = B·Hkv). With
- * `warm`, workgroups past the blocks warm the K and V caches' translations for stage 3 (dispatch
- * B·Hkv·blocks + {@link warmWorkgroups}(K cache bytes)).
+ * scores, block_stats, positions, candidates, params (rows = B·Hkv).
  *
  * @example
  * ```ts
@@ -719,7 +674,6 @@ export function sparqCandidatesKernel(
   s: AttentionKernelShape,
   p: SparqKernelParams,
   c: SparqConfig = SPARQ_DEFAULT,
-  warm = false,
 ): KernelSpec {
   const block = Math.min(CANDIDATE_BLOCK, s.maxSeq);
   const group = s.heads / s.kvHeads;
@@ -747,22 +701,14 @@ export function sparqCandidatesKernel(
       (block + block / 16 + 1) * 4 + 256 * 4 + SPARQ_TOPK_WORKGROUP * 12 + BOUNDARY_CAPACITY * 8,
     [block],
   );
-  const storage: [string, "read" | "read_write", string][] = [
-    ["scores", "read", "f32"],
-    ["block_stats", "read", "f32"],
-    ["positions", "read", "u32"],
-    ["candidates", "read_write", "vec2<u32>"],
-    ...(warm
-      ? [["k_words", "read", "u32"], ["v_words", "read", "u32"]] as [string, "read", string][]
-      : []),
-  ];
-  const source = `// sparqc SparQ stage 2a: local top-k candidates of each block of positions${
-    warm ? "; workgroups past the blocks warm the K and V caches' translations" : ""
-  }
+  const source = `// sparqc SparQ stage 2a: local top-k candidates of each block of positions
 ${constants(s, p, c)}
 const WG = ${SPARQ_TOPK_WORKGROUP}u;
-${bindingDeclarations(storage)}
-${warm ? warmUp("candidates[0] = vec2<u32>(0u);") : ""}
+@group(0) @binding(0) var<storage, read> scores: array<f32>;
+@group(0) @binding(1) var<storage, read> block_stats: array<f32>;
+@group(0) @binding(2) var<storage, read> positions: array<u32>;
+@group(0) @binding(3) var<storage, read_write> candidates: array<vec2<u32>>;
+@group(0) @binding(4) var<uniform> params: Params;
 
 // One pad word after every 16 keys: the final passes of the selection give each invocation a
 // contiguous run of 16 keys, and unpadded, invocations 16 words apart would share two banks.
@@ -777,9 +723,7 @@ fn main(
   ${FLAT_ID}
   let cblock = flat % CBLOCKS;
   let row = flat / CBLOCKS;
-  if (row >= params.rows) {${
-    warm ? " warm_translations(flat - params.rows * CBLOCKS, tid);" : ""
-  } return; }
+  if (row >= params.rows) { return; }
   let b = row / KV_HEADS;
   let len = min(positions[b] + 1u, MAX_SEQ);
   let start = cblock * CBLOCK;
@@ -811,14 +755,63 @@ ${
   }
 }
 `;
-  return spec(warm ? "sparq_candidates_warm" : "sparq_candidates", source, storage);
+  return spec("sparq_candidates", source, [
+    ["scores", "read"],
+    ["block_stats", "read"],
+    ["positions", "read"],
+    ["candidates", "read_write"],
+  ]);
 }
+
+/** Pages of {@link WARM_PAGE_BYTES} each warm-up workgroup of stage 2b reads into. */
+export const WARM_PAGES_PER_WORKGROUP = 32;
+/** The stride of the warm-up's reads: one per 64 KiB of the K and V caches. */
+export const WARM_PAGE_BYTES = 65536;
+
+/**
+ * Workgroups that warm the address translations of a K (and V) cache of `cacheBytes` bytes.
+ *
+ * @example
+ * ```ts
+ * import { warmWorkgroups } from "./sparq.ts";
+ * warmWorkgroups(268435456); // 128: a llama2-7b layer's K cache at S = 32k, 4096 pages
+ * ```
+ */
+export function warmWorkgroups(cacheBytes: number): number {
+  return Math.ceil(cacheBytes / WARM_PAGE_BYTES / WARM_PAGES_PER_WORKGROUP);
+}
+
+/**
+ * The warm-up workgroups of stage 2b: one 4-byte read in each 64 KiB of the K and V caches,
+ * spread over many workgroups. At batch 1 stage 3 is a few workgroups, each gathering k rows
+ * scattered over its head's cache, and on the H100 it took 31 µs inside a decode step against
+ * 15 µs alone (llama2-7b, S = 32k): its first touch of each page was the cost. Reads of the same
+ * pages made earlier by many SMs, while stage 2b's few workgroups select, took it back to 15 µs;
+ * made by stage 2b's own 16 workgroups they cost 33 µs (misses queue per SM).
+ */
+const WARM_UP = `const WARM_PAGE_WORDS = ${WARM_PAGE_BYTES / 4}u;
+const WARM_PAGES = ${WARM_PAGES_PER_WORKGROUP}u;
+fn warm_translations(w: u32, tid: u32) {
+  let page = w * WARM_PAGES + tid % WARM_PAGES;
+  // Another 256-byte line of each page, so that the reads spread over memory channels.
+  let at = page * WARM_PAGE_WORDS + ((page * 2654435761u) % (WARM_PAGE_WORDS / 64u)) * 64u;
+  var word = 0u;
+  if (tid < WARM_PAGES) {
+    if (at < arrayLength(&k_words)) { word = k_words[at]; }
+  } else if (tid < 2u * WARM_PAGES) {
+    if (at < arrayLength(&v_words)) { word = v_words[at]; }
+  }
+  // params.extra0 is 0 in every dispatch: the store never happens, yet the reads must stay.
+  if (word == params.extra1 && params.extra0 == 1u) { alpha[0] = 0.0; }
+}`;
 
 /**
  * Stage 2b, per (sequence, KV head): the top k among the candidates by a 4-pass radix select
  * over their keys (ties to the lower position: candidates are in position order), written as
  * ascending indices, and each head's kept mass alpha (1 exactly when k ≥ length). Bindings
- * scores, block_stats, positions, candidates, indices, alpha, params (rows = B·Hkv).
+ * scores, block_stats, positions, candidates, indices, alpha, [k_words, v_words,] params (rows
+ * = B·Hkv). With `warm`, workgroups past the rows warm the K and V caches' translations for
+ * stage 3 (see {@link warmWorkgroups}; dispatch rows + warmWorkgroups(K cache bytes)).
  *
  * @example
  * ```ts
@@ -831,17 +824,26 @@ export function sparqTopkKernel(
   s: AttentionKernelShape,
   p: SparqKernelParams,
   c: SparqConfig = SPARQ_DEFAULT,
+  warm = false,
 ): KernelSpec {
-  const source = `// sparqc SparQ stage 2b: the top k of the candidates, and alpha
+  const storage: [string, "read" | "read_write", string][] = [
+    ["scores", "read", "f32"],
+    ["block_stats", "read", "f32"],
+    ["positions", "read", "u32"],
+    ["candidates", "read", "vec2<u32>"],
+    ["indices", "read_write", "u32"],
+    ["alpha", "read_write", "f32"],
+    ...(warm
+      ? [["k_words", "read", "u32"], ["v_words", "read", "u32"]] as [string, "read", string][]
+      : []),
+  ];
+  const source = `// sparqc SparQ stage 2b: the top k of the candidates, and alpha${
+    warm ? "; workgroups past the rows warm the K and V caches' translations" : ""
+  }
 ${constants(s, p, c)}
 const WG = ${SPARQ_TOPK_WORKGROUP}u;
-@group(0) @binding(0) var<storage, read> scores: array<f32>;
-@group(0) @binding(1) var<storage, read> block_stats: array<f32>;
-@group(0) @binding(2) var<storage, read> positions: array<u32>;
-@group(0) @binding(3) var<storage, read> candidates: array<vec2<u32>>;
-@group(0) @binding(4) var<storage, read_write> indices: array<u32>;
-@group(0) @binding(5) var<storage, read_write> alpha: array<f32>;
-@group(0) @binding(6) var<uniform> params: Params;
+${bindingDeclarations(storage)}
+${warm ? WARM_UP : ""}
 
 ${reductions(SPARQ_TOPK_WORKGROUP)}
 ${selectionCommon(s.heads / s.kvHeads)}
@@ -860,7 +862,7 @@ fn main(
   ${MAIN_ARGS},
 ) {
   ${FLAT_ID}
-  if (flat >= params.rows) { return; }
+  if (flat >= params.rows) {${warm ? " warm_translations(flat - params.rows, tid);" : ""} return; }
   let row = flat;
   let b = row / KV_HEADS;
   let len = min(positions[b] + 1u, MAX_SEQ);
@@ -901,14 +903,7 @@ ${
   }
 }
 `;
-  return spec("sparq_topk", source, [
-    ["scores", "read"],
-    ["block_stats", "read"],
-    ["positions", "read"],
-    ["candidates", "read"],
-    ["indices", "read_write"],
-    ["alpha", "read_write"],
-  ]);
+  return spec(warm ? "sparq_topk_warm" : "sparq_topk", source, storage);
 }
 
 /**

@@ -99,7 +99,7 @@ export function lowerKvAppend(ctx: LowerContext, node: NodeOf<"kv_append">): Inv
 }
 
 /**
- * (sequence, KV head) rows up to which SparQ's stage 2a warms the K and V caches' address
+ * (sequence, KV head) rows up to which SparQ's stage 2b warms the K and V caches' address
  * translations for stage 3 (see `warmWorkgroups`): at batch 1 on the H100 the gather's first
  * touch of each page took half its time in a decode step.
  */
@@ -199,7 +199,7 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
   const candidates = scratch("candidates", sizes.candidates, "u32");
   const indices = scratch("indices", sizes.indices, "u32");
   const alpha = scratch("alpha", sizes.alpha, "f32");
-  // Few gathering workgroups: stage 2a's spare SMs warm the translations of the cache they read.
+  // Few gathering workgroups: stage 2b's spare SMs warm the translations of the cache they read.
   const warm = allRows <= WARM_ROWS && ranges.length === 1;
   const kType = ctx.types.get(kCache)!;
   const cacheBytes = kType.shape.reduce((a, b) => a * b, 1) * dtypeBytes(kType.dtype);
@@ -218,16 +218,24 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
       (rows) => sizes.blocks * rows,
     ),
     whole(
-      build(ctx, () => sparqCandidatesKernel(shape, method, config, warm)),
-      [scores, blockStats, positions, candidates, ...(warm ? [kCache, vCache] : [])],
+      build(ctx, () => sparqCandidatesKernel(shape, method, config)),
+      [scores, blockStats, positions, candidates],
       allRows,
-      allRows * Math.ceil(shape.maxSeq / Math.min(CANDIDATE_BLOCK, shape.maxSeq)) +
-        (warm ? warmWorkgroups(cacheBytes) : 0),
+      allRows * Math.ceil(shape.maxSeq / Math.min(CANDIDATE_BLOCK, shape.maxSeq)),
     ),
     whole(
-      sparqTopkKernel(shape, method, config),
-      [scores, blockStats, positions, candidates, indices, alpha],
+      sparqTopkKernel(shape, method, config, warm),
+      [
+        scores,
+        blockStats,
+        positions,
+        candidates,
+        indices,
+        alpha,
+        ...(warm ? [kCache, vCache] : []),
+      ],
       allRows,
+      allRows + (warm ? warmWorkgroups(cacheBytes) : 0),
     ),
     ...perShard(
       build(ctx, () => sparqAttendKernel(shape, method, config)),
