@@ -7,6 +7,7 @@
  */
 import type { Gpu } from "../runtime/device.ts";
 import { type Stats, summarize } from "../runtime/stats.ts";
+import { timePasses } from "./timed_passes.ts";
 
 const SOURCE = `
 @group(0) @binding(0) var<storage, read> data: array<vec4<u32>>;
@@ -63,42 +64,17 @@ export async function measureRoofline(gpu: Gpu, nsPerTick: number, reps = 20): P
       resource: { buffer: sink },
     }],
   });
-  const querySet = device.createQuerySet({ type: "timestamp", count: 2 * reps });
-  const resolve = device.createBuffer({
-    size: 16 * reps,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-  });
-  const readback = device.createBuffer({
-    size: 16 * reps,
-    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-  });
   gpu.doing("measuring the read roofline");
-  const encoder = device.createCommandEncoder();
   const x = Math.min(groups, 32768);
-  for (let r = 0; r < reps; r++) {
-    const pass = encoder.beginComputePass({
-      timestampWrites: {
-        querySet,
-        beginningOfPassWriteIndex: 2 * r,
-        endOfPassWriteIndex: 2 * r + 1,
-      },
-    });
+  const ticks = await timePasses(device, reps, (encoder, timestampWrites) => {
+    const pass = encoder.beginComputePass({ timestampWrites });
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, group);
     pass.dispatchWorkgroups(x, Math.ceil(groups / x));
     pass.end();
-  }
-  encoder.resolveQuerySet(querySet, 0, 2 * reps, resolve, 0);
-  encoder.copyBufferToBuffer(resolve, 0, readback, 0, 16 * reps);
-  device.queue.submit([encoder.finish()]);
-  await readback.mapAsync(GPUMapMode.READ);
-  const ticks = new BigUint64Array(readback.getMappedRange().slice(0));
-  const samples = Array.from(
-    { length: reps },
-    (_, r) => Number(ticks[2 * r + 1] - ticks[2 * r]) * nsPerTick,
-  );
-  for (const b of [data, sink, resolve, readback]) b.destroy();
-  querySet.destroy();
+  });
+  const samples = ticks.map((t) => t * nsPerTick);
+  for (const b of [data, sink]) b.destroy();
   gpu.throwIfErrors();
   const time = summarize(samples);
   return { bytes, time, gbps: bytes / time.median };

@@ -13,6 +13,7 @@
  */
 import { openGpu } from "../runtime/device.ts";
 import { summarize } from "../runtime/stats.ts";
+import { timePasses } from "./timed_passes.ts";
 
 const SOURCE = `
 struct Probe { count: u32, stride_words: u32, salt: u32, pad: u32 }
@@ -63,6 +64,15 @@ function probeGroup(count: number, stride: number, salt: number, buffer = data):
 const EVICT_READS = DATA / 65536;
 const evictGroups = others.map((b) => probeGroup(EVICT_READS, 65536, 7, b));
 
+/** The probe over each bind group in turn, `count` reads each. */
+function dispatchAll(pass: GPUComputePassEncoder, groups: GPUBindGroup[], count: number) {
+  pass.setPipeline(probe);
+  for (const group of groups) {
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(Math.ceil(count / 64));
+  }
+}
+
 /**
  * Median GPU µs of a pass that reads `count` words `stride` bytes apart, `times` times (or of
  * the evicting pass itself, with `times` 0).
@@ -70,57 +80,16 @@ const evictGroups = others.map((b) => probeGroup(EVICT_READS, 65536, 7, b));
 async function measure(count: number, stride: number, times: number): Promise<number> {
   const groups = [0, 0x5bd1e995].slice(0, times).map((salt) => probeGroup(count, stride, salt));
   const evicting = times === 0;
-  const querySet = device.createQuerySet({ type: "timestamp", count: 2 * REPS });
-  const resolve = device.createBuffer({
-    size: 16 * REPS,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-  });
-  const readback = device.createBuffer({
-    size: 16 * REPS,
-    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-  });
-  const encoder = device.createCommandEncoder();
-  for (let r = 0; r < REPS; r++) {
-    const evict = encoder.beginComputePass(
-      evicting
-        ? {
-          timestampWrites: {
-            querySet,
-            beginningOfPassWriteIndex: 2 * r,
-            endOfPassWriteIndex: 2 * r + 1,
-          },
-        }
-        : {},
-    );
-    evict.setPipeline(probe);
-    for (const group of evictGroups) {
-      evict.setBindGroup(0, group);
-      evict.dispatchWorkgroups(EVICT_READS / 64);
-    }
+  const samples = await timePasses(device, REPS, (encoder, timestampWrites) => {
+    const evict = encoder.beginComputePass(evicting ? { timestampWrites } : {});
+    dispatchAll(evict, evictGroups, EVICT_READS);
     evict.end();
-    if (evicting) continue;
-    const pass = encoder.beginComputePass({
-      timestampWrites: {
-        querySet,
-        beginningOfPassWriteIndex: 2 * r,
-        endOfPassWriteIndex: 2 * r + 1,
-      },
-    });
-    pass.setPipeline(probe);
-    for (const group of groups) {
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(Math.ceil(count / 64));
-    }
+    if (evicting) return;
+    const pass = encoder.beginComputePass({ timestampWrites });
+    dispatchAll(pass, groups, count);
     pass.end();
-  }
-  encoder.resolveQuerySet(querySet, 0, 2 * REPS, resolve, 0);
-  encoder.copyBufferToBuffer(resolve, 0, readback, 0, 16 * REPS);
-  device.queue.submit([encoder.finish()]);
-  await readback.mapAsync(GPUMapMode.READ);
-  const ticks = new BigUint64Array(readback.getMappedRange().slice(0));
-  readback.unmap();
+  });
   gpu.throwIfErrors();
-  const samples = Array.from({ length: REPS }, (_, r) => Number(ticks[2 * r + 1] - ticks[2 * r]));
   return summarize(samples).median / 1000;
 }
 

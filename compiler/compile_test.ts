@@ -23,8 +23,7 @@ Deno.test("every preset compiles with both attention methods, and its plan round
         attention.map((d) => d.kernel),
         method === "dense"
           ? denseKernels
-          // At batch 1 (B·Hkv ≤ 64) stage 2b also warms the cache's translations for stage 3.
-          : ["sparq_scores", "sparq_candidates", "sparq_topk_warm", "sparq_attend"],
+          : ["sparq_scores", "sparq_candidates", "sparq_topk", "sparq_attend"],
       );
       ok(plan.stats.kernels < plan.stats.dispatchesPerStep, "kernels are shared across layers");
     }
@@ -40,14 +39,16 @@ Deno.test("SparQ's stage 2b warms the K and V caches' translations only where fe
     )!;
   };
   const one = topk(1);
-  deepStrictEqual(one.kernel, "sparq_topk_warm");
   deepStrictEqual(one.bindings.map((b) => b.tensor).slice(-3, -1), [
     "layers.0.k_cache",
     "layers.0.v_cache",
   ]);
   // 32 rows, then one warm-up workgroup per 32 pages of 64 KiB of a 32 MiB K cache.
   deepStrictEqual(one.dispatch[0] * one.dispatch[1], 32 + (32 * 4096 * 128 * 2) / 65536 / 32);
-  deepStrictEqual(topk(4).kernel, "sparq_topk");
+  // At B·Hkv = 128 the top-k has its own bindings and rows only.
+  const four = topk(4);
+  deepStrictEqual(four.bindings.map((b) => b.tensor).at(-2), "layers.0.attention.alpha");
+  deepStrictEqual(four.dispatch[0] * four.dispatch[1], 4 * 32);
 });
 
 Deno.test("every binding points inside its buffer, params slots included", () => {

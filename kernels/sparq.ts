@@ -903,7 +903,8 @@ ${
   }
 }
 `;
-  return spec(warm ? "sparq_topk_warm" : "sparq_topk", source, storage);
+  // One name for both: reports compare stages across points, and a plan holds one of them.
+  return spec("sparq_topk", source, storage);
 }
 
 /**
