@@ -31,8 +31,33 @@ export interface DenseConfig {
   workgroup: number;
 }
 
-/** The default launch. */
+/** The tuner's baseline launch (untuned plans take {@link defaultDenseConfig}). */
 export const DENSE_DEFAULT: DenseConfig = { chunk: 256, workgroup: 256 };
+
+/** Partial-kernel workgroups the default chunk keeps at least, where chunks of 256 allow. */
+const MIN_PARTIAL_WORKGROUPS = 512;
+
+/**
+ * The launch of an untuned plan: the longest chunk of 1024, 512 or 256 positions that still
+ * gives {@link MIN_PARTIAL_WORKGROUPS} workgroups, else 256. On the H100, chunks of 1024 took
+ * llama3-8b B=64 S=32k from 3588 to 3103 µs and B=16 S=4k from 140.5 to 120.1, but B=1 S=4k
+ * from 32.8 to 65.8 µs (8 rows × 4 chunks leave the GPU idle); at 12 points of llama2-7b and
+ * llama3-8b (B 1–64, S 4k–32k) this rule's chunk was within 0.2% of the fastest of the three.
+ *
+ * @example
+ * ```ts
+ * import { defaultDenseConfig } from "./attention_dense.ts";
+ * defaultDenseConfig({ batch: 1, kvHeads: 8, maxSeq: 32768 }).chunk; // 512
+ * ```
+ */
+export function defaultDenseConfig(
+  s: Pick<AttentionKernelShape, "batch" | "kvHeads" | "maxSeq">,
+): DenseConfig {
+  const rows = s.batch * s.kvHeads;
+  const chunk = [1024, 512].find((c) => rows * Math.ceil(s.maxSeq / c) >= MIN_PARTIAL_WORKGROUPS) ??
+    256;
+  return { chunk, workgroup: 256 };
+}
 /** The candidates the tuner measures (those whose workgroup memory does not fit are skipped). */
 export const DENSE_SPACE: DenseConfig[] = [128, 256, 512, 1024].flatMap((chunk) =>
   [128, 256, 512].map((workgroup) => ({ chunk, workgroup }))
@@ -60,7 +85,7 @@ export interface DenseLayout {
  */
 export function denseLayout(
   s: AttentionKernelShape,
-  config: DenseConfig = DENSE_DEFAULT,
+  config: DenseConfig = defaultDenseConfig(s),
 ): DenseLayout {
   const group = s.heads / s.kvHeads;
   const { lanes, slices, workgroup } = rowLayout(s.headDim, config.workgroup);
@@ -350,8 +375,52 @@ export function subgroupRowsFit(headDim: number, subgroupSize: number | null): b
   return subgroupSize !== null && lanes >= subgroupSize && lanes % subgroupSize === 0;
 }
 
-/** Rows each subgroup loads before reducing any of them. */
+/** Rows each subgroup loads before reducing any of them (fewer where the heads would not fit). */
 const SUBGROUP_ROWS = 4;
+
+/**
+ * Straight-line WGSL that sums each of `values` (a power of two of them, at most `subgroupSize`)
+ * over the subgroup with one shuffle per value instead of one `subgroupAdd` (log₂ size shuffles)
+ * per value: at each step a lane keeps half of its values, hands the other half to the lane
+ * `distance` away and adds what it gets back, so the values left halve with every step; then
+ * the lanes that hold the same value finish by butterfly, and `subgroupBroadcast` hands every
+ * sum to every lane, as `${prefix}{i}`.
+ *
+ * @example
+ * ```ts
+ * import { transposeSums } from "./attention_dense.ts";
+ * transposeSums(["a", "b"], 32, "s").at(-1); // "let s1 = subgroupBroadcast(t4_0, 16u);"
+ * ```
+ */
+export function transposeSums(values: string[], subgroupSize: number, prefix: string): string[] {
+  const lines: string[] = [];
+  let held = values;
+  let step = 0;
+  for (let distance = subgroupSize / 2; held.length > 1; distance /= 2, step++) {
+    const half = held.length / 2;
+    lines.push(`let upper${step} = (lane & ${distance}u) != 0u;`);
+    held = held.slice(0, half).map((low, i) => {
+      const high = held[i + half];
+      const name = `t${step}_${i}`;
+      lines.push(
+        `let ${name} = select(${low}, ${high}, upper${step}) + ` +
+          `subgroupShuffleXor(select(${high}, ${low}, upper${step}), ${distance}u);`,
+      );
+      return name;
+    });
+  }
+  // Lanes that hold the same value: runs of subgroupSize / values lanes.
+  const run = subgroupSize / values.length;
+  for (let distance = run / 2; distance >= 1; distance /= 2, step++) {
+    lines.push(`let t${step}_0 = ${held[0]} + subgroupShuffleXor(${held[0]}, ${distance}u);`);
+    held = [`t${step}_0`];
+  }
+  // Value i ended in the lanes whose index, read from the top bit down, spells i.
+  values.forEach((_, i) =>
+    lines.push(`let ${prefix}${i} = subgroupBroadcast(${held[0]}, ${i * run}u);`)
+  );
+  return lines;
+}
 
 /**
  * The subgroup partial kernel: each subgroup walks the chunk one K/V row at a time — every load
@@ -383,7 +452,13 @@ export function densePartialSubgroupKernel(
   // may place such arrays in local memory).
   const heads = [...Array(group).keys()];
   const parts = [...Array(per).keys()];
-  const rows = [...Array(SUBGROUP_ROWS).keys()];
+  const rowCount = Math.max(1, Math.min(SUBGROUP_ROWS, Math.floor(subgroupSize / group)));
+  const rows = [...Array(rowCount).keys()];
+  // One shuffle per (row, head) sum where they fit a subgroup in a power of two, else subgroupAdd.
+  const sums = rowCount * group;
+  const transposed = sums <= subgroupSize && (sums & (sums - 1)) === 0;
+  const dots = (h: number, u: number) =>
+    parts.map((p) => `dot(q${h}_${p}, key${u}_${p})`).join(" + ");
   const loads = rows.flatMap((u) => [
     `let at${u} = (base + min(t0 + ${u}u * TEAMS + team, n - 1u)) * LANES + lane;`,
     `let valid${u} = t0 + ${u}u * TEAMS + team < n;`,
@@ -392,25 +467,33 @@ export function densePartialSubgroupKernel(
       `let value${u}_${p} = vec4<f32>(v_cache[at${u} + ${p}u * SG]);`,
     ]),
   ]);
-  const update = heads.flatMap((h) => [
-    ...rows.map((u) =>
-      `let score${h}_${u} = select(NEG, subgroupAdd(${
-        parts.map((p) => `dot(q${h}_${p}, key${u}_${p})`).join(" + ")
-      }) * SCALE, valid${u});`
-    ),
-    `let top${h} = max(m${h}, ${
-      rows.map((u) => `score${h}_${u}`).reduce((a, b) => `max(${a}, ${b})`)
-    });`,
-    `let rescale${h} = exp(m${h} - top${h});`,
-    ...rows.map((u) => `let e${h}_${u} = select(0.0, exp(score${h}_${u} - top${h}), valid${u});`),
-    `l${h} = l${h} * rescale${h} + ${rows.map((u) => `e${h}_${u}`).join(" + ")};`,
-    `m${h} = top${h};`,
-    ...parts.map((p) =>
-      `acc${h}_${p} = acc${h}_${p} * rescale${h} + ${
-        rows.map((u) => `e${h}_${u} * value${u}_${p}`).join(" + ")
-      };`
-    ),
-  ]);
+  const reduced = transposed
+    ? transposeSums(
+      rows.flatMap((u) => heads.map((h) => `(${dots(h, u)})`)),
+      subgroupSize,
+      "sum",
+    )
+    : [];
+  const sum = (h: number, u: number) =>
+    transposed ? `sum${u * group + h}` : `subgroupAdd(${dots(h, u)})`;
+  const update = [
+    ...reduced,
+    ...heads.flatMap((h) => [
+      ...rows.map((u) => `let score${h}_${u} = select(NEG, ${sum(h, u)} * SCALE, valid${u});`),
+      `let top${h} = max(m${h}, ${
+        rows.map((u) => `score${h}_${u}`).reduce((a, b) => `max(${a}, ${b})`)
+      });`,
+      `let rescale${h} = exp(m${h} - top${h});`,
+      ...rows.map((u) => `let e${h}_${u} = select(0.0, exp(score${h}_${u} - top${h}), valid${u});`),
+      `l${h} = l${h} * rescale${h} + ${rows.map((u) => `e${h}_${u}`).join(" + ")};`,
+      `m${h} = top${h};`,
+      ...parts.map((p) =>
+        `acc${h}_${p} = acc${h}_${p} * rescale${h} + ${
+          rows.map((u) => `e${h}_${u} * value${u}_${p}`).join(" + ")
+        };`
+      ),
+    ]),
+  ];
   const merge = heads.map((h) =>
     `  {
     if (lane == 0u) {
@@ -477,9 +560,9 @@ ${
 
   let base = local_row * MAX_SEQ + start;
   // The loop bound is uniform so that subgroupAdd runs in uniform control flow; teams past the
-  // chunk's end reread its last row and drop the result. Each team loads ${SUBGROUP_ROWS} rows before
+  // chunk's end reread its last row and drop the result. Each team loads ${rowCount} rows before
   // it reduces any, and folds them into the running softmax with one rescale.
-  for (var t0 = 0u; t0 < n; t0 += TEAMS * ${SUBGROUP_ROWS}u) {
+  for (var t0 = 0u; t0 < n; t0 += TEAMS * ${rowCount}u) {
 ${indentLines(loads, "    ")}
 ${indentLines(update, "    ")}
   }

@@ -160,9 +160,9 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     const layout = build(ctx, () => denseLayout(shape, config));
     const partials = scratch("partials", [B, H, layout.chunks, shape.headDim + 2], "f32");
     const sg = ctx.target.subgroupSize;
-    // Measured on the H100: the subgroup kernel wins with one query head per KV head; with
-    // several, its per-row reductions serialize the loop and the tiled kernel is faster.
-    const partialKernel = subgroupRowsFit(shape.headDim, sg) && shape.heads === shape.kvHeads
+    // The subgroup kernel wherever the rows fit its lanes: with several query heads per KV
+    // head it sums all heads' dot products with one shuffle each (see transposeSums).
+    const partialKernel = subgroupRowsFit(shape.headDim, sg)
       ? densePartialSubgroupKernel(shape, layout, sg!, config?.workgroup)
       : densePartialKernel(shape, layout);
     return [
