@@ -34,15 +34,12 @@ export interface DenseConfig {
 /** The tuner's baseline launch (untuned plans take {@link defaultDenseConfig}). */
 export const DENSE_DEFAULT: DenseConfig = { chunk: 256, workgroup: 256 };
 
-/** Partial-kernel workgroups the default chunk keeps at least, where chunks of 256 allow. */
-const MIN_PARTIAL_WORKGROUPS = 512;
-
 /**
- * The launch of an untuned plan: the longest chunk of 1024, 512 or 256 positions that still
- * gives {@link MIN_PARTIAL_WORKGROUPS} workgroups, else 256. On the H100, chunks of 1024 took
- * llama3-8b B=64 S=32k from 3588 to 3103 µs and B=16 S=4k from 140.5 to 120.1, but B=1 S=4k
- * from 32.8 to 65.8 µs (8 rows × 4 chunks leave the GPU idle); at 12 points of llama2-7b and
- * llama3-8b (B 1–64, S 4k–32k) this rule's chunk was within 0.2% of the fastest of the three.
+ * The launch of an untuned plan: chunks of 1024 positions where that still gives 2048
+ * partial-kernel workgroups, of 512 where that gives 512, else 256. On the H100, chunks of 1024
+ * took llama3-8b B=64 S=32k from 3588 to 3103 µs (attention bench) but B=1 S=4k from 32.8 to
+ * 65.8 µs (8 rows × 4 chunks leave the GPU idle), and inside llama2-7b's decode step at S=32k
+ * (1024 workgroups) they cost 3 µs per layer against 256.
  *
  * @example
  * ```ts
@@ -53,9 +50,8 @@ const MIN_PARTIAL_WORKGROUPS = 512;
 export function defaultDenseConfig(
   s: Pick<AttentionKernelShape, "batch" | "kvHeads" | "maxSeq">,
 ): DenseConfig {
-  const rows = s.batch * s.kvHeads;
-  const chunk = [1024, 512].find((c) => rows * Math.ceil(s.maxSeq / c) >= MIN_PARTIAL_WORKGROUPS) ??
-    256;
+  const workgroups = (chunk: number) => s.batch * s.kvHeads * Math.ceil(s.maxSeq / chunk);
+  const chunk = workgroups(1024) >= 2048 ? 1024 : workgroups(512) >= 512 ? 512 : 256;
   return { chunk, workgroup: 256 };
 }
 /** The candidates the tuner measures (those whose workgroup memory does not fit are skipped). */
