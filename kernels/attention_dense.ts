@@ -35,23 +35,28 @@ export interface DenseConfig {
 export const DENSE_DEFAULT: DenseConfig = { chunk: 256, workgroup: 256 };
 
 /**
- * The launch of an untuned plan: chunks of 1024 positions where that still gives 2048
- * partial-kernel workgroups, of 512 where that gives 512, else 256. On the H100, chunks of 1024
- * took llama3-8b B=64 S=32k from 3588 to 3103 µs (attention bench) but B=1 S=4k from 32.8 to
- * 65.8 µs (8 rows × 4 chunks leave the GPU idle), and inside llama2-7b's decode step at S=32k
- * (1024 workgroups) they cost 3 µs per layer against 256.
+ * The launch of an untuned plan: chunks of 1024 positions where B·H·⌈S/1024⌉ (query heads, so
+ * grouped-query workgroups, which compute for several heads, count for more) reaches 2048, of
+ * 512 where that leaves 512 workgroups, else 256. On the H100, chunks of 1024 took llama3-8b
+ * B=64 S=32k from 3588 to 3103 µs (attention bench) but B=1 S=4k from 32.8 to 65.8 µs (8 rows
+ * × 4 chunks leave the GPU idle), and inside llama2-7b's decode step at S=32k (1024 workgroups)
+ * they cost 3 µs per layer against 256.
  *
  * @example
  * ```ts
  * import { defaultDenseConfig } from "./attention_dense.ts";
- * defaultDenseConfig({ batch: 1, kvHeads: 8, maxSeq: 32768 }).chunk; // 512
+ * defaultDenseConfig({ batch: 1, heads: 32, kvHeads: 8, maxSeq: 32768 }).chunk; // 512
  * ```
  */
 export function defaultDenseConfig(
-  s: Pick<AttentionKernelShape, "batch" | "kvHeads" | "maxSeq">,
+  s: Pick<AttentionKernelShape, "batch" | "heads" | "kvHeads" | "maxSeq">,
 ): DenseConfig {
-  const workgroups = (chunk: number) => s.batch * s.kvHeads * Math.ceil(s.maxSeq / chunk);
-  const chunk = workgroups(1024) >= 2048 ? 1024 : workgroups(512) >= 512 ? 512 : 256;
+  const chunks = (chunk: number) => Math.ceil(s.maxSeq / chunk);
+  const chunk = s.batch * s.heads * chunks(1024) >= 2048
+    ? 1024
+    : s.batch * s.kvHeads * chunks(512) >= 512
+    ? 512
+    : 256;
   return { chunk, workgroup: 256 };
 }
 /** The candidates the tuner measures (those whose workgroup memory does not fit are skipped). */
