@@ -108,11 +108,11 @@ function spec(name: string, source: string, storage: StorageBinding[]): KernelSp
 
 /**
  * Workgroup memory of the query selection that opens every stage-1 workgroup (bytes): q of the
- * group's heads, Σ_group |q|, i1, q[i1] / tau and tau.
+ * group's heads, Σ_group |q|, i1, the mask of i1, the parts of tau's sums and q[i1] / tau.
  */
 function querySelectionBytes(s: AttentionKernelShape, r: number): number {
   const group = s.heads / s.kvHeads;
-  return (group * s.headDim + s.headDim + r + group * r + group) * 4;
+  return (group * s.headDim + s.headDim + r + s.headDim + group * 4 * 2 + group * r) * 4;
 }
 
 /**
@@ -136,11 +136,15 @@ function scoresPreamble(
 @group(0) @binding(5) var<uniform> params: Params;
 
 const QUADS = HEAD_DIM / 4u;
+// Each head's Σ|q| and Σ_i1 |q| are summed in this many parts at once.
+const TAU_PARTS = 4u;
+const TAU_QUADS = (QUADS + TAU_PARTS - 1u) / TAU_PARTS;
 var<workgroup> q_group: array<vec4<f32>, GROUP * QUADS>;
 var<workgroup> abs_q: array<vec4<f32>, QUADS>;
 var<workgroup> i1: array<u32, R>;
+var<workgroup> picked_mask: array<f32, HEAD_DIM>;
+var<workgroup> abs_sums: array<vec2<f32>, GROUP * TAU_PARTS>;
 var<workgroup> q_sel: array<f32, GROUP * R>;
-var<workgroup> tau: array<f32, GROUP>;
 ${reductions(workgroup)}
 @compute @workgroup_size(WG)
 fn main(
@@ -178,22 +182,33 @@ fn main(
     }
     let rank = ranks.x + ranks.y + ranks.z + ranks.w;
     if (rank < R) { i1[rank] = j; }
+    picked_mask[j] = select(0.0, 1.0, rank < R);
   }
   workgroupBarrier();
   // tau = sqrt(d · Σ_i1 |q| / Σ |q|) per head (SPARQ.md): the softmax temperature of the
-  // approximate scores.
-  for (var h = tid; h < GROUP; h += WG) {
-    var total = vec4<f32>(0.0);
-    for (var c = 0u; c < QUADS; c++) { total += abs(q_group[h * QUADS + c]); }
-    let all = total.x + total.y + total.z + total.w;
-    var picked = 0.0;
-    for (var i = 0u; i < R; i++) { picked += abs(q_group[h * QUADS + i1[i] / 4u][i1[i] % 4u]); }
-    tau[h] = select(sqrt(f32(HEAD_DIM)), sqrt(f32(HEAD_DIM) * picked / all), all > 0.0);
+  // approximate scores. Both sums in TAU_PARTS parts per head at once, without a load that waits
+  // on another: one invocation walking i1, then q[i1], cost 4 µs per stage-1 workgroup at B=1.
+  for (var i = tid; i < GROUP * TAU_PARTS; i += WG) {
+    let h = i / TAU_PARTS;
+    let first = (i % TAU_PARTS) * TAU_QUADS;
+    var all = vec4<f32>(0.0);
+    var picked = vec4<f32>(0.0);
+    for (var c = first; c < min(first + TAU_QUADS, QUADS); c++) {
+      let a = abs(q_group[h * QUADS + c]);
+      let m = vec4<f32>(picked_mask[4u * c], picked_mask[4u * c + 1u], picked_mask[4u * c + 2u],
+        picked_mask[4u * c + 3u]);
+      all += a;
+      picked += a * m;
+    }
+    abs_sums[i] = vec2<f32>(all.x + all.y + all.z + all.w, picked.x + picked.y + picked.z + picked.w);
   }
   workgroupBarrier();
   for (var i = tid; i < GROUP * R; i += WG) {
     let h = i / R;
-    q_sel[i] = q_group[h * QUADS + i1[i % R] / 4u][i1[i % R] % 4u] / tau[h];
+    var sums = vec2<f32>(0.0);
+    for (var part = 0u; part < TAU_PARTS; part++) { sums += abs_sums[h * TAU_PARTS + part]; }
+    let tau = select(sqrt(f32(HEAD_DIM)), sqrt(f32(HEAD_DIM) * sums.y / sums.x), sums.x > 0.0);
+    q_sel[i] = q_group[h * QUADS + i1[i % R] / 4u][i1[i % R] % 4u] / tau;
   }
   workgroupBarrier();`;
 }
