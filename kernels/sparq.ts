@@ -416,6 +416,25 @@ ${indentLines(statistics, "    ")}
 const BOUNDARY_CAPACITY = 256;
 
 /**
+ * WGSL `log_sum_shat(head0, pos)`: log Σ_group ŝ by log-sum-exp (so that no term underflows to
+ * a -inf key), generated straight-line over the heads — each head's score loaded once, all
+ * loads before any use.
+ */
+function logSumShat(group: number): string {
+  const heads = [...Array(group).keys()];
+  const maxOf = heads.map((h) => `t${h}`).reduce((a, b) => `max(${a}, ${b})`);
+  return `fn log_sum_shat(head0: u32, pos: u32) -> f32 {
+${
+    heads.map((h) =>
+      `  let t${h} = scores[(head0 + ${h}u) * MAX_SEQ + pos] - head_max[${h}u] + head_log_inv[${h}u];`
+    ).join("\n")
+  }
+  let m = ${maxOf};
+  return m + log(${heads.map((h) => `exp(t${h} - m)`).join(" + ")});
+}`;
+}
+
+/**
  * WGSL shared by the two selection stages: head statistics, ranking keys, the radix round and
  * the binned selection's workgroup memory. `group` decides the ranking key: with one query head
  * per KV head, Σ_group ŝ is monotone in the logit, so the logit itself ranks (no softmax needed).
@@ -443,18 +462,7 @@ fn shat(head: u32, pos: u32, h: u32) -> f32 {
   return exp(scores[head * MAX_SEQ + pos] - head_max[h]) * head_inv[h];
 }
 
-// log Σ_group ŝ, by log-sum-exp so that no term underflows to a -inf key.
-fn log_sum_shat(head0: u32, pos: u32) -> f32 {
-  var m = NEG;
-  for (var h = 0u; h < GROUP; h++) {
-    m = max(m, scores[(head0 + h) * MAX_SEQ + pos] - head_max[h] + head_log_inv[h]);
-  }
-  var sum = 0.0;
-  for (var h = 0u; h < GROUP; h++) {
-    sum += exp(scores[(head0 + h) * MAX_SEQ + pos] - head_max[h] + head_log_inv[h] - m);
-  }
-  return m + log(sum);
-}
+${logSumShat(group)}
 
 // Each head's softmax over all valid positions, from stage 1's per-block statistics.
 fn head_statistics(head0: u32, len: u32, tid: u32) {
