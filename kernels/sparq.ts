@@ -849,6 +849,7 @@ export function sparqTopkKernel(
   c: SparqConfig = SPARQ_DEFAULT,
   warm = false,
 ): KernelSpec {
+  const group = s.heads / s.kvHeads;
   const storage: [string, "read" | "read_write", string][] = [
     ["scores", "read", "f32"],
     ["block_stats", "read", "f32"],
@@ -907,22 +908,28 @@ fn main(
   atomicStore(&hist[tid], 0u);
   range = reduce_range(range, tid);
 
-  var kept_mass = array<f32, GROUP>();
+  // Each head's kept mass in a var of its own (a private array indexed in a loop is slow here).
+${unroll(group, (h) => `var kept${h} = 0.0;`, "  ")}
 ${
     binnedSelection({
       count: "count",
       want: "K_SEL",
       item:
         "let c = candidate_at(row, len, i); let key = c.x; let valid = c.z == 1u; let position = c.y;",
-      take:
-        "indices[out + slot] = position; for (var h = 0u; h < GROUP; h++) { kept_mass[h] += shat(head0 + h, position, h); }",
+      take: `indices[out + slot] = position; ${
+        unroll(group, (h) => `kept${h} += shat(head0 + ${h}u, position, ${h}u);`, "")
+          .split("\n").join(" ")
+      }`,
       range: "range",
-      reset: "for (var h = 0u; h < GROUP; h++) { kept_mass[h] = 0.0; }",
+      reset: unroll(group, (h) => `kept${h} = 0.0;`, "").split("\n").join(" "),
     })
   }
-  for (var h = 0u; h < GROUP; h++) {
-    let total = reduce_sum(kept_mass[h], tid);
-    if (tid == 0u) { alpha[head0 + h] = total; }
+${
+    unroll(group, (h) =>
+      `  {
+    let total = reduce_sum(kept${h}, tid);
+    if (tid == 0u) { alpha[head0 + ${h}u] = total; }
+  }`)
   }
 }
 `;
