@@ -99,7 +99,9 @@ async function runPoint(ctx: MeasureContext, p: Point, program: Program): Promis
     const inputSets = inputBytes < COLD_BYTES
       ? Math.min(16, Math.ceil(COLD_BYTES / inputBytes))
       : 1;
-    // Clocks up: about 100 ms of this work on a GPU (a few runs on a software adapter).
+    // The input copies first: their allocations idle the GPU. Then clocks up: about 100 ms of
+    // this work on a GPU (a few runs on a software adapter).
+    await executor.prepareInputSets(inputSets);
     await executor.warmUp(ctx.gpu.info.isFallbackAdapter ? 0 : 100e6, estimateNs);
     const profile = await executor.profile({
       reps,

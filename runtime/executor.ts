@@ -291,7 +291,7 @@ export class Executor {
       else groups.push({ stage, steps: [step] });
     }
     const sets = Math.max(1, options.inputSets ?? 1);
-    await this.ensureInputSets(sets);
+    await this.prepareInputSets(sets);
 
     const queriesPerRep = 2 * groups.length;
     const repsPerSubmit = Math.floor(MAX_QUERIES / queriesPerRep);
@@ -384,8 +384,19 @@ export class Executor {
 
   private extraBuffers: GPUBuffer[][] = [];
 
-  /** Makes sure `count` input sets exist: copies of input and state buffers, data included. */
-  private async ensureInputSets(count: number): Promise<void> {
+  /**
+   * Makes sure `count` input sets exist: copies of input and state buffers, data included.
+   * `profile` makes them too, but a caller that warms the GPU up should make them first: the
+   * allocations leave the GPU idle, and its clocks may drop (on the H100 now and then a point
+   * with several input sets read 1.3–2× slow in every stage when they were made after the
+   * warm-up).
+   *
+   * @example
+   * ```ts
+   * // await executor.prepareInputSets(3); await executor.warmUp(100e6, 9e3);
+   * ```
+   */
+  async prepareInputSets(count: number): Promise<void> {
     const device = this.gpu.device;
     const copied = this.program.buffers.filter((b) => b.role === "input" || b.role === "state");
     if (this.extraBuffers.length + 1 >= count) return;
