@@ -1,10 +1,11 @@
 /**
  * Lowering of the KV append and of attention: dense as the flash-decoding split-K pair (partial
- * max, Σexp and output per chunk of positions, then a reduction), SparQ as five stages (i1 and
- * q[i1]/τ per KV group; scores from the contiguous Kᵀ rows; local top-k candidates per block of
- * positions; the final top-k; exact attention over the gathered K and V rows with the mean-value
- * reallocation). Cache operands may be split into shards; each shard gets its own dispatch of
- * the stages that read the cache.
+ * max, Σexp and output per chunk of positions, then a reduction), SparQ as four stages (scores
+ * from the Kᵀ rows of i1, each workgroup picking i1 and q[i1]/τ itself; local top-k candidates
+ * per block of positions; the final top-k, whose spare workgroups warm the cache's address
+ * translations at small batch; exact attention over the gathered K and V rows with the
+ * mean-value reallocation). Cache operands may be split into shards; each shard gets its own
+ * dispatch of the stages that read the cache.
  *
  * @module
  */
@@ -108,7 +109,7 @@ const WARM_ROWS = 64;
 /** (sequence, query head) rows up to which the dense reduction takes wide workgroups. */
 const WIDE_REDUCE_ROWS = 128;
 
-/** attention: the dense split-K pair, or the five SparQ stages. */
+/** attention: the dense split-K pair, or the four SparQ stages. */
 export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): Invocation[] {
   const [q, positions, ...cache] = node.inputs;
   const y = node.outputs[0];
