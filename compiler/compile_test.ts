@@ -13,7 +13,7 @@ Deno.test("every preset compiles with both attention methods, and its plan round
       const plan = compile(model, defaultOptions(model, method), h100);
       deepStrictEqual(Plan.parse(JSON.parse(JSON.stringify(plan))), plan);
       deepStrictEqual(plan.stats.layers, model.numLayers);
-      // Attention lowers to the split-K pair (dense) or the five SparQ stages, per layer.
+      // Attention lowers to the split-K pair (dense) or the four SparQ stages, per layer.
       const attention = plan.schedule.filter((d) => d.node === "layers.0.attention");
       // Dense: the subgroup partial kernel where the h100 target's subgroups fit the rows.
       const denseKernels = model.headDim % 128 === 0
