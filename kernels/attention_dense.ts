@@ -133,7 +133,6 @@ const CHUNK_PREAMBLE = `${FLAT_ID}
   let n = min(CHUNK, len - start);
   let head0 = row * GROUP;`;
 
-/** The spec of a partial kernel: both variants bind q, positions, K, V, partials, params. */
 /**
  * WGSL storing one head's partial of a chunk, [output (d), max, Σexp]: each lane its four
  * output values, lane 0 the statistics. Both partial kernels write through it.
@@ -151,6 +150,7 @@ const STORE_PARTIAL =
   }
 }`;
 
+/** The spec of a partial kernel: both variants bind q, positions, K, V, partials, params. */
 function partialSpec(name: string, source: string): KernelSpec {
   return computeKernel(name, "attention", source, [
     ["q", "read"],

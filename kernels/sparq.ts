@@ -106,13 +106,16 @@ function spec(name: string, source: string, storage: StorageBinding[]): KernelSp
   return computeKernel(name, "attention", source, storage);
 }
 
+/** Parts in which stage 1 sums each head's Σ|q| and Σ_i1 |q| at once (for tau). */
+const TAU_PARTS = 4;
+
 /**
  * Workgroup memory of the query selection that opens every stage-1 workgroup (bytes): q of the
  * group's heads, Σ_group |q|, i1, the mask of i1, the parts of tau's sums and q[i1] / tau.
  */
 function querySelectionBytes(s: AttentionKernelShape, r: number): number {
   const group = s.heads / s.kvHeads;
-  return (group * s.headDim + s.headDim + r + s.headDim + group * 4 * 2 + group * r) * 4;
+  return (group * s.headDim + s.headDim + r + s.headDim + group * TAU_PARTS * 2 + group * r) * 4;
 }
 
 /**
@@ -136,8 +139,7 @@ function scoresPreamble(
 @group(0) @binding(5) var<uniform> params: Params;
 
 const QUADS = HEAD_DIM / 4u;
-// Each head's Σ|q| and Σ_i1 |q| are summed in this many parts at once.
-const TAU_PARTS = 4u;
+const TAU_PARTS = ${TAU_PARTS}u;
 const TAU_QUADS = (QUADS + TAU_PARTS - 1u) / TAU_PARTS;
 var<workgroup> q_group: array<vec4<f32>, GROUP * QUADS>;
 var<workgroup> abs_q: array<vec4<f32>, QUADS>;
@@ -738,7 +740,7 @@ const WG = ${SPARQ_TOPK_WORKGROUP}u;
 var<workgroup> keys: array<u32, CBLOCK + CBLOCK / 16u + 1u>;
 fn padded(i: u32) -> u32 { return i + i / 16u; }
 ${reductions(SPARQ_TOPK_WORKGROUP)}
-${selectionCommon(s.heads / s.kvHeads)}
+${selectionCommon(group)}
 @compute @workgroup_size(WG)
 fn main(
   ${MAIN_ARGS},
@@ -829,9 +831,9 @@ fn warm_translations(w: u32, tid: u32) {
 }`;
 
 /**
- * Stage 2b, per (sequence, KV head): the top k among the candidates by a 4-pass radix select
- * over their keys (ties to the lower position: candidates are in position order), written as
- * ascending indices, and each head's kept mass alpha (1 exactly when k ≥ length). Bindings
+ * Stage 2b, per (sequence, KV head): the top k among the candidates, selected as in stage 2a
+ * (ties to the lower position: candidates are in position order), written as indices in no
+ * particular order, and each head's kept mass alpha (1 exactly when k ≥ length). Bindings
  * scores, block_stats, positions, candidates, indices, alpha, [k_words, v_words,] params (rows
  * = B·Hkv). With `warm`, workgroups past the rows warm the K and V caches' translations for
  * stage 3 (see {@link warmWorkgroups}; dispatch rows + warmWorkgroups(K cache bytes)).
@@ -870,7 +872,7 @@ ${bindingDeclarations(storage)}
 ${warm ? WARM_UP : ""}
 
 ${reductions(SPARQ_TOPK_WORKGROUP)}
-${selectionCommon(s.heads / s.kvHeads)}
+${selectionCommon(group)}
 // Candidate i of the row (i < count), in position order, and whether it exists.
 fn candidate_valid(len: u32, i: u32) -> bool {
   let n = min(CBLOCK, len - min(len, (i / CK) * CBLOCK));
