@@ -31,9 +31,6 @@ export interface DenseConfig {
   workgroup: number;
 }
 
-/** The tuner's baseline launch (untuned plans take {@link defaultDenseConfig}). */
-export const DENSE_DEFAULT: DenseConfig = { chunk: 256, workgroup: 256 };
-
 /**
  * The launch of an untuned plan: chunks of 1024 positions where B·H·⌈S/1024⌉ (query heads, so
  * grouped-query workgroups, which compute for several heads, count for more) reaches 2048, of

@@ -20,7 +20,7 @@ import {
   type TuningProblem,
   type TuningRecord,
 } from "../compiler/tuning.ts";
-import { DENSE_DEFAULT, DENSE_SPACE } from "../kernels/attention_dense.ts";
+import { defaultDenseConfig, DENSE_SPACE } from "../kernels/attention_dense.ts";
 import { KV_APPEND_DEFAULT, KV_APPEND_SPACE } from "../kernels/kv_append.ts";
 import { SPARQ_DEFAULT, SPARQ_SPACE } from "../kernels/sparq.ts";
 import { relativeL2 } from "../kernels/compare.ts";
@@ -30,12 +30,18 @@ import { fillUniform } from "./fill.ts";
 import { summarize } from "./stats.ts";
 import { adapterId, type TuneCache } from "./tune_cache.ts";
 
-/** The search space and default of each family (each kernel file declares its own). */
-export const SPACES = {
-  kv_append: { default: KV_APPEND_DEFAULT, space: KV_APPEND_SPACE },
-  attention_dense: { default: DENSE_DEFAULT, space: DENSE_SPACE },
-  attention_sparq: { default: SPARQ_DEFAULT, space: SPARQ_SPACE },
-} as const;
+/**
+ * The search space of each family and the default an untuned plan takes for a problem (each
+ * kernel file declares its own), which is the baseline the tuner measures against.
+ */
+export const SPACES: Record<
+  TuningProblem["family"],
+  { defaultFor: (p: TuningProblem) => TuningConfig; space: readonly TuningConfig[] }
+> = {
+  kv_append: { defaultFor: () => KV_APPEND_DEFAULT, space: KV_APPEND_SPACE },
+  attention_dense: { defaultFor: (p) => defaultDenseConfig(p), space: DENSE_SPACE },
+  attention_sparq: { defaultFor: () => SPARQ_DEFAULT, space: SPARQ_SPACE },
+};
 
 /** What the tuner did for one problem (the plan records these). */
 export type TuneRecord = TuningRecord;
@@ -161,10 +167,11 @@ export async function tune(
   for (const [index, p] of problems.entries()) {
     const bucket = tuningBucket(p);
     const family = SPACES[p.family];
+    const defaultConfig = family.defaultFor(p);
     const defaults = compileGraph(
       benchOf(p).graph,
       options.target,
-      new Map([[bucket, family.default]]),
+      new Map([[bucket, defaultConfig]]),
     );
     const hash = await sourceHash(defaults.kernels.map((k) => k.source));
     const cached = options.cache.lookup(adapter, bucket, hash);
@@ -173,7 +180,7 @@ export async function tune(
       records.push({
         bucket,
         choice: cached.choice,
-        defaultConfig: { ...family.default },
+        defaultConfig: { ...defaultConfig },
         defaultNs: cached.defaultNs,
         bestNs: cached.bestNs,
         kernelsNs: cached.kernelsNs,
@@ -186,12 +193,12 @@ export async function tune(
     }
     ticks ??= await options.nsPerTick();
     const measuring = { ...options, ticks };
-    const base = await measure(gpu, p, family.default, measuring);
+    const base = await measure(gpu, p, defaultConfig, measuring);
     const space = (options.spaces?.[p.family] ?? family.space).filter((c) =>
       Object.values(c).every((v) => v <= options.target.limits.maxComputeInvocationsPerWorkgroup)
     );
     let best = {
-      config: family.default as TuningConfig,
+      config: defaultConfig,
       ns: base.ns,
       kernelsNs: base.kernelsNs,
     };
@@ -202,7 +209,7 @@ export async function tune(
         `tuning ${index + 1}/${problems.length} ${bucket}: candidate ${i + 1}/${space.length} ` +
           `(${describe(config)})`,
       );
-      if (JSON.stringify(config) === JSON.stringify(family.default)) continue;
+      if (JSON.stringify(config) === JSON.stringify(defaultConfig)) continue;
       let result;
       try {
         result = await measure(gpu, p, config, measuring);
@@ -224,7 +231,7 @@ export async function tune(
     records.push({
       bucket,
       choice: { ...best.config },
-      defaultConfig: { ...family.default },
+      defaultConfig: { ...defaultConfig },
       defaultNs,
       bestNs: best.ns,
       kernelsNs: { default: base.kernelsNs, best: best.kernelsNs },
