@@ -186,7 +186,7 @@ var<workgroup> q_sh: array<vec4<f32>, GROUP * LANES>;
 var<workgroup> p_sh: array<f32, GROUP * CHUNK>;
 var<workgroup> acc_sh: array<vec4<f32>, WG>;
 var<workgroup> stat_sh: array<f32, GROUP * 2u>;
-${reductions(layout.workgroup)}
+${reductions(layout.workgroup, s.subgroupSize ?? null)}
 @compute @workgroup_size(WG)
 fn main(
   ${MAIN_ARGS},
@@ -292,7 +292,7 @@ const RSLICES = ${slices}u;
 
 var<workgroup> weight: array<f32, CHUNKS>;
 var<workgroup> sliced: array<f32, RSLICES * HEAD_DIM>;
-${reductions(workgroup)}
+${reductions(workgroup, s.subgroupSize ?? null)}
 @compute @workgroup_size(RWG)
 fn main(
   ${MAIN_ARGS},

@@ -144,6 +144,31 @@ for (const c of cases()) {
   });
 }
 
+Deno.test("without subgroups (tree reductions, the tiled dense kernel) results match too", async () => {
+  const plain: Target = { ...target, subgroupSize: null };
+  for (const [group, kvDtype] of [[1, "f16"], [4, "f32"]] as const) {
+    const seed = freshSeed();
+    const label = `no subgroups group=${group} ${kvDtype} seed=${seed}`;
+    const p = randomProblem({
+      batch: 2,
+      heads: 2 * group,
+      kvHeads: 2,
+      seqCapacity: 700,
+      headDim: 128,
+      ragged: true,
+      seed,
+      kvDtype,
+    });
+    const tol = tolerance(kvDtype);
+    const dense = await runAttention(gpu, plain, p, { kind: "dense" }, kvDtype);
+    const denseError = relativeL2(dense.y, denseReference(p));
+    ok(denseError <= tol, `${label}: dense relative L2 ${denseError}`);
+    const params = { r: 32, k: 50, localWindow: 0 };
+    const { out, ref } = await checkSparq(plain, p, params, kvDtype, tol, label);
+    ok(relativeL2(out.alpha!, ref.alpha) <= 1e-5, `${label}: alpha differs`);
+  }
+});
+
 Deno.test("the local window always keeps the newest positions", async () => {
   const seed = freshSeed();
   const p = randomProblem({

@@ -32,22 +32,10 @@ export interface NormShape {
   subgroupSize?: number | null;
 }
 
-/** `row_sum(x, tid)`: the workgroup's sum, by subgroups where their size is fixed. */
+/** `row_sum(x, tid)`: the workgroup's sum (by subgroups where their size is fixed). */
 function rowSum(subgroupSize: number | null | undefined): string {
-  if (!subgroupSize || NORM_WORKGROUP % subgroupSize !== 0) {
-    return `${reductions(NORM_WORKGROUP)}
+  return `${reductions(NORM_WORKGROUP, subgroupSize ?? null)}
 fn row_sum(x: f32, tid: u32) -> f32 { return reduce_sum(x, tid); }`;
-  }
-  const groups = NORM_WORKGROUP / subgroupSize;
-  return `var<workgroup> subgroup_sums: array<f32, ${groups}>;
-fn row_sum(x: f32, tid: u32) -> f32 {
-  let partial = subgroupAdd(x);
-  if (tid % ${subgroupSize}u == 0u) { subgroup_sums[tid / ${subgroupSize}u] = partial; }
-  workgroupBarrier();
-  let total = ${[...Array(groups).keys()].map((g) => `subgroup_sums[${g}]`).join(" + ")};
-  workgroupBarrier();
-  return total;
-}`;
 }
 
 function normKernel(

@@ -130,6 +130,7 @@ function scoresPreamble(
   ktType: string,
   scoresType: string,
   workgroup: number,
+  subgroupSize: number | null | undefined,
 ): string {
   return `@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
@@ -147,7 +148,7 @@ var<workgroup> i1: array<u32, R>;
 var<workgroup> picked_mask: array<f32, HEAD_DIM>;
 var<workgroup> abs_sums: array<vec2<f32>, GROUP * TAU_PARTS>;
 var<workgroup> q_sel: array<f32, GROUP * R>;
-${reductions(workgroup)}
+${reductions(workgroup, subgroupSize ?? null)}
 @compute @workgroup_size(WG)
 fn main(
   ${MAIN_ARGS},
@@ -256,7 +257,7 @@ ${constants(s, p, c)}
 ${ktIndexWgsl(s.headDim, s.maxSeq)}
 const WG = ${workgroup}u;
 const PER = ${perThread}u;
-${scoresPreamble("KV", "f32", workgroup)}
+${scoresPreamble("KV", "f32", workgroup, s.subgroupSize)}
 
   var z = array<f32, GROUP * PER>();
   for (var i = 0u; i < R; i++) {
@@ -387,7 +388,7 @@ fn online_update(m: f32, sum: f32, v: f32) -> vec2<f32> {
   let top = max(m, v);
   return vec2<f32>(top, sum * exp(m - top) + exp(v - top));
 }
-${scoresPreamble(width === 8 ? "vec4<u32>" : "KV4", "vec4<f32>", workgroup)}
+${scoresPreamble(width === 8 ? "vec4<u32>" : "KV4", "vec4<f32>", workgroup, s.subgroupSize)}
 
   var run_max = array<f32, GROUP>();
   var run_sum = array<f32, GROUP>();
@@ -521,19 +522,8 @@ fn widen_range(range: vec2<f32>, key: u32) -> vec2<f32> {
 
 // The range (min, max) of every invocation's range, over the workgroup.
 fn reduce_range(range: vec2<f32>, tid: u32) -> vec2<f32> {
-  red_a[tid] = -range.x;
-  red_b[tid] = range.y;
-  workgroupBarrier();
-  for (var s = RED_HALF; s > 0u; s = s >> 1u) {
-    if (tid < s && tid + s < RED_WG) {
-      red_a[tid] = max(red_a[tid], red_a[tid + s]);
-      red_b[tid] = max(red_b[tid], red_b[tid + s]);
-    }
-    workgroupBarrier();
-  }
-  let result = vec2<f32>(-red_a[0], red_b[0]);
-  workgroupBarrier();
-  return result;
+  let m = reduce_max_pair(-range.x, range.y, tid);
+  return vec2<f32>(-m.x, m.y);
 }
 
 // The value bin of a key: 255 linear bins between the range's ends, 255 for the window.
@@ -739,7 +729,7 @@ const WG = ${SPARQ_TOPK_WORKGROUP}u;
 // contiguous run of 16 keys, and unpadded, invocations 16 words apart would share two banks.
 var<workgroup> keys: array<u32, CBLOCK + CBLOCK / 16u + 1u>;
 fn padded(i: u32) -> u32 { return i + i / 16u; }
-${reductions(SPARQ_TOPK_WORKGROUP)}
+${reductions(SPARQ_TOPK_WORKGROUP, s.subgroupSize ?? null)}
 ${selectionCommon(group)}
 @compute @workgroup_size(WG)
 fn main(
@@ -871,7 +861,7 @@ const WG = ${SPARQ_TOPK_WORKGROUP}u;
 ${bindingDeclarations(storage)}
 ${warm ? WARM_UP : ""}
 
-${reductions(SPARQ_TOPK_WORKGROUP)}
+${reductions(SPARQ_TOPK_WORKGROUP, s.subgroupSize ?? null)}
 ${selectionCommon(group)}
 // Candidate i of the row (i < count), in position order, and whether it exists.
 fn candidate_valid(len: u32, i: u32) -> bool {
@@ -998,7 +988,7 @@ var<workgroup> acc_sh: array<vec4<f32>, WG>;
 var<workgroup> run_max: array<f32, GROUP>;
 var<workgroup> run_sum: array<f32, GROUP>;
 var<workgroup> rescale: array<f32, GROUP>;
-${reductions(layout.workgroup)}
+${reductions(layout.workgroup, s.subgroupSize ?? null)}
 @compute @workgroup_size(WG)
 fn main(
   ${MAIN_ARGS},

@@ -53,18 +53,31 @@ export function floatLiteral(x: number): string {
 }
 
 /**
- * Workgroup reductions over `wg` invocations: `reduce_max`, `reduce_sum`, `reduce_softmax`
- * (merges (max, Σexp) pairs) and `scan_exclusive` (u32, returns (prefix, total)). Each must be
- * called by the whole workgroup in uniform control flow; each leaves a barrier behind so that
- * the next call may reuse the scratch.
+ * Workgroup reductions over `wg` invocations: `reduce_max`, `reduce_sum`, `reduce_max_pair`
+ * (two maxima at once), `reduce_softmax` and `reduce_softmax_in` (merge (max, Σexp) pairs) and
+ * `scan_exclusive` (u32, returns (prefix, total)). Each must be called by the whole workgroup in
+ * uniform control flow; each leaves a barrier behind so that the next call may reuse the
+ * scratch. Where the target's subgroups have a fixed size that divides `wg`, each reduces within
+ * subgroups and then across their partial results: two barriers a call instead of a tree's
+ * 2 + log₂ wg (a scan's 2 + 2·log₂ wg). Subgroup s is taken to hold invocations s·size …
+ * (s+1)·size − 1, as on the H100 and lavapipe (kernels/norm.ts relies on the same).
  *
  * @example
  * ```ts
  * import { reductions } from "./wgsl_common.ts";
- * const wgsl = reductions(256);
+ * const tree = reductions(256);
+ * const bySubgroups = reductions(256, 32);
  * ```
  */
-export function reductions(wg: number): string {
+export function reductions(wg: number, subgroupSize: number | null = null): string {
+  if (subgroupSize !== null && wg >= subgroupSize && wg % subgroupSize === 0) {
+    return subgroupReductions(wg, subgroupSize);
+  }
+  return treeReductions(wg);
+}
+
+/** {@link reductions} by trees in workgroup memory. */
+function treeReductions(wg: number): string {
   const half = nextPowerOfTwo(wg) / 2;
   return `const RED_WG = ${wg}u;
 const RED_HALF = ${half}u;
@@ -93,6 +106,22 @@ fn reduce_sum(x: f32, tid: u32) -> f32 {
     workgroupBarrier();
   }
   let result = red_a[0];
+  workgroupBarrier();
+  return result;
+}
+
+fn reduce_max_pair(a: f32, b: f32, tid: u32) -> vec2<f32> {
+  red_a[tid] = a;
+  red_b[tid] = b;
+  workgroupBarrier();
+  for (var s = RED_HALF; s > 0u; s = s >> 1u) {
+    if (tid < s && tid + s < RED_WG) {
+      red_a[tid] = max(red_a[tid], red_a[tid + s]);
+      red_b[tid] = max(red_b[tid], red_b[tid + s]);
+    }
+    workgroupBarrier();
+  }
+  let result = vec2<f32>(red_a[0], red_b[0]);
   workgroupBarrier();
   return result;
 }
@@ -143,6 +172,105 @@ fn scan_exclusive(x: u32, tid: u32) -> vec2<u32> {
 `;
 }
 
+/** {@link reductions} within subgroups of `sg`, then across the workgroup's `wg / sg` parts. */
+function subgroupReductions(wg: number, sg: number): string {
+  return `const RED_WG = ${wg}u;
+const RED_SG = ${sg}u;
+const RED_PARTS = ${wg / sg}u;
+const NEG = -3.0e38;
+var<workgroup> red_a: array<f32, RED_PARTS>;
+var<workgroup> red_b: array<f32, RED_PARTS>;
+var<workgroup> scan_u: array<u32, RED_PARTS>;
+
+fn reduce_max(x: f32, tid: u32) -> f32 {
+  let part = subgroupMax(x);
+  if (tid % RED_SG == 0u) { red_a[tid / RED_SG] = part; }
+  workgroupBarrier();
+  var result = red_a[0];
+  for (var i = 1u; i < RED_PARTS; i++) { result = max(result, red_a[i]); }
+  workgroupBarrier();
+  return result;
+}
+
+fn reduce_sum(x: f32, tid: u32) -> f32 {
+  let part = subgroupAdd(x);
+  if (tid % RED_SG == 0u) { red_a[tid / RED_SG] = part; }
+  workgroupBarrier();
+  var result = red_a[0];
+  for (var i = 1u; i < RED_PARTS; i++) { result += red_a[i]; }
+  workgroupBarrier();
+  return result;
+}
+
+fn reduce_max_pair(a: f32, b: f32, tid: u32) -> vec2<f32> {
+  let part_a = subgroupMax(a);
+  let part_b = subgroupMax(b);
+  if (tid % RED_SG == 0u) {
+    red_a[tid / RED_SG] = part_a;
+    red_b[tid / RED_SG] = part_b;
+  }
+  workgroupBarrier();
+  var result = vec2<f32>(red_a[0], red_b[0]);
+  for (var i = 1u; i < RED_PARTS; i++) {
+    result = max(result, vec2<f32>(red_a[i], red_b[i]));
+  }
+  workgroupBarrier();
+  return result;
+}
+
+fn merge_softmax(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+  let top = max(a.x, b.x);
+  return vec2<f32>(top, a.y * exp(a.x - top) + b.y * exp(b.x - top));
+}
+
+// Merges softmax statistics (running max m, Σ exp(x - m)) within each segment of \`lanes\`
+// consecutive invocations (a power of two, uniform); every invocation gets its segment's.
+fn reduce_softmax_in(m: f32, s: f32, tid: u32, lanes: u32) -> vec2<f32> {
+  var stats = vec2<f32>(m, s);
+  for (var st = min(lanes, RED_SG) / 2u; st > 0u; st = st >> 1u) {
+    stats = merge_softmax(stats, vec2<f32>(subgroupShuffleXor(stats.x, st),
+      subgroupShuffleXor(stats.y, st)));
+  }
+  if (lanes > RED_SG) {
+    if (tid % RED_SG == 0u) {
+      red_a[tid / RED_SG] = stats.x;
+      red_b[tid / RED_SG] = stats.y;
+    }
+    workgroupBarrier();
+    let first = (tid / lanes) * (lanes / RED_SG);
+    stats = vec2<f32>(NEG, 0.0);
+    for (var i = 0u; i < lanes / RED_SG; i++) {
+      stats = merge_softmax(stats, vec2<f32>(red_a[first + i], red_b[first + i]));
+    }
+  }
+  workgroupBarrier();
+  return stats;
+}
+
+// Merges softmax statistics (running max m, Σ exp(x - m)) across the workgroup.
+fn reduce_softmax(m: f32, s: f32, tid: u32) -> vec2<f32> {
+  return reduce_softmax_in(m, s, tid, RED_WG);
+}
+
+// Exclusive prefix sum of x over the workgroup: (sum of x over lower tids, total).
+fn scan_exclusive(x: u32, tid: u32) -> vec2<u32> {
+  let inclusive = subgroupInclusiveAdd(x);
+  if (tid % RED_SG == RED_SG - 1u) { scan_u[tid / RED_SG] = inclusive; }
+  workgroupBarrier();
+  let part = tid / RED_SG;
+  var before = 0u;
+  var total = 0u;
+  for (var i = 0u; i < RED_PARTS; i++) {
+    let v = scan_u[i];
+    before += select(0u, v, i < part);
+    total += v;
+  }
+  workgroupBarrier();
+  return vec2<u32>(before + inclusive - x, total);
+}
+`;
+}
+
 /** The shape of one attention call: what graphs, tuning and kernels all describe. */
 export interface AttentionShape {
   batch: number;
@@ -158,6 +286,8 @@ export interface AttentionShape {
 export interface AttentionKernelShape extends AttentionShape {
   /** The target's workgroup memory limit, in bytes. */
   workgroupStorage: number;
+  /** The target's fixed subgroup size: workgroup reductions go through subgroups. */
+  subgroupSize?: number | null;
 }
 
 /**

@@ -51,6 +51,7 @@ function shapeOf(ctx: LowerContext, kCache: string, heads: number): AttentionKer
     maxSeq,
     kvDtype: t.dtype as KvDtype,
     workgroupStorage: ctx.target.limits.maxComputeWorkgroupStorageSize,
+    subgroupSize: ctx.target.subgroupSize,
   };
 }
 
