@@ -4,6 +4,8 @@ import { compile } from "./compile.ts";
 import { Plan } from "./plan.ts";
 import { PRESETS } from "./presets.ts";
 import { TARGETS } from "./target.ts";
+import { SPARQ_TOPK_WORKGROUP } from "../kernels/sparq.ts";
+import { rowLayout } from "../kernels/wgsl_common.ts";
 
 const h100 = TARGETS.get("h100")!;
 
@@ -13,7 +15,8 @@ Deno.test("every preset compiles with both attention methods, and its plan round
       const plan = compile(model, defaultOptions(model, method), h100);
       deepStrictEqual(Plan.parse(JSON.parse(JSON.stringify(plan))), plan);
       deepStrictEqual(plan.stats.layers, model.numLayers);
-      // Attention lowers to the split-K pair (dense) or the four SparQ stages, per layer.
+      // Attention lowers to the split-K pair (dense) or SparQ's stages (2b and 3 in one kernel
+      // where the target's bindings allow), per layer.
       const attention = plan.schedule.filter((d) => d.node === "layers.0.attention");
       // Dense: the subgroup partial kernel where the h100 target's subgroups fit the rows.
       const denseKernels = model.headDim % 128 === 0
@@ -23,6 +26,8 @@ Deno.test("every preset compiles with both attention methods, and its plan round
         attention.map((d) => d.kernel),
         method === "dense"
           ? denseKernels
+          : rowLayout(model.headDim).workgroup === SPARQ_TOPK_WORKGROUP
+          ? ["sparq_scores", "sparq_candidates", "sparq_topk_attend"]
           : ["sparq_scores", "sparq_candidates", "sparq_topk", "sparq_attend"],
       );
       ok(plan.stats.kernels < plan.stats.dispatchesPerStep, "kernels are shared across layers");
@@ -39,16 +44,28 @@ Deno.test("SparQ's stage 2b warms the K and V caches' translations only where fe
     )!;
   };
   const one = topk(1);
-  deepStrictEqual(one.bindings.map((b) => b.tensor).slice(-3, -1), [
-    "layers.0.k_cache",
-    "layers.0.v_cache",
-  ]);
+  const tensors = (d: typeof one) => d.bindings.map((b) => b.tensor);
+  // After its own six bindings, the K and V caches it warms (stage 3 binds them again).
+  deepStrictEqual(tensors(one).slice(6, 8), ["layers.0.k_cache", "layers.0.v_cache"]);
+  deepStrictEqual(tensors(one).filter((t) => t === "layers.0.k_cache").length, 2);
   // 32 rows, then one warm-up workgroup per 32 pages of 64 KiB of a 32 MiB K cache.
   deepStrictEqual(one.dispatch[0] * one.dispatch[1], 32 + (32 * 4096 * 128 * 2) / 65536 / 32);
-  // At B·Hkv = 128 the top-k has its own bindings and rows only.
+  // At B·Hkv = 128 the kernel reads the caches for stage 3 only, and dispatches rows only.
   const four = topk(4);
-  deepStrictEqual(four.bindings.map((b) => b.tensor).at(-2), "layers.0.attention.alpha");
+  deepStrictEqual(tensors(four).filter((t) => t === "layers.0.k_cache").length, 1);
   deepStrictEqual(four.dispatch[0] * four.dispatch[1], 4 * 32);
+});
+
+Deno.test("SparQ's stages 2b and 3 stay two kernels where the target allows 8 storage buffers", () => {
+  const llama = PRESETS.get("llama3-8b")!;
+  const narrow = { ...h100, limits: { ...h100.limits, maxStorageBuffersPerShaderStage: 8 } };
+  for (const batch of [1, 4]) {
+    const plan = compile(llama, { ...defaultOptions(llama, "sparq"), batch }, narrow);
+    deepStrictEqual(
+      plan.schedule.filter((d) => d.node === "layers.0.attention").map((d) => d.kernel),
+      ["sparq_scores", "sparq_candidates", "sparq_topk", "sparq_attend"],
+    );
+  }
 });
 
 Deno.test("every binding points inside its buffer, params slots included", () => {

@@ -820,48 +820,24 @@ fn warm_translations(w: u32, tid: u32) {
   if (word == params.extra1 && params.extra0 == 1u) { alpha[0] = 0.0; }
 }`;
 
+type Binding = [name: string, access: "read" | "read_write", type: string];
+
 /**
- * Stage 2b, per (sequence, KV head): the top k among the candidates, selected as in stage 2a
- * (ties to the lower position: candidates are in position order), written as indices in no
- * particular order, and each head's kept mass alpha (1 exactly when k ≥ length). Bindings
- * scores, block_stats, positions, candidates, indices, alpha, [k_words, v_words,] params (rows
- * = B·Hkv). With `warm`, workgroups past the rows warm the K and V caches' translations for
- * stage 3 (see {@link warmWorkgroups}; dispatch rows + warmWorkgroups(K cache bytes)).
- *
- * @example
- * ```ts
- * import { sparqTopkKernel } from "./sparq.ts";
- * sparqTopkKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
- *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
- * ```
+ * Stage 2b's WGSL without an entry point: its bindings, and `fn select_top_k(row, tid)`, which
+ * writes the row's indices and alpha (and, with `warm`, `warm_translations`).
  */
-export function sparqTopkKernel(
-  s: AttentionKernelShape,
-  p: SparqKernelParams,
-  c: SparqConfig = SPARQ_DEFAULT,
-  warm = false,
-): KernelSpec {
+function topkParts(s: AttentionKernelShape, warm: boolean): { storage: Binding[]; wgsl: string } {
   const group = s.heads / s.kvHeads;
-  const storage: [string, "read" | "read_write", string][] = [
+  const storage: Binding[] = [
     ["scores", "read", "f32"],
     ["block_stats", "read", "f32"],
     ["positions", "read", "u32"],
     ["candidates", "read", "vec2<u32>"],
     ["indices", "read_write", "u32"],
     ["alpha", "read_write", "f32"],
-    ...(warm
-      ? [["k_words", "read", "u32"], ["v_words", "read", "u32"]] as [string, "read", string][]
-      : []),
+    ...(warm ? [["k_words", "read", "u32"], ["v_words", "read", "u32"]] as Binding[] : []),
   ];
-  const source = `// sparqc SparQ stage 2b: the top k of the candidates, and alpha${
-    warm ? "; workgroups past the rows warm the K and V caches' translations" : ""
-  }
-${constants(s, p, c)}
-const WG = ${SPARQ_TOPK_WORKGROUP}u;
-${bindingDeclarations(storage)}
-${warm ? WARM_UP : ""}
-
-${reductions(SPARQ_TOPK_WORKGROUP, s.subgroupSize ?? null)}
+  const wgsl = `${warm ? WARM_UP : ""}
 ${selectionCommon(group)}
 // Candidate i of the row (i < count), in position order, and whether it exists.
 fn candidate_valid(len: u32, i: u32) -> bool {
@@ -873,13 +849,7 @@ fn candidate_at(row: u32, len: u32, i: u32) -> vec3<u32> {
   return vec3<u32>(c.x, c.y, select(0u, 1u, candidate_valid(len, i)));
 }
 
-@compute @workgroup_size(WG)
-fn main(
-  ${MAIN_ARGS},
-) {
-  ${FLAT_ID}
-  if (flat >= params.rows) {${warm ? " warm_translations(flat - params.rows, tid);" : ""} return; }
-  let row = flat;
+fn select_top_k(row: u32, tid: u32) {
   let b = row / KV_HEADS;
   let len = min(positions[b] + 1u, MAX_SEQ);
   let head0 = row * GROUP;
@@ -923,6 +893,55 @@ ${
     if (tid == 0u) { alpha[head0 + ${h}u] = total; }
   }`)
   }
+}`;
+  return { storage, wgsl };
+}
+
+/** The entry point's opening: workgroups past the rows warm translations (if any) and leave. */
+function rowsOrWarm(warm: boolean): string {
+  return `${FLAT_ID}
+  if (flat >= params.rows) {${
+    warm ? " warm_translations(flat - params.rows, tid);" : ""
+  } return; }`;
+}
+
+/**
+ * Stage 2b, per (sequence, KV head): the top k among the candidates, selected as in stage 2a
+ * (ties to the lower position: candidates are in position order), written as indices in no
+ * particular order, and each head's kept mass alpha (1 exactly when k ≥ length). Bindings
+ * scores, block_stats, positions, candidates, indices, alpha, [k_words, v_words,] params (rows
+ * = B·Hkv). With `warm`, workgroups past the rows warm the K and V caches' translations for
+ * stage 3 (see {@link warmWorkgroups}; dispatch rows + warmWorkgroups(K cache bytes)).
+ *
+ * @example
+ * ```ts
+ * import { sparqTopkKernel } from "./sparq.ts";
+ * sparqTopkKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
+ * ```
+ */
+export function sparqTopkKernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig = SPARQ_DEFAULT,
+  warm = false,
+): KernelSpec {
+  const { storage, wgsl } = topkParts(s, warm);
+  const source = `// sparqc SparQ stage 2b: the top k of the candidates, and alpha${
+    warm ? "; workgroups past the rows warm the K and V caches' translations" : ""
+  }
+${constants(s, p, c)}
+const WG = ${SPARQ_TOPK_WORKGROUP}u;
+${bindingDeclarations(storage)}
+${reductions(SPARQ_TOPK_WORKGROUP, s.subgroupSize ?? null)}
+${wgsl}
+
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${rowsOrWarm(warm)}
+  select_top_k(flat, tid);
 }
 `;
   // One name for both: reports compare stages across points, and a plan holds one of them.
@@ -936,51 +955,38 @@ ${
  */
 const ATTEND_VALUE_ROWS = 16;
 
-/** Workgroup shape and tile of stage 3. */
-export function attendLayout(s: AttentionKernelShape, c: SparqConfig = SPARQ_DEFAULT) {
+/** Workgroup memory of stage 2b's selection (bytes), beside its reductions' scratch. */
+function selectionBytes(group: number): number {
+  return group * 12 + 256 * 4 + 12 + BOUNDARY_CAPACITY * 8 + 8;
+}
+
+/**
+ * Workgroup shape and tile of stage 3; `extraBytes` of workgroup memory are taken by what runs
+ * before it in the same kernel.
+ */
+export function attendLayout(
+  s: AttentionKernelShape,
+  c: SparqConfig = SPARQ_DEFAULT,
+  extraBytes = 0,
+) {
   const group = s.heads / s.kvHeads;
   const { lanes, slices, workgroup } = rowLayout(s.headDim, c.attendWorkgroup);
-  const fixed = group * s.headDim * 4 + workgroup * 16 + workgroup * 12 + group * 12;
+  const fixed = extraBytes + group * s.headDim * 4 + workgroup * 16 + workgroup * 12 +
+    group * 12;
   const tile = fitTile("sparq_attend", s.workgroupStorage, (t) => fixed + group * t * 4 + t * 4);
   return { lanes, slices, workgroup, tile };
 }
 
 /**
- * Stage 3: bindings q, positions, k_cache, v_cache, v_mean, indices, alpha, y, params.
- *
- * @example
- * ```ts
- * import { sparqAttendKernel } from "./sparq.ts";
- * sparqAttendKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
- *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
- * ```
+ * Stage 3's WGSL without an entry point: its workgroup memory and `fn attend_row(local_row,
+ * tid)` (the kernel declares LANES, SLICES, TILE, SCALE and WG).
  */
-export function sparqAttendKernel(
-  s: AttentionKernelShape,
-  p: SparqKernelParams,
-  c: SparqConfig = SPARQ_DEFAULT,
-): KernelSpec {
-  const layout = attendLayout(s, c);
+function attendParts(s: AttentionKernelShape, layout: ReturnType<typeof attendLayout>): string {
   const group = s.heads / s.kvHeads;
-  const source =
-    `// sparqc SparQ stage 3: exact attention over the top-k rows, mean-value reallocation
-${kvPrelude(s.kvDtype)}
-${constants(s, p, c)}
-const LANES = ${layout.lanes}u;
+  return `const LANES = ${layout.lanes}u;
 const SLICES = ${layout.slices}u;
-const WG = ${layout.workgroup}u;
 const TILE = ${layout.tile}u;
 const SCALE = ${floatLiteral(1 / Math.sqrt(s.headDim))};
-@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> positions: array<u32>;
-@group(0) @binding(2) var<storage, read> k_cache: array<KV4>;
-@group(0) @binding(3) var<storage, read> v_cache: array<KV4>;
-@group(0) @binding(4) var<storage, read> v_mean: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> indices: array<u32>;
-@group(0) @binding(6) var<storage, read> alpha: array<f32>;
-@group(0) @binding(7) var<storage, read_write> y: array<vec4<f32>>;
-@group(0) @binding(8) var<uniform> params: Params;
-
 var<workgroup> q_sh: array<vec4<f32>, GROUP * LANES>;
 var<workgroup> p_sh: array<f32, GROUP * TILE>;
 var<workgroup> idx_sh: array<u32, TILE>;
@@ -988,14 +994,8 @@ var<workgroup> acc_sh: array<vec4<f32>, WG>;
 var<workgroup> run_max: array<f32, GROUP>;
 var<workgroup> run_sum: array<f32, GROUP>;
 var<workgroup> rescale: array<f32, GROUP>;
-${reductions(layout.workgroup, s.subgroupSize ?? null)}
-@compute @workgroup_size(WG)
-fn main(
-  ${MAIN_ARGS},
-) {
-  ${FLAT_ID}
-  let local_row = flat;
-  if (local_row >= params.rows) { return; }
+
+fn attend_row(local_row: u32, tid: u32) {
   let row = params.first_row + local_row;
   let b = row / KV_HEADS;
   let len = min(positions[b] + 1u, MAX_SEQ);
@@ -1018,13 +1018,13 @@ ${unroll(group, (h) => `var acc${h} = vec4<f32>(0.0);`, "  ")}
       let pos = indices[row * KEPT + t0 + t];
       idx_sh[t] = pos;
 ${
-      rowDots({
-        group,
-        lanes: layout.lanes,
-        row: "k_cache[(base + pos) * LANES + {lane}]",
-        store: (h, v) => `p_sh[${h}u * TILE + t] = ${v} * SCALE;`,
-      })
-    }
+    rowDots({
+      group,
+      lanes: layout.lanes,
+      row: "k_cache[(base + pos) * LANES + {lane}]",
+      store: (h, v) => `p_sh[${h}u * TILE + t] = ${v} * SCALE;`,
+    })
+  }
     }
     workgroupBarrier();
     // Online softmax across tiles: rescale what came before to the new running max.
@@ -1054,8 +1054,8 @@ ${valueRows(group, "TILE", "(base + idx_sh[ROW]) * LANES + lane", "count", ATTEN
   }
 
 ${
-      unroll(group, (h) =>
-        `  {
+    unroll(group, (h) =>
+      `  {
     workgroupBarrier();
     acc_sh[tid] = acc${h};
     workgroupBarrier();
@@ -1067,17 +1067,131 @@ ${
         (1.0 - a) * v_mean[local_row * LANES + lane];
     }
   }`)
-    }
+  }
 }
 `;
-  return spec("sparq_attend", source, [
-    ["q", "read"],
-    ["positions", "read"],
-    ["k_cache", "read"],
-    ["v_cache", "read"],
-    ["v_mean", "read"],
-    ["indices", "read"],
-    ["alpha", "read"],
-    ["y", "read_write"],
-  ]);
+}
+
+/** Stage 3's bindings (KV4: the cache's vec4 type). */
+const ATTEND_BINDINGS: Binding[] = [
+  ["q", "read", "vec4<f32>"],
+  ["positions", "read", "u32"],
+  ["k_cache", "read", "KV4"],
+  ["v_cache", "read", "KV4"],
+  ["v_mean", "read", "vec4<f32>"],
+  ["indices", "read", "u32"],
+  ["alpha", "read", "f32"],
+  ["y", "read_write", "vec4<f32>"],
+];
+
+/**
+ * Stage 3: bindings q, positions, k_cache, v_cache, v_mean, indices, alpha, y, params.
+ *
+ * @example
+ * ```ts
+ * import { sparqAttendKernel } from "./sparq.ts";
+ * sparqAttendKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
+ * ```
+ */
+export function sparqAttendKernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig = SPARQ_DEFAULT,
+): KernelSpec {
+  const layout = attendLayout(s, c);
+  const source =
+    `// sparqc SparQ stage 3: exact attention over the top-k rows, mean-value reallocation
+${kvPrelude(s.kvDtype)}
+${constants(s, p, c)}
+const WG = ${layout.workgroup}u;
+${bindingDeclarations(ATTEND_BINDINGS)}
+${reductions(layout.workgroup, s.subgroupSize ?? null)}
+${attendParts(s, layout)}
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${FLAT_ID}
+  if (flat >= params.rows) { return; }
+  attend_row(flat, tid);
+}
+`;
+  return spec("sparq_attend", source, ATTEND_BINDINGS);
+}
+
+/**
+ * Whether stages 2b and 3 fit one kernel on a target: stage 3's workgroup is stage 2b's 256
+ * invocations, the bindings of both fit the target's storage-buffer limit, and one dispatch
+ * covers every row (the caches in one binding each).
+ *
+ * @example
+ * ```ts
+ * import { topkAttendFits } from "./sparq.ts";
+ * topkAttendFits({ batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { block: 1024, attendWorkgroup: 256 }, 16, true); // true
+ * ```
+ */
+export function topkAttendFits(
+  s: AttentionKernelShape,
+  c: SparqConfig,
+  maxStorageBuffers: number,
+  warm: boolean,
+): boolean {
+  const { storage } = topkParts(s, warm);
+  const names = new Set([...storage, ...ATTEND_BINDINGS].map(([name]) => name));
+  return rowLayout(s.headDim, c.attendWorkgroup).workgroup === SPARQ_TOPK_WORKGROUP &&
+    names.size <= maxStorageBuffers;
+}
+
+/**
+ * Stages 2b and 3 in one kernel, per (sequence, KV head): the top k and alpha as in
+ * {@link sparqTopkKernel} (still written out: they are the plan's outputs for checking), then,
+ * after a storage barrier, the attention of {@link sparqAttendKernel} over them — one dependent
+ * dispatch fewer per layer. Bindings: stage 2b's, then q, k_cache, v_cache, v_mean, y, params.
+ * Only where {@link topkAttendFits}.
+ *
+ * @example
+ * ```ts
+ * import { sparqTopkAttendKernel } from "./sparq.ts";
+ * sparqTopkAttendKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
+ * ```
+ */
+export function sparqTopkAttendKernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig = SPARQ_DEFAULT,
+  warm = false,
+): KernelSpec {
+  const topk = topkParts(s, warm);
+  const group = s.heads / s.kvHeads;
+  const layout = attendLayout(s, c, selectionBytes(group));
+  if (layout.workgroup !== SPARQ_TOPK_WORKGROUP) {
+    throw new RangeError("sparq_topk_attend: stage 3's workgroup must be stage 2b's 256");
+  }
+  const names = new Set(topk.storage.map(([name]) => name));
+  const storage = [...topk.storage, ...ATTEND_BINDINGS.filter(([name]) => !names.has(name))];
+  const source = `// sparqc SparQ stages 2b and 3: the top k and alpha, then attention over them${
+    warm ? "; workgroups past the rows warm the K and V caches' translations" : ""
+  }
+${kvPrelude(s.kvDtype)}
+${constants(s, p, c)}
+const WG = ${SPARQ_TOPK_WORKGROUP}u;
+${bindingDeclarations(storage)}
+${reductions(SPARQ_TOPK_WORKGROUP, s.subgroupSize ?? null)}
+${topk.wgsl}
+${attendParts(s, layout)}
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${rowsOrWarm(warm)}
+  select_top_k(flat, tid);
+  // Stage 3 reads the indices and alpha that this workgroup's invocations just wrote.
+  storageBarrier();
+  attend_row(flat, tid);
+}
+`;
+  return spec("sparq_topk_attend", source, storage);
 }

@@ -31,7 +31,9 @@ import {
   sparqScoresKernel,
   sparqScoresVec4Kernel,
   sparqScratch,
+  sparqTopkAttendKernel,
   sparqTopkKernel,
+  topkAttendFits,
   warmWorkgroups,
 } from "../../kernels/sparq.ts";
 import type { AttentionKernelShape, KvDtype } from "../../kernels/wgsl_common.ts";
@@ -205,6 +207,16 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
   const warm = allRows <= WARM_ROWS && ranges.length === 1;
   const kType = ctx.types.get(kCache)!;
   const cacheBytes = kType.shape.reduce((a, b) => a * b, 1) * dtypeBytes(kType.dtype);
+  const warmCount = warm ? warmWorkgroups(cacheBytes) : 0;
+  const topkArgs = [
+    scores,
+    blockStats,
+    positions,
+    candidates,
+    indices,
+    alpha,
+    ...(warm ? [kCache, vCache] : []),
+  ];
   return [
     ...perShard(
       // Four or eight positions per invocation where S allows (measured faster on the H100 for both one
@@ -225,24 +237,26 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
       allRows,
       allRows * Math.ceil(shape.maxSeq / Math.min(CANDIDATE_BLOCK, shape.maxSeq)),
     ),
-    whole(
-      sparqTopkKernel(shape, method, config, warm),
-      [
-        scores,
-        blockStats,
-        positions,
-        candidates,
-        indices,
-        alpha,
-        ...(warm ? [kCache, vCache] : []),
-      ],
-      allRows,
-      allRows + (warm ? warmWorkgroups(cacheBytes) : 0),
-    ),
-    ...perShard(
-      build(ctx, () => sparqAttendKernel(shape, method, config)),
-      [q, positions, kCache, vCache, vMean, indices, alpha, y],
-      (rows) => rows,
-    ),
+    ...(topkAttendFits(
+        shape,
+        config ?? SPARQ_DEFAULT,
+        ctx.target.limits.maxStorageBuffersPerShaderStage,
+        warm,
+      ) && ranges.length === 1
+      // Stages 2b and 3 in one dispatch where their bindings fit (one dependent dispatch fewer).
+      ? [whole(
+        build(ctx, () => sparqTopkAttendKernel(shape, method, config, warm)),
+        [...topkArgs, q, kCache, vCache, vMean, y],
+        allRows,
+        allRows + warmCount,
+      )]
+      : [
+        whole(sparqTopkKernel(shape, method, config, warm), topkArgs, allRows, allRows + warmCount),
+        ...perShard(
+          build(ctx, () => sparqAttendKernel(shape, method, config)),
+          [q, positions, kCache, vCache, vMean, indices, alpha, y],
+          (rows) => rows,
+        ),
+      ]),
   ];
 }

@@ -8,7 +8,8 @@
  * - a matmul whose only consumer is an add: the add as the matmul's epilogue (residuals);
  * - an activation whose only consumer is a mul: act(gate) · up in one elementwise kernel;
  * - rope of q and of k at the same positions, and the kv_append of that k: one dispatch (or the
- *   two ropes alone where the cache is split over several buffers).
+ *   two ropes alone where the cache is split over several buffers, or where the fused kernel's
+ *   bindings exceed the target's limit).
  *
  * @module
  */
@@ -19,7 +20,7 @@ import {
 } from "../../kernels/elementwise.ts";
 import { workgroupsFor } from "../../kernels/grid.ts";
 import { KV_APPEND_DEFAULT, ropeAppendKernel } from "../../kernels/kv_append.ts";
-import type { Graph, Node } from "../ir.ts";
+import type { Graph, Node, NodeOf } from "../ir.ts";
 import { grid, type Invocation, type LowerContext } from "./lower_context.ts";
 import { groupedMatmul, matmulGroup, rowSplit, vectorMatmul } from "./lower_matmul.ts";
 
@@ -79,38 +80,8 @@ export function fuseAt(
     uses.get(next.outputs[0]) === 1 &&
     third.inputs.slice(3).every((t) => (ctx.shardings.get(t)?.shards.length ?? 1) === 1)
   ) {
-    const kCache = ctx.types.get(third.inputs[3])!;
-    const [batch, kvHeads, maxSeq, headDim] = kCache.shape;
-    const kernel = ropeAppendKernel(
-      {
-        batch,
-        kvHeads,
-        headDim,
-        maxSeq,
-        kvDtype: kCache.dtype as "f16" | "f32",
-        sparq: third.attrs.sparq,
-      },
-      node.attrs,
-    );
-    const count = batch * (node.attrs.heads + kvHeads) * headDim;
-    return {
-      nodes: 3,
-      invocations: [{
-        node: third.id,
-        kernel,
-        args: [
-          node.inputs[0],
-          next.inputs[0],
-          third.inputs[1],
-          node.inputs[1],
-          ...third.inputs.slice(3),
-          node.outputs[0],
-        ],
-        shard: 0,
-        params: [0, batch * kvHeads, 0, 0],
-        dispatch: grid(ctx, workgroupsFor(count, KV_APPEND_DEFAULT.workgroup)),
-      }],
-    };
+    const fused = ropesWithAppend(ctx, node, next, third);
+    if (fused) return fused;
   }
   if (ropePair && node.op === "rope" && next.op === "rope") {
     const [batch] = ctx.types.get(node.outputs[0])!.shape;
@@ -145,4 +116,48 @@ export function fuseAt(
     };
   }
   return undefined;
+}
+
+/** Rope of q and k and the kv_append of that k in one dispatch, where its bindings fit. */
+function ropesWithAppend(
+  ctx: LowerContext,
+  node: NodeOf<"rope">,
+  next: NodeOf<"rope">,
+  third: NodeOf<"kv_append">,
+): Fused | undefined {
+  const kCache = ctx.types.get(third.inputs[3])!;
+  const [batch, kvHeads, maxSeq, headDim] = kCache.shape;
+  const kernel = ropeAppendKernel(
+    {
+      batch,
+      kvHeads,
+      headDim,
+      maxSeq,
+      kvDtype: kCache.dtype as "f16" | "f32",
+      sparq: third.attrs.sparq,
+    },
+    node.attrs,
+  );
+  const count = batch * (node.attrs.heads + kvHeads) * headDim;
+  // SparQ's (K, Kᵀ, V, V_mean and four inputs) is 9 storage buffers: over WebGPU's default 8.
+  const storage = kernel.bindings.filter((b) => b.access !== "uniform").length;
+  if (storage > ctx.target.limits.maxStorageBuffersPerShaderStage) return undefined;
+  return {
+    nodes: 3,
+    invocations: [{
+      node: third.id,
+      kernel,
+      args: [
+        node.inputs[0],
+        next.inputs[0],
+        third.inputs[1],
+        node.inputs[1],
+        ...third.inputs.slice(3),
+        node.outputs[0],
+      ],
+      shard: 0,
+      params: [0, batch * kvHeads, 0, 0],
+      dispatch: grid(ctx, workgroupsFor(count, KV_APPEND_DEFAULT.workgroup)),
+    }],
+  };
 }
