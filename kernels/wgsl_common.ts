@@ -175,12 +175,26 @@ fn scan_exclusive(x: u32, tid: u32) -> vec2<u32> {
 }
 
 /**
- * {@link reductions} within subgroups of `sg`, then across the workgroup's `wg / sg` parts: each
- * lane takes every `sg`-th part (one, where parts ≤ sg) and the subgroup reduces again, so no
- * invocation walks the parts one after another (a serial merge of 32 parts measured 2.3 µs
- * slower than the tree in the dense reduction at B=1 on the H100).
+ * {@link reductions} within subgroups of `sg`, then across the workgroup's `wg / sg` parts:
+ * sums and maxima read every part straight-line (the norm's 8.1 µs per call at B=1 on the H100
+ * became 8.3 with a loop over the parts and 8.5 with a second subgroup reduction); softmax
+ * statistics, whose merges each take two exps, by a second butterfly over the parts (a serial
+ * merge of 32 parts made the dense reduction 2.3 µs slower than the tree).
  */
 function subgroupReductions(wg: number, sg: number): string {
+  const parts = wg / sg;
+  // A balanced tree of the parts: shallow expressions, every load independent.
+  const fold = (op: "max" | "+", array: string) => {
+    let terms = Array.from({ length: parts }, (_, i) => `${array}[${i}]`);
+    while (terms.length > 1) {
+      terms = Array.from({ length: Math.ceil(terms.length / 2) }, (_, i) => {
+        const [a, b] = terms.slice(2 * i, 2 * i + 2);
+        if (b === undefined) return a;
+        return op === "+" ? `(${a} + ${b})` : `max(${a}, ${b})`;
+      });
+    }
+    return terms[0];
+  };
   return `const RED_WG = ${wg}u;
 const RED_SG = ${sg}u;
 const RED_PARTS = ${wg / sg}u;
@@ -193,9 +207,7 @@ fn reduce_max(x: f32, tid: u32) -> f32 {
   let part = subgroupMax(x);
   if (tid % RED_SG == 0u) { red_a[tid / RED_SG] = part; }
   workgroupBarrier();
-  var v = NEG;
-  for (var i = tid % RED_SG; i < RED_PARTS; i += RED_SG) { v = max(v, red_a[i]); }
-  let result = subgroupMax(v);
+  let result = ${fold("max", "red_a")};
   workgroupBarrier();
   return result;
 }
@@ -204,9 +216,7 @@ fn reduce_sum(x: f32, tid: u32) -> f32 {
   let part = subgroupAdd(x);
   if (tid % RED_SG == 0u) { red_a[tid / RED_SG] = part; }
   workgroupBarrier();
-  var v = 0.0;
-  for (var i = tid % RED_SG; i < RED_PARTS; i += RED_SG) { v += red_a[i]; }
-  let result = subgroupAdd(v);
+  let result = ${fold("+", "red_a")};
   workgroupBarrier();
   return result;
 }
@@ -219,11 +229,7 @@ fn reduce_max_pair(a: f32, b: f32, tid: u32) -> vec2<f32> {
     red_b[tid / RED_SG] = part_b;
   }
   workgroupBarrier();
-  var v = vec2<f32>(NEG);
-  for (var i = tid % RED_SG; i < RED_PARTS; i += RED_SG) {
-    v = max(v, vec2<f32>(red_a[i], red_b[i]));
-  }
-  let result = vec2<f32>(subgroupMax(v.x), subgroupMax(v.y));
+  let result = vec2<f32>(${fold("max", "red_a")}, ${fold("max", "red_b")});
   workgroupBarrier();
   return result;
 }
