@@ -15,21 +15,29 @@ Deno.test("every preset compiles with both attention methods, and its plan round
       const plan = compile(model, defaultOptions(model, method), h100);
       deepStrictEqual(Plan.parse(JSON.parse(JSON.stringify(plan))), plan);
       deepStrictEqual(plan.stats.layers, model.numLayers);
-      // Attention lowers to the split-K pair (dense) or SparQ's stages (2b and 3 in one kernel
-      // where the target's bindings allow), per layer.
+      // Attention lowers to the split-K pair (dense) or SparQ's stages, fused where the target
+      // and the shape allow, per layer.
       const attention = plan.schedule.filter((d) => d.node === "layers.0.attention");
       // Dense: the subgroup partial kernel where the h100 target's subgroups fit the rows.
       const denseKernels = model.headDim % 128 === 0
         ? ["attention_dense_partial_sg", "attention_dense_reduce"]
         : ["attention_dense_partial", "attention_dense_reduce"];
-      deepStrictEqual(
-        attention.map((d) => d.kernel),
-        method === "dense"
-          ? denseKernels
-          : rowLayout(model.headDim).workgroup === SPARQ_TOPK_WORKGROUP
-          ? ["sparq_scores", "sparq_candidates", "sparq_topk_attend"]
-          : ["sparq_scores", "sparq_candidates", "sparq_topk", "sparq_attend"],
-      );
+      const kernels = attention.map((d) => d.kernel);
+      if (method === "dense") deepStrictEqual(kernels, denseKernels);
+      else {
+        ok(
+          [
+            ["sparq_scores", "sparq_select_attend"],
+            ["sparq_scores", "sparq_candidates", "sparq_topk_attend"],
+            ["sparq_scores", "sparq_candidates", "sparq_topk", "sparq_attend"],
+          ].some((arrangement) => arrangement.join() === kernels.join()),
+          `${model.name}: ${kernels.join()}`,
+        );
+        // Stage 3's workgroup must be stage 2b's for any fusion.
+        if (rowLayout(model.headDim).workgroup !== SPARQ_TOPK_WORKGROUP) {
+          deepStrictEqual(kernels.length, 4);
+        }
+      }
       ok(plan.stats.kernels < plan.stats.dispatchesPerStep, "kernels are shared across layers");
     }
   }
@@ -40,18 +48,22 @@ Deno.test("SparQ's stage 2b warms the K and V caches' translations only where fe
   const topk = (batch: number) => {
     const plan = compile(llama, { ...defaultOptions(llama, "sparq"), batch }, h100);
     return plan.schedule.find((d) =>
-      d.node === "layers.0.attention" && d.kernel.startsWith("sparq_topk")
+      d.node === "layers.0.attention" && d.kernel !== "sparq_scores" &&
+      d.kernel !== "sparq_candidates"
     )!;
   };
   const one = topk(1);
+  deepStrictEqual(one.kernel, "sparq_select_attend");
   const tensors = (d: typeof one) => d.bindings.map((b) => b.tensor);
   // After its own six bindings, the K and V caches it warms (stage 3 binds them again).
   deepStrictEqual(tensors(one).slice(6, 8), ["layers.0.k_cache", "layers.0.v_cache"]);
   deepStrictEqual(tensors(one).filter((t) => t === "layers.0.k_cache").length, 2);
-  // 32 rows, then one warm-up workgroup per 32 pages of 64 KiB of a 32 MiB K cache.
+  // 32 rows of one candidate block, then one warm-up workgroup per 32 pages of 64 KiB of a 32
+  // MiB K cache.
   deepStrictEqual(one.dispatch[0] * one.dispatch[1], 32 + (32 * 4096 * 128 * 2) / 65536 / 32);
   // At B·Hkv = 128 the kernel reads the caches for stage 3 only, and dispatches rows only.
   const four = topk(4);
+  deepStrictEqual(four.kernel, "sparq_topk_attend");
   deepStrictEqual(tensors(four).filter((t) => t === "layers.0.k_cache").length, 1);
   deepStrictEqual(four.dispatch[0] * four.dispatch[1], 4 * 32);
 });

@@ -169,6 +169,34 @@ Deno.test("without subgroups (tree reductions, the tiled dense kernel) results m
   }
 });
 
+Deno.test("SparQ's stages give the same results chained, paired and apart", async () => {
+  // 14 storage buffers chain stages 2a–3 in one kernel (rows this few warm the caches), 13 pair
+  // 2b with 3, 8 keep the four stages apart.
+  for (const limit of [target.limits.maxStorageBuffersPerShaderStage, 13, 8]) {
+    const t: Target = {
+      ...target,
+      limits: { ...target.limits, maxStorageBuffersPerShaderStage: limit },
+    };
+    for (const group of [1, 4]) {
+      const seed = freshSeed();
+      const label = `storage buffers=${limit} group=${group} seed=${seed}`;
+      const p = randomProblem({
+        batch: 2,
+        heads: 2 * group,
+        kvHeads: 2,
+        seqCapacity: 9000,
+        headDim: 64,
+        ragged: true,
+        seed,
+        kvDtype: "f16",
+      });
+      const params = { r: 16, k: 100, localWindow: 0 };
+      const { out, ref } = await checkSparq(t, p, params, "f16", 2e-3, label);
+      ok(relativeL2(out.alpha!, ref.alpha) <= 1e-5, `${label}: alpha differs`);
+    }
+  }
+});
+
 Deno.test("the local window always keeps the newest positions", async () => {
   const seed = freshSeed();
   const p = randomProblem({

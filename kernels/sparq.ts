@@ -131,13 +131,19 @@ function scoresPreamble(
   scoresType: string,
   workgroup: number,
   subgroupSize: number | null | undefined,
+  arrivals: boolean,
 ): string {
   return `@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<storage, read> kt_cache: array<${ktType}>;
 @group(0) @binding(3) var<storage, read_write> scores: array<${scoresType}>;
 @group(0) @binding(4) var<storage, read_write> block_stats: array<f32>;
-@group(0) @binding(5) var<uniform> params: Params;
+${
+    arrivals
+      ? `@group(0) @binding(5) var<storage, read_write> arrivals: array<u32>;
+@group(0) @binding(6) var<uniform> params: Params;`
+      : "@group(0) @binding(5) var<uniform> params: Params;"
+  }
 
 const QUADS = HEAD_DIM / 4u;
 const TAU_PARTS = ${TAU_PARTS}u;
@@ -158,7 +164,12 @@ fn main(
   let local_row = flat / BLOCKS;
   if (local_row >= params.rows) { return; }
   let row = params.first_row + local_row;
-  let b = row / KV_HEADS;
+${
+    arrivals
+      ? "  // The next dispatch counts its blocks' arrivals per row here (see sparqSelectAttendKernel).\n" +
+        "  if (block == 0u && tid == 0u) { arrivals[row] = 0u; }\n"
+      : ""
+  }  let b = row / KV_HEADS;
   let len = min(positions[b] + 1u, MAX_SEQ);
   let start = block * BLOCK;
   if (start >= len) { return; }
@@ -216,14 +227,17 @@ fn main(
   workgroupBarrier();`;
 }
 
-/** The bindings of both stage-1 kernels. */
-const SCORES_BINDINGS: StorageBinding[] = [
-  ["q", "read"],
-  ["positions", "read"],
-  ["kt_cache", "read"],
-  ["scores", "read_write"],
-  ["block_stats", "read_write"],
-];
+/** The bindings of both stage-1 kernels (with `arrivals`: the counters they zero). */
+function scoresBindings(arrivals: boolean): StorageBinding[] {
+  return [
+    ["q", "read"],
+    ["positions", "read"],
+    ["kt_cache", "read"],
+    ["scores", "read_write"],
+    ["block_stats", "read_write"],
+    ...(arrivals ? [["arrivals", "read_write"] as const] : []),
+  ];
+}
 
 /** Stage 1's workgroup: up to 256 invocations, each scoring `block / workgroup` positions. */
 export function scoresLayout(c: SparqConfig): { workgroup: number; perThread: number } {
@@ -247,6 +261,7 @@ export function sparqScoresKernel(
   s: AttentionKernelShape,
   p: SparqKernelParams,
   c: SparqConfig = SPARQ_DEFAULT,
+  arrivals = false,
 ): KernelSpec {
   const { workgroup, perThread } = scoresLayout(c);
   const bytes = querySelectionBytes(s, p.r) + workgroup * 12;
@@ -257,7 +272,7 @@ ${constants(s, p, c)}
 ${ktIndexWgsl(s.headDim, s.maxSeq)}
 const WG = ${workgroup}u;
 const PER = ${perThread}u;
-${scoresPreamble("KV", "f32", workgroup, s.subgroupSize)}
+${scoresPreamble("KV", "f32", workgroup, s.subgroupSize, arrivals)}
 
   var z = array<f32, GROUP * PER>();
   for (var i = 0u; i < R; i++) {
@@ -290,7 +305,7 @@ ${scoresPreamble("KV", "f32", workgroup, s.subgroupSize)}
   }
 }
 `;
-  return spec("sparq_scores", source, SCORES_BINDINGS);
+  return spec("sparq_scores", source, scoresBindings(arrivals));
 }
 
 /**
@@ -332,6 +347,7 @@ export function sparqScoresVec4Kernel(
   s: AttentionKernelShape,
   p: SparqKernelParams,
   c: SparqConfig = SPARQ_DEFAULT,
+  arrivals = false,
 ): KernelSpec {
   const group = s.heads / s.kvHeads;
   const width = scoresWidth(s, c);
@@ -388,7 +404,15 @@ fn online_update(m: f32, sum: f32, v: f32) -> vec2<f32> {
   let top = max(m, v);
   return vec2<f32>(top, sum * exp(m - top) + exp(v - top));
 }
-${scoresPreamble(width === 8 ? "vec4<u32>" : "KV4", "vec4<f32>", workgroup, s.subgroupSize)}
+${
+      scoresPreamble(
+        width === 8 ? "vec4<u32>" : "KV4",
+        "vec4<f32>",
+        workgroup,
+        s.subgroupSize,
+        arrivals,
+      )
+    }
 
   var run_max = array<f32, GROUP>();
   var run_sum = array<f32, GROUP>();
@@ -412,7 +436,7 @@ ${indentLines(statistics, "    ")}
   }
 }
 `;
-  return spec("sparq_scores", source, SCORES_BINDINGS);
+  return spec("sparq_scores", source, scoresBindings(arrivals));
 }
 
 /** Boundary-bin items the binned selection ranks in workgroup memory (one per invocation). */
@@ -672,24 +696,18 @@ ${topSelection(p)}
   }`;
 }
 
+/** Workgroup memory of stage 2a's keys (bytes). */
+function keysBytes(s: AttentionKernelShape): number {
+  const block = Math.min(CANDIDATE_BLOCK, s.maxSeq);
+  return (block + block / 16 + 1) * 4;
+}
+
 /**
- * Stage 2a: each workgroup ranks `CANDIDATE_BLOCK` positions of one (sequence, KV head) in
- * workgroup memory and keeps its local top k, in position order, as (key, position)
- * candidates. The global top k is always among the local ones (same tie rule). Bindings
- * scores, block_stats, positions, candidates, params (rows = B·Hkv).
- *
- * @example
- * ```ts
- * import { sparqCandidatesKernel } from "./sparq.ts";
- * sparqCandidatesKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
- *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
- * ```
+ * Stage 2a's WGSL without an entry point: its bindings, and `fn local_candidates(row, cblock,
+ * tid)`, which writes one block's candidates (the kernel declares WG, the reductions and
+ * {@link selectionCommon}).
  */
-export function sparqCandidatesKernel(
-  s: AttentionKernelShape,
-  p: SparqKernelParams,
-  c: SparqConfig = SPARQ_DEFAULT,
-): KernelSpec {
+function candidatesParts(s: AttentionKernelShape): { storage: Binding[]; wgsl: string } {
   const block = Math.min(CANDIDATE_BLOCK, s.maxSeq);
   const group = s.heads / s.kvHeads;
   const perInvocation = Math.ceil(block / SPARQ_TOPK_WORKGROUP);
@@ -709,36 +727,19 @@ export function sparqCandidatesKernel(
     )
       .split("\n"),
   ];
-  fitTile(
-    "sparq_candidates",
-    s.workgroupStorage,
-    () =>
-      (block + block / 16 + 1) * 4 + 256 * 4 + SPARQ_TOPK_WORKGROUP * 12 + BOUNDARY_CAPACITY * 8,
-    [block],
-  );
-  const source = `// sparqc SparQ stage 2a: local top-k candidates of each block of positions
-${constants(s, p, c)}
-const WG = ${SPARQ_TOPK_WORKGROUP}u;
-@group(0) @binding(0) var<storage, read> scores: array<f32>;
-@group(0) @binding(1) var<storage, read> block_stats: array<f32>;
-@group(0) @binding(2) var<storage, read> positions: array<u32>;
-@group(0) @binding(3) var<storage, read_write> candidates: array<vec2<u32>>;
-@group(0) @binding(4) var<uniform> params: Params;
-
-// One pad word after every 16 keys: the final passes of the selection give each invocation a
+  const storage: Binding[] = [
+    ["scores", "read", "f32"],
+    ["block_stats", "read", "f32"],
+    ["positions", "read", "u32"],
+    ["candidates", "read_write", "vec2<u32>"],
+  ];
+  const wgsl =
+    `// One pad word after every 16 keys: the final passes of the selection give each invocation a
 // contiguous run of 16 keys, and unpadded, invocations 16 words apart would share two banks.
 var<workgroup> keys: array<u32, CBLOCK + CBLOCK / 16u + 1u>;
 fn padded(i: u32) -> u32 { return i + i / 16u; }
-${reductions(SPARQ_TOPK_WORKGROUP, s.subgroupSize ?? null)}
-${selectionCommon(group)}
-@compute @workgroup_size(WG)
-fn main(
-  ${MAIN_ARGS},
-) {
-  ${FLAT_ID}
-  let cblock = flat % CBLOCKS;
-  let row = flat / CBLOCKS;
-  if (row >= params.rows) { return; }
+
+fn local_candidates(row: u32, cblock: u32, tid: u32) {
   let b = row / KV_HEADS;
   let len = min(positions[b] + 1u, MAX_SEQ);
   let start = cblock * CBLOCK;
@@ -759,23 +760,63 @@ ${indentLines(keyLoads, "  ")}
   }
 
 ${
-    binnedSelection({
-      count: "n",
-      want: "CK",
-      item: "let key = keys[padded(i)]; let valid = true; let position = start + i;",
-      take: "candidates[out + slot] = vec2<u32>(key, position);",
-      range: "range",
-      reset: "",
-    })
-  }
+      binnedSelection({
+        count: "n",
+        want: "CK",
+        item: "let key = keys[padded(i)]; let valid = true; let position = start + i;",
+        take: "candidates[out + slot] = vec2<u32>(key, position);",
+        range: "range",
+        reset: "",
+      })
+    }
+}`;
+  return { storage, wgsl };
+}
+
+/**
+ * Stage 2a: each workgroup ranks `CANDIDATE_BLOCK` positions of one (sequence, KV head) in
+ * workgroup memory and keeps its local top k, in position order, as (key, position)
+ * candidates. The global top k is always among the local ones (same tie rule). Bindings
+ * scores, block_stats, positions, candidates, params (rows = B·Hkv).
+ *
+ * @example
+ * ```ts
+ * import { sparqCandidatesKernel } from "./sparq.ts";
+ * sparqCandidatesKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
+ * ```
+ */
+export function sparqCandidatesKernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig = SPARQ_DEFAULT,
+): KernelSpec {
+  const block = Math.min(CANDIDATE_BLOCK, s.maxSeq);
+  fitTile(
+    "sparq_candidates",
+    s.workgroupStorage,
+    () => keysBytes(s) + 256 * 4 + SPARQ_TOPK_WORKGROUP * 12 + BOUNDARY_CAPACITY * 8,
+    [block],
+  );
+  const { storage, wgsl } = candidatesParts(s);
+  const source = `// sparqc SparQ stage 2a: local top-k candidates of each block of positions
+${constants(s, p, c)}
+const WG = ${SPARQ_TOPK_WORKGROUP}u;
+${bindingDeclarations(storage)}
+${reductions(SPARQ_TOPK_WORKGROUP, s.subgroupSize ?? null)}
+${selectionCommon(s.heads / s.kvHeads)}
+${wgsl}
+
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${FLAT_ID}
+  if (flat >= params.rows * CBLOCKS) { return; }
+  local_candidates(flat / CBLOCKS, flat % CBLOCKS, tid);
 }
 `;
-  return spec("sparq_candidates", source, [
-    ["scores", "read"],
-    ["block_stats", "read"],
-    ["positions", "read"],
-    ["candidates", "read_write"],
-  ]);
+  return spec("sparq_candidates", source, storage);
 }
 
 /** Pages of {@link WARM_PAGE_BYTES} each warm-up workgroup of stage 2b reads into. */
@@ -822,6 +863,16 @@ fn warm_translations(w: u32, tid: u32) {
 
 type Binding = [name: string, access: "read" | "read_write", type: string];
 
+/** The bindings of kernels fused into one: each name once, read_write where any part writes. */
+function mergeBindings(...parts: Binding[][]): Binding[] {
+  const merged = new Map<string, Binding>();
+  for (const [name, access, type] of parts.flat()) {
+    const before = merged.get(name);
+    merged.set(name, [name, before?.[1] === "read_write" ? "read_write" : access, type]);
+  }
+  return [...merged.values()];
+}
+
 /**
  * Stage 2b's WGSL without an entry point: its bindings, and `fn select_top_k(row, tid)`, which
  * writes the row's indices and alpha (and, with `warm`, `warm_translations`).
@@ -838,7 +889,6 @@ function topkParts(s: AttentionKernelShape, warm: boolean): { storage: Binding[]
     ...(warm ? [["k_words", "read", "u32"], ["v_words", "read", "u32"]] as Binding[] : []),
   ];
   const wgsl = `${warm ? WARM_UP : ""}
-${selectionCommon(group)}
 // Candidate i of the row (i < count), in position order, and whether it exists.
 fn candidate_valid(len: u32, i: u32) -> bool {
   let n = min(CBLOCK, len - min(len, (i / CK) * CBLOCK));
@@ -934,6 +984,7 @@ ${constants(s, p, c)}
 const WG = ${SPARQ_TOPK_WORKGROUP}u;
 ${bindingDeclarations(storage)}
 ${reductions(SPARQ_TOPK_WORKGROUP, s.subgroupSize ?? null)}
+${selectionCommon(s.heads / s.kvHeads)}
 ${wgsl}
 
 @compute @workgroup_size(WG)
@@ -1138,10 +1189,8 @@ export function topkAttendFits(
   maxStorageBuffers: number,
   warm: boolean,
 ): boolean {
-  const { storage } = topkParts(s, warm);
-  const names = new Set([...storage, ...ATTEND_BINDINGS].map(([name]) => name));
   return rowLayout(s.headDim, c.attendWorkgroup).workgroup === SPARQ_TOPK_WORKGROUP &&
-    names.size <= maxStorageBuffers;
+    mergeBindings(topkParts(s, warm).storage, ATTEND_BINDINGS).length <= maxStorageBuffers;
 }
 
 /**
@@ -1170,8 +1219,7 @@ export function sparqTopkAttendKernel(
   if (layout.workgroup !== SPARQ_TOPK_WORKGROUP) {
     throw new RangeError("sparq_topk_attend: stage 3's workgroup must be stage 2b's 256");
   }
-  const names = new Set(topk.storage.map(([name]) => name));
-  const storage = [...topk.storage, ...ATTEND_BINDINGS.filter(([name]) => !names.has(name))];
+  const storage = mergeBindings(topk.storage, ATTEND_BINDINGS);
   const source = `// sparqc SparQ stages 2b and 3: the top k and alpha, then attention over them${
     warm ? "; workgroups past the rows warm the K and V caches' translations" : ""
   }
@@ -1180,6 +1228,7 @@ ${constants(s, p, c)}
 const WG = ${SPARQ_TOPK_WORKGROUP}u;
 ${bindingDeclarations(storage)}
 ${reductions(SPARQ_TOPK_WORKGROUP, s.subgroupSize ?? null)}
+${selectionCommon(group)}
 ${topk.wgsl}
 ${attendParts(s, layout)}
 @compute @workgroup_size(WG)
@@ -1194,4 +1243,113 @@ fn main(
 }
 `;
   return spec("sparq_topk_attend", source, storage);
+}
+
+/** Stage 2a–3 in one kernel: its bindings, and the workgroup memory stage 3 may not take. */
+function selectAttendParts(s: AttentionKernelShape, warm: boolean) {
+  const storage = mergeBindings(
+    candidatesParts(s).storage,
+    topkParts(s, warm).storage,
+    ATTEND_BINDINGS,
+    [["arrivals", "read_write", "atomic<u32>"]],
+  );
+  return { storage, before: keysBytes(s) + selectionBytes(s.heads / s.kvHeads) };
+}
+
+/**
+ * Whether stages 2a, 2b and 3 fit one kernel on a target: as {@link topkAttendFits}, and stage
+ * 2a's keys, the selection and stage 3's tile together within the workgroup memory.
+ *
+ * @example
+ * ```ts
+ * import { selectAttendFits } from "./sparq.ts";
+ * selectAttendFits({ batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 32768,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { block: 1024, attendWorkgroup: 256 }, 16, true); // true
+ * ```
+ */
+export function selectAttendFits(
+  s: AttentionKernelShape,
+  c: SparqConfig,
+  maxStorageBuffers: number,
+  warm: boolean,
+): boolean {
+  const { storage, before } = selectAttendParts(s, warm);
+  if (rowLayout(s.headDim, c.attendWorkgroup).workgroup !== SPARQ_TOPK_WORKGROUP) return false;
+  if (storage.length > maxStorageBuffers) return false;
+  try {
+    attendLayout(s, c, before);
+    return true;
+  } catch (error) {
+    if (error instanceof RangeError) return false;
+    throw error;
+  }
+}
+
+/**
+ * Stages 2a, 2b and 3 in one kernel: each workgroup ranks one block's candidates as
+ * {@link sparqCandidatesKernel} does, then counts itself in its row's `arrivals` (zeroed by
+ * stage 1); the row's last block to arrive — after a storage barrier, so that every block's
+ * candidates are visible to it — selects the top k and attends as {@link sparqTopkAttendKernel}.
+ * Nothing waits on another workgroup, so no forward-progress guarantee is needed; two
+ * dependent dispatches fewer per layer than the four stages. Dispatch rows · CBLOCKS
+ * workgroups (then the warm-up's). Only where {@link selectAttendFits}.
+ *
+ * @example
+ * ```ts
+ * import { sparqSelectAttendKernel } from "./sparq.ts";
+ * sparqSelectAttendKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 16384,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
+ * ```
+ */
+export function sparqSelectAttendKernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig = SPARQ_DEFAULT,
+  warm = false,
+): KernelSpec {
+  const group = s.heads / s.kvHeads;
+  const { storage, before } = selectAttendParts(s, warm);
+  const layout = attendLayout(s, c, before);
+  if (layout.workgroup !== SPARQ_TOPK_WORKGROUP) {
+    throw new RangeError("sparq_select_attend: stage 3's workgroup must be stage 2b's 256");
+  }
+  const source =
+    `// sparqc SparQ stages 2a, 2b and 3: each block's candidates; the row's last block to finish
+// selects the top k and attends${
+      warm ? "; workgroups past the blocks warm the K and V caches' translations" : ""
+    }
+${kvPrelude(s.kvDtype)}
+${constants(s, p, c)}
+const WG = ${SPARQ_TOPK_WORKGROUP}u;
+${bindingDeclarations(storage)}
+${reductions(SPARQ_TOPK_WORKGROUP, s.subgroupSize ?? null)}
+${selectionCommon(group)}
+${candidatesParts(s).wgsl}
+${topkParts(s, warm).wgsl}
+${attendParts(s, layout)}
+var<workgroup> last_block: u32;
+
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${FLAT_ID}
+  if (flat >= params.rows * CBLOCKS) {${
+      warm ? " warm_translations(flat - params.rows * CBLOCKS, tid);" : ""
+    } return; }
+  let row = flat / CBLOCKS;
+  local_candidates(row, flat % CBLOCKS, tid);
+  // Release this block's candidates at device scope before counting it.
+  storageBarrier();
+  if (tid == 0u) { last_block = select(0u, 1u, atomicAdd(&arrivals[row], 1u) == CBLOCKS - 1u); }
+  if (workgroupUniformLoad(&last_block) == 0u) { return; }
+  // Acquire the other blocks' candidates.
+  storageBarrier();
+  select_top_k(row, tid);
+  // Stage 3 reads the indices and alpha that this workgroup's invocations just wrote.
+  storageBarrier();
+  attend_row(row, tid);
+}
+`;
+  return spec("sparq_select_attend", source, storage);
 }

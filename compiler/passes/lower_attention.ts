@@ -24,6 +24,7 @@ import { KV_APPEND_DEFAULT, type KvAppendConfig, kvAppendKernel } from "../../ke
 import {
   CANDIDATE_BLOCK,
   scoresWidth,
+  selectAttendFits,
   SPARQ_DEFAULT,
   sparqAttendKernel,
   sparqCandidatesKernel,
@@ -31,6 +32,7 @@ import {
   sparqScoresKernel,
   sparqScoresVec4Kernel,
   sparqScratch,
+  sparqSelectAttendKernel,
   sparqTopkAttendKernel,
   sparqTopkKernel,
   topkAttendFits,
@@ -108,6 +110,15 @@ export function lowerKvAppend(ctx: LowerContext, node: NodeOf<"kv_append">): Inv
  * touch of each page took half its time in a decode step.
  */
 const WARM_ROWS = 64;
+
+/**
+ * Most stage-2a blocks (rows · ⌈S / 4096⌉) for which stages 2a–3 chain in one dispatch: one
+ * wave on the H100's 132 SMs. Measured there (llama2-7b, B=1): the decode step 0.07–0.15 ms
+ * faster at S=16k–32k, but alone at S=32k (256 blocks) the chained attention took 88.5 µs
+ * against 80.9 and at S=128k (1024 blocks) 235 against 193: the chained kernel's workgroup
+ * memory leaves fewer blocks in flight per SM.
+ */
+const CHAIN_BLOCKS = 128;
 
 /** (sequence, query head) rows up to which the dense reduction takes wide workgroups. */
 const WIDE_REDUCE_ROWS = 128;
@@ -217,32 +228,48 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     alpha,
     ...(warm ? [kCache, vCache] : []),
   ];
-  return [
-    ...perShard(
-      // Four or eight positions per invocation where S allows (measured faster on the H100 for both one
-      // and several query heads per KV head; see sparqScoresVec4Kernel).
-      build(
-        ctx,
-        () =>
-          scoresWidth(shape, config ?? SPARQ_DEFAULT) !== null
-            ? sparqScoresVec4Kernel(shape, method, config)
-            : sparqScoresKernel(shape, method, config),
-      ),
-      [q, positions, ktCache, scores, blockStats],
-      (rows) => sizes.blocks * rows,
+  const maxStorage = ctx.target.limits.maxStorageBuffersPerShaderStage;
+  const sparqConfig = config ?? SPARQ_DEFAULT;
+  const candidateBlocks = allRows *
+    Math.ceil(shape.maxSeq / Math.min(CANDIDATE_BLOCK, shape.maxSeq));
+  // Few blocks: each stage is a few workgroups' latency, so 2a–3 chain in one dispatch (the last
+  // block of a row to finish goes on), counting arrivals in counters that stage 1 zeroes.
+  const chained = warm && candidateBlocks <= CHAIN_BLOCKS &&
+    selectAttendFits(shape, sparqConfig, maxStorage, warm);
+  const arrivals = chained ? [scratch("arrivals", [allRows], "u32")] : [];
+  const scores1 = perShard(
+    // Four or eight positions per invocation where S allows (measured faster on the H100 for both one
+    // and several query heads per KV head; see sparqScoresVec4Kernel).
+    build(
+      ctx,
+      () =>
+        scoresWidth(shape, sparqConfig) !== null
+          ? sparqScoresVec4Kernel(shape, method, config, chained)
+          : sparqScoresKernel(shape, method, config, chained),
     ),
+    [q, positions, ktCache, scores, blockStats, ...arrivals],
+    (rows) => sizes.blocks * rows,
+  );
+  if (chained) {
+    return [
+      ...scores1,
+      whole(
+        build(ctx, () => sparqSelectAttendKernel(shape, method, config, warm)),
+        [...topkArgs, q, kCache, vCache, vMean, y, ...arrivals],
+        allRows,
+        candidateBlocks + warmCount,
+      ),
+    ];
+  }
+  return [
+    ...scores1,
     whole(
       build(ctx, () => sparqCandidatesKernel(shape, method, config)),
       [scores, blockStats, positions, candidates],
       allRows,
-      allRows * Math.ceil(shape.maxSeq / Math.min(CANDIDATE_BLOCK, shape.maxSeq)),
+      candidateBlocks,
     ),
-    ...(topkAttendFits(
-        shape,
-        config ?? SPARQ_DEFAULT,
-        ctx.target.limits.maxStorageBuffersPerShaderStage,
-        warm,
-      ) && ranges.length === 1
+    ...(topkAttendFits(shape, sparqConfig, maxStorage, warm) && ranges.length === 1
       // Stages 2b and 3 in one dispatch where their bindings fit (one dependent dispatch fewer).
       ? [whole(
         build(ctx, () => sparqTopkAttendKernel(shape, method, config, warm)),
