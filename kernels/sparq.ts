@@ -50,6 +50,16 @@ export interface SparqConfig {
   attendWorkgroup: number;
 }
 
+/**
+ * The kernels a SparQ attention call can lower to, by how far its stages are fused: 2a–3
+ * chained, 2b and 3 paired, all four apart (see compiler/passes/lower_attention.ts).
+ */
+export const SPARQ_ARRANGEMENTS: readonly (readonly string[])[] = [
+  ["sparq_scores", "sparq_select_attend"],
+  ["sparq_scores", "sparq_candidates", "sparq_topk_attend"],
+  ["sparq_scores", "sparq_candidates", "sparq_topk", "sparq_attend"],
+];
+
 /** The default launch. */
 export const SPARQ_DEFAULT: SparqConfig = { block: 1024, attendWorkgroup: 256 };
 /** The candidates the tuner measures. */

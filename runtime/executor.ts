@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { deviceTarget } from "./device_target.ts";
 import { Plan, type PlanDispatch, type PlanTensor, type Program } from "../compiler/plan.ts";
 import { UserError, zodErrorLine } from "../compiler/user_error.ts";
 import type { Gpu } from "./device.ts";
@@ -150,6 +151,16 @@ export class Executor {
     }
     const plan = Plan.safeParse(raw);
     if (!plan.success) throw new UserError(zodErrorLine(path, plan.error));
+    // Kernels built for a fixed subgroup size reduce wrongly under any other (no error shows).
+    const planned = plan.data.target.subgroupSize;
+    const here = deviceTarget(gpu, plan.data.target.memoryBudget).subgroupSize;
+    if (planned !== null && planned !== here) {
+      throw new UserError(
+        `plan ${path} was compiled for target ${plan.data.target.name}, whose kernels use ` +
+          `subgroups of ${planned} invocations; this adapter's are ${here ?? "not fixed"}: ` +
+          `compile for it with --tune, or for --target webgpu-default`,
+      );
+    }
     return Executor.create(gpu, plan.data);
   }
 

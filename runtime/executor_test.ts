@@ -1,4 +1,4 @@
-import { deepStrictEqual, ok } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects } from "node:assert/strict";
 import { join } from "node:path";
 import { memoryIo } from "../compiler/cli.ts";
 import { compileCommand } from "../compiler/main.ts";
@@ -6,6 +6,8 @@ import { relativeL2 } from "../kernels/compare.ts";
 import { randomProblem } from "../kernels/random_problem.ts";
 import { sparqReference } from "../kernels/reference.ts";
 import { openGpu } from "./device.ts";
+import { deviceTarget } from "./device_target.ts";
+import { UserError } from "../compiler/user_error.ts";
 import { Executor } from "./executor.ts";
 import { transposeCache, valueMean } from "./run_attention.ts";
 
@@ -27,6 +29,9 @@ Deno.test("a compiled tiny model's plan runs, and its attention equals the float
         "48",
         "--batch",
         "2",
+        // No fixed subgroup size: the plan runs on whatever adapter the tests have.
+        "--target",
+        "webgpu-default",
         "--out",
         out,
       ],
@@ -105,5 +110,27 @@ Deno.test("validation errors are caught and name what was running", async () => 
     ok(message.includes("testing a bad dispatch"), message);
   } finally {
     gpu.device.destroy();
+  }
+});
+
+Deno.test("a plan built for another subgroup size is refused, naming both sizes", async () => {
+  const dir = await Deno.makeTempDir();
+  const out = join(dir, "plan");
+  const args = ["tiny-llama", "--attention", "sparq", "--max-seq", "48", "--out", out];
+  deepStrictEqual(await compileCommand(args, memoryIo()), 0);
+  const gpu = await openGpu();
+  try {
+    // The h100 target's kernels reduce in subgroups of 32 invocations.
+    if (deviceTarget(gpu, 1 << 30).subgroupSize === 32) {
+      (await Executor.load(gpu, join(out, "plan.json"))).destroy();
+    } else {
+      await rejects(Executor.load(gpu, join(out, "plan.json")), (error: Error) => {
+        ok(error instanceof UserError && /subgroups of 32 invocations/.test(error.message));
+        return true;
+      });
+    }
+  } finally {
+    gpu.device.destroy();
+    await Deno.remove(dir, { recursive: true });
   }
 });
