@@ -652,60 +652,8 @@ function topSelection(p: { count: string; want: string; item: string; take: stri
  * items get slots in no particular order.
  */
 function binnedSelection(
-  p: {
-    count: string;
-    want: string;
-    item: string;
-    take: string;
-    range: string;
-    reset: string;
-    /**
-     * Where every invocation already holds its items in registers `key0`…: item i = tid + j·WG
-     * is `key{j}`, at `position` (WGSL of `i`). Both counting passes then read those registers
-     * and compute each bin once, instead of loading and binning every item twice.
-     */
-    held?: { perInvocation: number; position: string };
-  },
+  p: { count: string; want: string; item: string; take: string; range: string; reset: string },
 ): string {
-  const sort = `if (bin > edge.x) {
-        let slot = atomicAdd(&taken_count, 1u);
-        if (slot < ${p.want}) { ${p.take} }
-      } else if (bin == edge.x) {
-        let at = atomicAdd(&boundary_count, 1u);
-        if (at < ${BOUNDARY_CAPACITY}u) {
-          boundary_key[at] = key;
-          boundary_position[at] = position;
-        }
-      }`;
-  const held = p.held;
-  const countPass = held
-    ? [
-      unroll(held.perInvocation, (j) => `let bin${j} = value_bin(key${j}, lo, scale);`, ""),
-      unroll(
-        held.perInvocation,
-        (j) => `if (tid + ${j}u * WG < ${p.count}) { atomicAdd(&hist[bin${j}], 1u); }`,
-        "",
-      ),
-    ].flatMap((text) => text.split("\n")).map((line) => `    ${line}`).join("\n")
-    : `    for (var i = tid; i < ${p.count}; i += WG) {
-      ${p.item}
-      if (valid) { atomicAdd(&hist[value_bin(key, lo, scale)], 1u); }
-    }`;
-  const sortPass = held
-    ? unroll(held.perInvocation, (j) =>
-      `    if (tid + ${j}u * WG < ${p.count}) {
-      let i = tid + ${j}u * WG;
-      let key = key${j};
-      let position = ${held.position};
-      let bin = bin${j};
-      ${sort}
-    }`)
-    : `    for (var i = tid; i < ${p.count}; i += WG) {
-      ${p.item}
-      if (!valid) { continue; }
-      let bin = value_bin(key, lo, scale);
-      ${sort}
-    }`;
   return `  {
     let lo = ${p.range}.x;
     let spread = ${p.range}.y - lo;
@@ -714,10 +662,27 @@ function binnedSelection(
       atomicStore(&boundary_count, 0u);
       atomicStore(&taken_count, 0u);
     }
-${countPass}
+    for (var i = tid; i < ${p.count}; i += WG) {
+      ${p.item}
+      if (valid) { atomicAdd(&hist[value_bin(key, lo, scale)], 1u); }
+    }
     workgroupBarrier();
     let edge = radix_round(${p.want}, tid);
-${sortPass}
+    for (var i = tid; i < ${p.count}; i += WG) {
+      ${p.item}
+      if (!valid) { continue; }
+      let bin = value_bin(key, lo, scale);
+      if (bin > edge.x) {
+        let slot = atomicAdd(&taken_count, 1u);
+        if (slot < ${p.want}) { ${p.take} }
+      } else if (bin == edge.x) {
+        let at = atomicAdd(&boundary_count, 1u);
+        if (at < ${BOUNDARY_CAPACITY}u) {
+          boundary_key[at] = key;
+          boundary_position[at] = position;
+        }
+      }
+    }
     let boundary = workgroupUniformLoad(&boundary_count);
     let above = workgroupUniformLoad(&taken_count);
     if (boundary == edge.z && above + edge.y == ${p.want} && boundary <= ${BOUNDARY_CAPACITY}u) {
@@ -812,7 +777,6 @@ ${
         take: "candidates[out + slot] = vec2<u32>(key, position);",
         range: "range",
         reset: "",
-        held: { perInvocation, position: "start + i" },
       })
     }
 }`;
