@@ -706,6 +706,25 @@ ${topSelection(p)}
   }`;
 }
 
+/**
+ * The opening every selection kernel (stages 2a and 2b, and the kernels they are fused into)
+ * shares: constants, the 256-invocation workgroup, the bindings, the reductions and
+ * {@link selectionCommon}; with `kv`, the KV element type first.
+ */
+function selectionPrelude(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig,
+  storage: Binding[],
+  kv = false,
+): string {
+  return `${kv ? kvPrelude(s.kvDtype) : ""}${constants(s, p, c)}
+const WG = ${SPARQ_TOPK_WORKGROUP}u;
+${bindingDeclarations(storage)}
+${reductions(SPARQ_TOPK_WORKGROUP, s.subgroupSize ?? null)}
+${selectionCommon(s.heads / s.kvHeads)}`;
+}
+
 /** Workgroup memory of stage 2a's keys (bytes). */
 function keysBytes(s: AttentionKernelShape): number {
   const block = Math.min(CANDIDATE_BLOCK, s.maxSeq);
@@ -810,11 +829,7 @@ export function sparqCandidatesKernel(
   );
   const { storage, wgsl } = candidatesParts(s);
   const source = `// sparqc SparQ stage 2a: local top-k candidates of each block of positions
-${constants(s, p, c)}
-const WG = ${SPARQ_TOPK_WORKGROUP}u;
-${bindingDeclarations(storage)}
-${reductions(SPARQ_TOPK_WORKGROUP, s.subgroupSize ?? null)}
-${selectionCommon(s.heads / s.kvHeads)}
+${selectionPrelude(s, p, c, storage)}
 ${wgsl}
 
 @compute @workgroup_size(WG)
@@ -990,11 +1005,7 @@ export function sparqTopkKernel(
   const source = `// sparqc SparQ stage 2b: the top k of the candidates, and alpha${
     warm ? "; workgroups past the rows warm the K and V caches' translations" : ""
   }
-${constants(s, p, c)}
-const WG = ${SPARQ_TOPK_WORKGROUP}u;
-${bindingDeclarations(storage)}
-${reductions(SPARQ_TOPK_WORKGROUP, s.subgroupSize ?? null)}
-${selectionCommon(s.heads / s.kvHeads)}
+${selectionPrelude(s, p, c, storage)}
 ${wgsl}
 
 @compute @workgroup_size(WG)
@@ -1233,12 +1244,7 @@ export function sparqTopkAttendKernel(
   const source = `// sparqc SparQ stages 2b and 3: the top k and alpha, then attention over them${
     warm ? "; workgroups past the rows warm the K and V caches' translations" : ""
   }
-${kvPrelude(s.kvDtype)}
-${constants(s, p, c)}
-const WG = ${SPARQ_TOPK_WORKGROUP}u;
-${bindingDeclarations(storage)}
-${reductions(SPARQ_TOPK_WORKGROUP, s.subgroupSize ?? null)}
-${selectionCommon(group)}
+${selectionPrelude(s, p, c, storage, true)}
 ${topk.wgsl}
 ${attendParts(s, layout)}
 @compute @workgroup_size(WG)
@@ -1317,7 +1323,6 @@ export function sparqSelectAttendKernel(
   c: SparqConfig = SPARQ_DEFAULT,
   warm = false,
 ): KernelSpec {
-  const group = s.heads / s.kvHeads;
   const { storage, before } = selectAttendParts(s, warm);
   const layout = attendLayout(s, c, before);
   if (layout.workgroup !== SPARQ_TOPK_WORKGROUP) {
@@ -1328,12 +1333,7 @@ export function sparqSelectAttendKernel(
 // selects the top k and attends${
       warm ? "; workgroups past the blocks warm the K and V caches' translations" : ""
     }
-${kvPrelude(s.kvDtype)}
-${constants(s, p, c)}
-const WG = ${SPARQ_TOPK_WORKGROUP}u;
-${bindingDeclarations(storage)}
-${reductions(SPARQ_TOPK_WORKGROUP, s.subgroupSize ?? null)}
-${selectionCommon(group)}
+${selectionPrelude(s, p, c, storage, true)}
 ${candidatesParts(s).wgsl}
 ${topkParts(s, warm).wgsl}
 ${attendParts(s, layout)}
