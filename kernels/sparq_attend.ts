@@ -1,0 +1,382 @@
+/**
+ * SparQ stage 3 (`sparq_attend`: exact attention over the gathered rows, mean-value
+ * reallocation) and the kernels that fuse it with the selection: stages 2b+3
+ * (`sparq_topk_attend`) and 2a–3 (`sparq_select_attend`).
+ *
+ * @module
+ */
+import { type KernelSpec } from "./kernel_spec.ts";
+import {
+  type AttentionKernelShape,
+  bindingDeclarations,
+  fitTile,
+  FLAT_ID,
+  floatLiteral,
+  kvPrelude,
+  MAIN_ARGS,
+  reductions,
+  rowLayout,
+} from "./wgsl_common.ts";
+import { rowDots, unroll, valueRows } from "./unrolled.ts";
+import {
+  type Binding,
+  mergeBindings,
+  SPARQ_DEFAULT,
+  SPARQ_TOPK_WORKGROUP,
+  type SparqConfig,
+  sparqConstants as constants,
+  type SparqKernelParams,
+  sparqSpec as spec,
+} from "./sparq_common.ts";
+import {
+  BOUNDARY_CAPACITY,
+  candidatesParts,
+  keysBytes,
+  rowsOrWarm,
+  selectionPrelude,
+  topkParts,
+} from "./sparq_select.ts";
+
+/**
+ * Gathered V rows each stage-3 invocation loads before using any: at batch 1 the stage is a
+ * few workgroups' latency, and 16 rows in flight took it from 37.6 to 32.4 µs per call on the
+ * H100 (llama2-7b, S = 32k) against 4.
+ */
+const ATTEND_VALUE_ROWS = 16;
+
+/** Workgroup memory of stage 2b's selection (bytes), beside its reductions' scratch. */
+function selectionBytes(group: number): number {
+  return group * 12 + 256 * 4 + 12 + BOUNDARY_CAPACITY * 8 + 8;
+}
+
+/**
+ * Workgroup shape and tile of stage 3; `extraBytes` of workgroup memory are taken by what runs
+ * before it in the same kernel.
+ */
+export function attendLayout(
+  s: AttentionKernelShape,
+  c: SparqConfig = SPARQ_DEFAULT,
+  extraBytes = 0,
+) {
+  const group = s.heads / s.kvHeads;
+  const { lanes, slices, workgroup } = rowLayout(s.headDim, c.attendWorkgroup);
+  const fixed = extraBytes + group * s.headDim * 4 + workgroup * 16 + workgroup * 12 +
+    group * 12;
+  const tile = fitTile("sparq_attend", s.workgroupStorage, (t) => fixed + group * t * 4 + t * 4);
+  return { lanes, slices, workgroup, tile };
+}
+
+/**
+ * Stage 3's WGSL without an entry point: its workgroup memory and `fn attend_row(local_row,
+ * tid)` (the kernel declares LANES, SLICES, TILE, SCALE and WG).
+ */
+function attendParts(s: AttentionKernelShape, layout: ReturnType<typeof attendLayout>): string {
+  const group = s.heads / s.kvHeads;
+  return `const LANES = ${layout.lanes}u;
+const SLICES = ${layout.slices}u;
+const TILE = ${layout.tile}u;
+const SCALE = ${floatLiteral(1 / Math.sqrt(s.headDim))};
+var<workgroup> q_sh: array<vec4<f32>, GROUP * LANES>;
+var<workgroup> p_sh: array<f32, GROUP * TILE>;
+var<workgroup> idx_sh: array<u32, TILE>;
+var<workgroup> acc_sh: array<vec4<f32>, WG>;
+var<workgroup> run_max: array<f32, GROUP>;
+var<workgroup> run_sum: array<f32, GROUP>;
+var<workgroup> rescale: array<f32, GROUP>;
+
+fn attend_row(local_row: u32, tid: u32) {
+  let row = params.first_row + local_row;
+  let b = row / KV_HEADS;
+  let len = min(positions[b] + 1u, MAX_SEQ);
+  let n = min(K_SEL, len);
+  let head0 = row * GROUP;
+  for (var i = tid; i < GROUP * LANES; i += WG) { q_sh[i] = q[head0 * LANES + i]; }
+  if (tid < GROUP) {
+    run_max[tid] = NEG;
+    run_sum[tid] = 0.0;
+  }
+  let lane = tid % LANES;
+  let slice = tid / LANES;
+  let base = local_row * MAX_SEQ;
+${unroll(group, (h) => `var acc${h} = vec4<f32>(0.0);`, "  ")}
+
+  for (var t0 = 0u; t0 < n; t0 += TILE) {
+    let count = min(TILE, n - t0);
+    workgroupBarrier();
+    for (var t = tid; t < count; t += WG) {
+      let pos = indices[row * KEPT + t0 + t];
+      idx_sh[t] = pos;
+${
+    rowDots({
+      group,
+      lanes: layout.lanes,
+      row: "k_cache[(base + pos) * LANES + {lane}]",
+      store: (h, v) => `p_sh[${h}u * TILE + t] = ${v} * SCALE;`,
+    })
+  }
+    }
+    workgroupBarrier();
+    // Online softmax across tiles: rescale what came before to the new running max.
+    for (var h = 0u; h < GROUP; h++) {
+      var m = NEG;
+      for (var t = tid; t < count; t += WG) { m = max(m, p_sh[h * TILE + t]); }
+      m = reduce_max(m, tid);
+      let old = run_max[h];
+      let top = max(old, m);
+      var sum = 0.0;
+      for (var t = tid; t < count; t += WG) {
+        let e = exp(p_sh[h * TILE + t] - top);
+        p_sh[h * TILE + t] = e;
+        sum += e;
+      }
+      sum = reduce_sum(sum, tid);
+      if (tid == 0u) {
+        let factor = exp(old - top);
+        rescale[h] = factor;
+        run_sum[h] = run_sum[h] * factor + sum;
+        run_max[h] = top;
+      }
+    }
+    workgroupBarrier();
+${unroll(group, (h) => `acc${h} *= rescale[${h}u];`, "    ")}
+${valueRows(group, "TILE", "(base + idx_sh[ROW]) * LANES + lane", "count", ATTEND_VALUE_ROWS)}
+  }
+
+${
+    unroll(group, (h) =>
+      `  {
+    workgroupBarrier();
+    acc_sh[tid] = acc${h};
+    workgroupBarrier();
+    if (slice == 0u) {
+      var o = acc_sh[lane];
+      for (var s = 1u; s < SLICES; s++) { o += acc_sh[s * LANES + lane]; }
+      let a = alpha[head0 + ${h}u];
+      y[(head0 + ${h}u) * LANES + lane] = a * (o / run_sum[${h}u]) +
+        (1.0 - a) * v_mean[local_row * LANES + lane];
+    }
+  }`)
+  }
+}
+`;
+}
+
+/** Stage 3's bindings (KV4: the cache's vec4 type). */
+const ATTEND_BINDINGS: Binding[] = [
+  ["q", "read", "vec4<f32>"],
+  ["positions", "read", "u32"],
+  ["k_cache", "read", "KV4"],
+  ["v_cache", "read", "KV4"],
+  ["v_mean", "read", "vec4<f32>"],
+  ["indices", "read", "u32"],
+  ["alpha", "read", "f32"],
+  ["y", "read_write", "vec4<f32>"],
+];
+
+/**
+ * Stage 3: bindings q, positions, k_cache, v_cache, v_mean, indices, alpha, y, params.
+ *
+ * @example
+ * ```ts
+ * import { sparqAttendKernel } from "./sparq.ts";
+ * sparqAttendKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
+ * ```
+ */
+export function sparqAttendKernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig = SPARQ_DEFAULT,
+): KernelSpec {
+  const layout = attendLayout(s, c);
+  const source =
+    `// sparqc SparQ stage 3: exact attention over the top-k rows, mean-value reallocation
+${kvPrelude(s.kvDtype)}
+${constants(s, p, c)}
+const WG = ${layout.workgroup}u;
+${bindingDeclarations(ATTEND_BINDINGS)}
+${reductions(layout.workgroup, s.subgroupSize ?? null)}
+${attendParts(s, layout)}
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${FLAT_ID}
+  if (flat >= params.rows) { return; }
+  attend_row(flat, tid);
+}
+`;
+  return spec("sparq_attend", source, ATTEND_BINDINGS);
+}
+
+/**
+ * Whether stages 2b and 3 fit one kernel on a target: stage 3's workgroup is stage 2b's 256
+ * invocations, the bindings of both fit the target's storage-buffer limit, and one dispatch
+ * covers every row (the caches in one binding each).
+ *
+ * @example
+ * ```ts
+ * import { topkAttendFits } from "./sparq.ts";
+ * topkAttendFits({ batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { block: 1024, attendWorkgroup: 256 }, 16, true); // true
+ * ```
+ */
+export function topkAttendFits(
+  s: AttentionKernelShape,
+  c: SparqConfig,
+  maxStorageBuffers: number,
+  warm: boolean,
+): boolean {
+  return rowLayout(s.headDim, c.attendWorkgroup).workgroup === SPARQ_TOPK_WORKGROUP &&
+    mergeBindings(topkParts(s, warm).storage, ATTEND_BINDINGS).length <= maxStorageBuffers;
+}
+
+/**
+ * Stages 2b and 3 in one kernel, per (sequence, KV head): the top k and alpha as in
+ * {@link sparqTopkKernel} (still written out: they are the plan's outputs for checking), then,
+ * after a storage barrier, the attention of {@link sparqAttendKernel} over them — one dependent
+ * dispatch fewer per layer. Bindings: stage 2b's, then q, k_cache, v_cache, v_mean, y, params.
+ * Only where {@link topkAttendFits}.
+ *
+ * @example
+ * ```ts
+ * import { sparqTopkAttendKernel } from "./sparq.ts";
+ * sparqTopkAttendKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
+ * ```
+ */
+export function sparqTopkAttendKernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig = SPARQ_DEFAULT,
+  warm = false,
+): KernelSpec {
+  const topk = topkParts(s, warm);
+  const group = s.heads / s.kvHeads;
+  const layout = attendLayout(s, c, selectionBytes(group));
+  if (layout.workgroup !== SPARQ_TOPK_WORKGROUP) {
+    throw new RangeError("sparq_topk_attend: stage 3's workgroup must be stage 2b's 256");
+  }
+  const storage = mergeBindings(topk.storage, ATTEND_BINDINGS);
+  const source = `// sparqc SparQ stages 2b and 3: the top k and alpha, then attention over them${
+    warm ? "; workgroups past the rows warm the K and V caches' translations" : ""
+  }
+${selectionPrelude(s, p, c, storage, true)}
+${topk.wgsl}
+${attendParts(s, layout)}
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${rowsOrWarm(warm)}
+  select_top_k(flat, tid);
+  // Stage 3 reads the indices and alpha that this workgroup's invocations just wrote.
+  storageBarrier();
+  attend_row(flat, tid);
+}
+`;
+  return spec("sparq_topk_attend", source, storage);
+}
+
+/** Stage 2a–3 in one kernel: its bindings, and the workgroup memory stage 3 may not take. */
+function selectAttendParts(s: AttentionKernelShape, warm: boolean) {
+  const storage = mergeBindings(
+    candidatesParts(s).storage,
+    topkParts(s, warm).storage,
+    ATTEND_BINDINGS,
+    [["arrivals", "read_write", "atomic<u32>"]],
+  );
+  return { storage, before: keysBytes(s) + selectionBytes(s.heads / s.kvHeads) };
+}
+
+/**
+ * Whether stages 2a, 2b and 3 fit one kernel on a target: as {@link topkAttendFits}, and stage
+ * 2a's keys, the selection and stage 3's tile together within the workgroup memory.
+ *
+ * @example
+ * ```ts
+ * import { selectAttendFits } from "./sparq.ts";
+ * selectAttendFits({ batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 32768,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { block: 1024, attendWorkgroup: 256 }, 16, true); // true
+ * ```
+ */
+export function selectAttendFits(
+  s: AttentionKernelShape,
+  c: SparqConfig,
+  maxStorageBuffers: number,
+  warm: boolean,
+): boolean {
+  const { storage, before } = selectAttendParts(s, warm);
+  if (rowLayout(s.headDim, c.attendWorkgroup).workgroup !== SPARQ_TOPK_WORKGROUP) return false;
+  if (storage.length > maxStorageBuffers) return false;
+  try {
+    attendLayout(s, c, before);
+    return true;
+  } catch (error) {
+    if (error instanceof RangeError) return false;
+    throw error;
+  }
+}
+
+/**
+ * Stages 2a, 2b and 3 in one kernel: each workgroup ranks one block's candidates as
+ * {@link sparqCandidatesKernel} does, then counts itself in its row's `arrivals` (zeroed by
+ * stage 1); the row's last block to arrive — after a storage barrier, so that every block's
+ * candidates are visible to it — selects the top k and attends as {@link sparqTopkAttendKernel}.
+ * Nothing waits on another workgroup, so no forward-progress guarantee is needed; two
+ * dependent dispatches fewer per layer than the four stages. Dispatch rows · CBLOCKS
+ * workgroups (then the warm-up's). Only where {@link selectAttendFits}.
+ *
+ * @example
+ * ```ts
+ * import { sparqSelectAttendKernel } from "./sparq.ts";
+ * sparqSelectAttendKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 16384,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
+ * ```
+ */
+export function sparqSelectAttendKernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig = SPARQ_DEFAULT,
+  warm = false,
+): KernelSpec {
+  const { storage, before } = selectAttendParts(s, warm);
+  const layout = attendLayout(s, c, before);
+  if (layout.workgroup !== SPARQ_TOPK_WORKGROUP) {
+    throw new RangeError("sparq_select_attend: stage 3's workgroup must be stage 2b's 256");
+  }
+  const source =
+    `// sparqc SparQ stages 2a, 2b and 3: each block's candidates; the row's last block to finish
+// selects the top k and attends${
+      warm ? "; workgroups past the blocks warm the K and V caches' translations" : ""
+    }
+${selectionPrelude(s, p, c, storage, true)}
+${candidatesParts(s).wgsl}
+${topkParts(s, warm).wgsl}
+${attendParts(s, layout)}
+var<workgroup> last_block: u32;
+
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${FLAT_ID}
+  if (flat >= params.rows * CBLOCKS) {${
+      warm ? " warm_translations(flat - params.rows * CBLOCKS, tid);" : ""
+    } return; }
+  let row = flat / CBLOCKS;
+  local_candidates(row, flat % CBLOCKS, tid);
+  // Release this block's candidates at device scope before counting it.
+  storageBarrier();
+  if (tid == 0u) { last_block = select(0u, 1u, atomicAdd(&arrivals[row], 1u) == CBLOCKS - 1u); }
+  if (workgroupUniformLoad(&last_block) == 0u) { return; }
+  // Acquire the other blocks' candidates.
+  storageBarrier();
+  select_top_k(row, tid);
+  // Stage 3 reads the indices and alpha that this workgroup's invocations just wrote.
+  storageBarrier();
+  attend_row(row, tid);
+}
+`;
+  return spec("sparq_select_attend", source, storage);
+}

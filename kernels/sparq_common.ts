@@ -1,0 +1,106 @@
+/**
+ * What SparQ's kernels share: their parameters and launch configuration, the arrangements a call
+ * lowers to, the scratch sizes, the WGSL constants of a shape, and binding lists for fused
+ * kernels.
+ *
+ * @module
+ */
+import { computeKernel, type KernelSpec, type StorageBinding } from "./kernel_spec.ts";
+import { type AttentionKernelShape, PARAMS_DECL } from "./wgsl_common.ts";
+
+/** SparQ's parameters as the kernels take them. */
+export interface SparqKernelParams {
+  r: number;
+  k: number;
+  localWindow: number;
+}
+
+/** SparQ's launch parameters. */
+export interface SparqConfig {
+  /** Positions per workgroup of stage 1 (up to 256 invocations, several positions each). */
+  block: number;
+  /** Invocations per workgroup of stage 3, about (rounded to whole rows of lanes). */
+  attendWorkgroup: number;
+}
+
+/**
+ * The kernels a SparQ attention call can lower to, by how far its stages are fused: 2a–3
+ * chained, 2b and 3 paired, all four apart (see compiler/passes/lower_attention.ts).
+ */
+export const SPARQ_ARRANGEMENTS: readonly (readonly string[])[] = [
+  ["sparq_scores", "sparq_select_attend"],
+  ["sparq_scores", "sparq_candidates", "sparq_topk_attend"],
+  ["sparq_scores", "sparq_candidates", "sparq_topk", "sparq_attend"],
+];
+
+/** The default launch. */
+export const SPARQ_DEFAULT: SparqConfig = { block: 1024, attendWorkgroup: 256 };
+/** The candidates the tuner measures. */
+export const SPARQ_SPACE: SparqConfig[] = [256, 512, 1024, 2048].flatMap((block) =>
+  [64, 128, 256].map((attendWorkgroup) => ({ block, attendWorkgroup }))
+);
+
+/** Invocations of the top-k workgroups: one per radix bin. */
+export const SPARQ_TOPK_WORKGROUP = 256;
+/** Positions each `sparq_candidates` workgroup ranks in workgroup memory. */
+export const CANDIDATE_BLOCK = 4096;
+
+/** Sizes of the SparQ scratch tensors for a shape. */
+export function sparqScratch(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  config: SparqConfig = SPARQ_DEFAULT,
+) {
+  const blocks = Math.ceil(s.maxSeq / config.block);
+  const kept = Math.min(p.k, s.maxSeq);
+  const candidateBlock = Math.min(CANDIDATE_BLOCK, s.maxSeq);
+  const candidateBlocks = Math.ceil(s.maxSeq / candidateBlock);
+  const perBlock = Math.min(p.k, candidateBlock);
+  return {
+    blocks,
+    kept,
+    scores: [s.batch, s.heads, s.maxSeq],
+    blockStats: [s.batch, s.heads, blocks, 2],
+    candidates: [s.batch, s.kvHeads, candidateBlocks * perBlock, 2],
+    indices: [s.batch, s.kvHeads, kept],
+    alpha: [s.batch, s.heads],
+  };
+}
+
+export function sparqConstants(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig,
+): string {
+  return `const HEAD_DIM = ${s.headDim}u;
+const GROUP = ${s.heads / s.kvHeads}u;
+const HEADS = ${s.heads}u;
+const KV_HEADS = ${s.kvHeads}u;
+const MAX_SEQ = ${s.maxSeq}u;
+const R = ${p.r}u;
+const K_SEL = ${p.k}u;
+const KEPT = ${Math.min(p.k, s.maxSeq)}u;
+const LOCAL_WINDOW = ${p.localWindow}u;
+const BLOCK = ${c.block}u;
+const BLOCKS = ${Math.ceil(s.maxSeq / c.block)}u;
+const CBLOCK = ${Math.min(CANDIDATE_BLOCK, s.maxSeq)}u;
+const CBLOCKS = ${Math.ceil(s.maxSeq / Math.min(CANDIDATE_BLOCK, s.maxSeq))}u;
+const CK = ${Math.min(p.k, Math.min(CANDIDATE_BLOCK, s.maxSeq))}u;
+${PARAMS_DECL}`;
+}
+
+export function sparqSpec(name: string, source: string, storage: StorageBinding[]): KernelSpec {
+  return computeKernel(name, "attention", source, storage);
+}
+
+export type Binding = [name: string, access: "read" | "read_write", type: string];
+
+/** The bindings of kernels fused into one: each name once, read_write where any part writes. */
+export function mergeBindings(...parts: Binding[][]): Binding[] {
+  const merged = new Map<string, Binding>();
+  for (const [name, access, type] of parts.flat()) {
+    const before = merged.get(name);
+    merged.set(name, [name, before?.[1] === "read_write" ? "read_write" : access, type]);
+  }
+  return [...merged.values()];
+}

@@ -1,0 +1,358 @@
+/**
+ * SparQ stage 1 (`sparq_scores`): per (block of positions, sequence, KV head), i1 and each
+ * head's q[i1] / tau, then the approximate logits from the contiguous Kᵀ rows, and each block's
+ * softmax statistics.
+ *
+ * @module
+ */
+import { ktIndexWgsl } from "./kt_layout.ts";
+import { type KernelSpec, type StorageBinding } from "./kernel_spec.ts";
+import {
+  type AttentionKernelShape,
+  fitTile,
+  FLAT_ID,
+  kvPrelude,
+  MAIN_ARGS,
+  reductions,
+} from "./wgsl_common.ts";
+import { indentLines } from "./unrolled.ts";
+import {
+  SPARQ_DEFAULT,
+  type SparqConfig,
+  sparqConstants as constants,
+  type SparqKernelParams,
+  sparqSpec as spec,
+} from "./sparq_common.ts";
+
+/** Parts in which stage 1 sums each head's Σ|q| and Σ_i1 |q| at once (for tau). */
+const TAU_PARTS = 4;
+
+/**
+ * Workgroup memory of the query selection that opens every stage-1 workgroup (bytes): q of the
+ * group's heads, Σ_group |q|, i1, the mask of i1, the parts of tau's sums and q[i1] / tau.
+ */
+function querySelectionBytes(s: AttentionKernelShape, r: number): number {
+  const group = s.heads / s.kvHeads;
+  return (group * s.headDim + s.headDim + r + s.headDim + group * TAU_PARTS * 2 + group * r) * 4;
+}
+
+/**
+ * What both stage-1 kernels share: their bindings (Kᵀ and scores typed per kernel) and the start
+ * of `main`, which selects the query components itself: i1, the r largest components of
+ * Σ_group |q| (ties to the lower component), and each head's q[i1] / tau, into workgroup memory.
+ * Every workgroup of a (sequence, KV head) repeats this small computation (one load per
+ * component, a rank by comparisons of vec4s in workgroup memory), which costs less than
+ * the dependent dispatch a separate stage took (13 µs at batch 1 on the H100).
+ */
+function scoresPreamble(
+  ktType: string,
+  scoresType: string,
+  workgroup: number,
+  subgroupSize: number | null | undefined,
+  arrivals: boolean,
+): string {
+  return `@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> positions: array<u32>;
+@group(0) @binding(2) var<storage, read> kt_cache: array<${ktType}>;
+@group(0) @binding(3) var<storage, read_write> scores: array<${scoresType}>;
+@group(0) @binding(4) var<storage, read_write> block_stats: array<f32>;
+${
+    arrivals
+      ? `@group(0) @binding(5) var<storage, read_write> arrivals: array<u32>;
+@group(0) @binding(6) var<uniform> params: Params;`
+      : "@group(0) @binding(5) var<uniform> params: Params;"
+  }
+
+const QUADS = HEAD_DIM / 4u;
+const TAU_PARTS = ${TAU_PARTS}u;
+const TAU_QUADS = (QUADS + TAU_PARTS - 1u) / TAU_PARTS;
+var<workgroup> q_group: array<vec4<f32>, GROUP * QUADS>;
+var<workgroup> abs_q: array<vec4<f32>, QUADS>;
+var<workgroup> i1: array<u32, R>;
+var<workgroup> picked_mask: array<f32, HEAD_DIM>;
+var<workgroup> abs_sums: array<vec2<f32>, GROUP * TAU_PARTS>;
+var<workgroup> q_sel: array<f32, GROUP * R>;
+${reductions(workgroup, subgroupSize ?? null)}
+@compute @workgroup_size(WG)
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${FLAT_ID}
+  let block = flat % BLOCKS;
+  let local_row = flat / BLOCKS;
+  if (local_row >= params.rows) { return; }
+  let row = params.first_row + local_row;
+${
+    arrivals
+      ? "  // The next dispatch counts its blocks' arrivals per row here (see sparqSelectAttendKernel).\n" +
+        "  if (block == 0u && tid == 0u) { arrivals[row] = 0u; }\n"
+      : ""
+  }  let b = row / KV_HEADS;
+  let len = min(positions[b] + 1u, MAX_SEQ);
+  let start = block * BLOCK;
+  if (start >= len) { return; }
+  let head0 = row * GROUP;
+  // Loops over vec4s of workgroup memory, not unrolled scalar lines: fully unrolled, the
+  // compiler hoisted every load into registers and the scores loop lost occupancy.
+  for (var c = tid; c < QUADS; c += WG) {
+    var a = vec4<f32>(0.0);
+    for (var h = 0u; h < GROUP; h++) {
+      let x = q[(head0 + h) * QUADS + c];
+      q_group[h * QUADS + c] = x;
+      a += abs(x);
+    }
+    abs_q[c] = a;
+  }
+  workgroupBarrier();
+  for (var j = tid; j < HEAD_DIM; j += WG) {
+    let aj = vec4<f32>(abs_q[j / 4u][j % 4u]);
+    var ranks = vec4<u32>(0u);
+    for (var c = 0u; c < QUADS; c++) {
+      let a = abs_q[c];
+      let i = vec4<u32>(c * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
+      ranks += select(vec4<u32>(0u), vec4<u32>(1u), a > aj | (a == aj & i < vec4<u32>(j)));
+    }
+    let rank = ranks.x + ranks.y + ranks.z + ranks.w;
+    if (rank < R) { i1[rank] = j; }
+    picked_mask[j] = select(0.0, 1.0, rank < R);
+  }
+  workgroupBarrier();
+  // tau = sqrt(d · Σ_i1 |q| / Σ |q|) per head (SPARQ.md): the softmax temperature of the
+  // approximate scores. Both sums in TAU_PARTS parts per head at once, without a load that waits
+  // on another: one invocation walking i1, then q[i1], cost 4 µs per stage-1 workgroup at B=1.
+  for (var i = tid; i < GROUP * TAU_PARTS; i += WG) {
+    let h = i / TAU_PARTS;
+    let first = (i % TAU_PARTS) * TAU_QUADS;
+    var all = vec4<f32>(0.0);
+    var picked = vec4<f32>(0.0);
+    for (var c = first; c < min(first + TAU_QUADS, QUADS); c++) {
+      let a = abs(q_group[h * QUADS + c]);
+      let m = vec4<f32>(picked_mask[4u * c], picked_mask[4u * c + 1u], picked_mask[4u * c + 2u],
+        picked_mask[4u * c + 3u]);
+      all += a;
+      picked += a * m;
+    }
+    abs_sums[i] = vec2<f32>(all.x + all.y + all.z + all.w, picked.x + picked.y + picked.z + picked.w);
+  }
+  workgroupBarrier();
+  for (var i = tid; i < GROUP * R; i += WG) {
+    let h = i / R;
+    var sums = vec2<f32>(0.0);
+    for (var part = 0u; part < TAU_PARTS; part++) { sums += abs_sums[h * TAU_PARTS + part]; }
+    let tau = select(sqrt(f32(HEAD_DIM)), sqrt(f32(HEAD_DIM) * sums.y / sums.x), sums.x > 0.0);
+    q_sel[i] = q_group[h * QUADS + i1[i % R] / 4u][i1[i % R] % 4u] / tau;
+  }
+  workgroupBarrier();`;
+}
+
+/** The bindings of both stage-1 kernels (with `arrivals`: the counters they zero). */
+function scoresBindings(arrivals: boolean): StorageBinding[] {
+  return [
+    ["q", "read"],
+    ["positions", "read"],
+    ["kt_cache", "read"],
+    ["scores", "read_write"],
+    ["block_stats", "read_write"],
+    ...(arrivals ? [["arrivals", "read_write"] as const] : []),
+  ];
+}
+
+/** Stage 1's workgroup: up to 256 invocations, each scoring `block / workgroup` positions. */
+export function scoresLayout(c: SparqConfig): { workgroup: number; perThread: number } {
+  const workgroup = Math.min(256, c.block);
+  return { workgroup, perThread: c.block / workgroup };
+}
+
+/**
+ * Stage 1: bindings q, positions, kt_cache, scores, block_stats, params.
+ * Each invocation scores several positions, one workgroup-wide coalesced read of a Kᵀ row per
+ * component and position slot.
+ *
+ * @example
+ * ```ts
+ * import { sparqScoresKernel } from "./sparq.ts";
+ * sparqScoresKernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
+ * ```
+ */
+export function sparqScoresKernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig = SPARQ_DEFAULT,
+  arrivals = false,
+): KernelSpec {
+  const { workgroup, perThread } = scoresLayout(c);
+  const bytes = querySelectionBytes(s, p.r) + workgroup * 12;
+  fitTile("sparq_scores", s.workgroupStorage, () => bytes, [c.block]);
+  const source = `// sparqc SparQ stage 1: approximate scores from the Kᵀ runs of i1
+${kvPrelude(s.kvDtype)}
+${constants(s, p, c)}
+${ktIndexWgsl(s.headDim, s.maxSeq)}
+const WG = ${workgroup}u;
+const PER = ${perThread}u;
+${scoresPreamble("KV", "f32", workgroup, s.subgroupSize, arrivals)}
+
+  var z = array<f32, GROUP * PER>();
+  for (var i = 0u; i < R; i++) {
+    for (var slot = 0u; slot < PER; slot++) {
+      let pos = start + tid + slot * WG;
+      if (pos < len) {
+        let key = f32(kt_cache[kt_index(local_row, i1[i], pos)]);
+        for (var h = 0u; h < GROUP; h++) { z[slot * GROUP + h] += q_sel[h * R + i] * key; }
+      }
+    }
+  }
+  for (var h = 0u; h < GROUP; h++) {
+    var m = NEG;
+    var sum = 0.0;
+    for (var slot = 0u; slot < PER; slot++) {
+      let pos = start + tid + slot * WG;
+      if (pos < len) {
+        let v = z[slot * GROUP + h];
+        scores[(head0 + h) * MAX_SEQ + pos] = v;
+        let top = max(m, v);
+        sum = sum * exp(m - top) + exp(v - top);
+        m = top;
+      }
+    }
+    let stats = reduce_softmax(m, sum, tid);
+    if (tid == 0u) {
+      block_stats[((head0 + h) * BLOCKS + block) * 2u] = stats.x;
+      block_stats[((head0 + h) * BLOCKS + block) * 2u + 1u] = stats.y;
+    }
+  }
+}
+`;
+  return spec("sparq_scores", source, scoresBindings(arrivals));
+}
+
+/**
+ * How stage 1 loads Kᵀ: 4 positions per 8-byte load, or — f16 Kᵀ with S a multiple of 8 — 8
+ * positions per 16-byte load; null where S or the block is not a multiple of 4.
+ *
+ * @example
+ * ```ts
+ * import { scoresWidth } from "./sparq.ts";
+ * scoresWidth({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096, kvDtype: "f16",
+ *   workgroupStorage: 49152 }, { block: 1024, attendWorkgroup: 256 }); // 8
+ * ```
+ */
+export function scoresWidth(s: AttentionKernelShape, c: SparqConfig): 4 | 8 | null {
+  if (s.kvDtype === "f16" && s.maxSeq % 8 === 0 && c.block % 8 === 0) return 8;
+  if (s.maxSeq % 4 === 0 && c.block % 4 === 0) return 4;
+  return null;
+}
+
+/** Kᵀ rows whose loads stage 1 issues before it uses any of them. */
+const ROWS_IN_FLIGHT = 8;
+
+/**
+ * Stage 1 where S is a multiple of 4: each invocation scores 4 or 8 consecutive positions (see
+ * {@link scoresWidth}) with one load per Kᵀ row. The generator unrolls the loop over the r rows
+ * into straight-line WGSL with one `let` per load and one `var` per accumulator: the loads of
+ * {@link ROWS_IN_FLIGHT} rows are issued before any is used, and no private array exists that
+ * the driver could place in local memory (the looped form measured 2–3× slower on the H100,
+ * docs/performance.md). Same bindings as {@link sparqScoresKernel}.
+ *
+ * @example
+ * ```ts
+ * import { sparqScoresVec4Kernel } from "./sparq.ts";
+ * sparqScoresVec4Kernel({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).name;
+ * ```
+ */
+export function sparqScoresVec4Kernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig = SPARQ_DEFAULT,
+  arrivals = false,
+): KernelSpec {
+  const group = s.heads / s.kvHeads;
+  const width = scoresWidth(s, c);
+  if (width === null) throw new RangeError("sparq_scores: S and the block must be multiples of 4");
+  const workgroup = Math.min(256, c.block / width);
+  const bytes = querySelectionBytes(s, p.r) + workgroup * 12;
+  fitTile("sparq_scores", s.workgroupStorage, () => bytes, [c.block]);
+  const vecs = width / 4;
+  const heads = [...Array(group).keys()];
+  const parts = [...Array(vecs).keys()];
+  const acc = (h: number, v: number) => `z${h}_${v}`;
+  const lines: string[] = [];
+  for (let i0 = 0; i0 < p.r; i0 += ROWS_IN_FLIGHT) {
+    const rows = [...Array(Math.min(ROWS_IN_FLIGHT, p.r - i0)).keys()].map((j) => i0 + j);
+    for (const i of rows) {
+      lines.push(`let k${i} = kt_cache[(kt_tile + i1[${i}u]) * TILE_LOADS + column];`);
+    }
+    for (const i of rows) {
+      const unpacked = width === 8
+        ? [
+          `vec4<f32>(unpack2x16float(k${i}.x), unpack2x16float(k${i}.y))`,
+          `vec4<f32>(unpack2x16float(k${i}.z), unpack2x16float(k${i}.w))`,
+        ]
+        : [`vec4<f32>(k${i})`];
+      if (width === 8) lines.push(`let lo${i} = ${unpacked[0]};`, `let hi${i} = ${unpacked[1]};`);
+      const names = width === 8 ? [`lo${i}`, `hi${i}`] : [unpacked[0]];
+      for (const h of heads) {
+        for (const v of parts) lines.push(`${acc(h, v)} += q_sel[${h * p.r + i}u] * ${names[v]};`);
+      }
+    }
+  }
+  const components = ["x", "y", "z", "w"];
+  const statistics = heads.flatMap((h) => [
+    ...parts.map((v) => `scores[((head0 + ${h}u) * MAX_SEQ + pos0) / 4u + ${v}u] = ${acc(h, v)};`),
+    ...parts.flatMap((v) =>
+      components.map((x, e) =>
+        `if (pos0 + ${v * 4 + e}u < len) { let m${h}_${v}${x} = online_update(run_max[${h}u], ` +
+        `run_sum[${h}u], ${acc(h, v)}.${x}); run_max[${h}u] = m${h}_${v}${x}.x; ` +
+        `run_sum[${h}u] = m${h}_${v}${x}.y; }`
+      )
+    ),
+  ]);
+  const source =
+    `// sparqc SparQ stage 1 (${width} positions per invocation, unrolled over r): approximate scores
+${kvPrelude(s.kvDtype)}
+${constants(s, p, c)}
+${ktIndexWgsl(s.headDim, s.maxSeq)}
+const WG = ${workgroup}u;
+const WIDTH = ${width}u;
+const PER = BLOCK / (WG * WIDTH);
+const TILE_LOADS = KT_TILE / WIDTH;
+// Folds one score into a head's running softmax statistics (max, Σexp).
+fn online_update(m: f32, sum: f32, v: f32) -> vec2<f32> {
+  let top = max(m, v);
+  return vec2<f32>(top, sum * exp(m - top) + exp(v - top));
+}
+${
+      scoresPreamble(
+        width === 8 ? "vec4<u32>" : "KV4",
+        "vec4<f32>",
+        workgroup,
+        s.subgroupSize,
+        arrivals,
+      )
+    }
+
+  var run_max = array<f32, GROUP>();
+  var run_sum = array<f32, GROUP>();
+  for (var h = 0u; h < GROUP; h++) { run_max[h] = NEG; }
+  for (var slot = 0u; slot < PER; slot++) {
+    let pos0 = start + (slot * WG + tid) * WIDTH;
+    if (pos0 >= len) { break; }
+    // The tile of pos0 (a whole WIDTH of positions never straddles two) and the load within it.
+    let kt_tile = (local_row * KT_TILES + pos0 / KT_TILE) * HEAD_DIM;
+    let column = (pos0 % KT_TILE) / WIDTH;
+${indentLines(heads.flatMap((h) => parts.map((v) => `var ${acc(h, v)} = vec4<f32>(0.0);`)), "    ")}
+${indentLines(lines, "    ")}
+${indentLines(statistics, "    ")}
+  }
+  for (var h = 0u; h < GROUP; h++) {
+    let stats = reduce_softmax(run_max[h], run_sum[h], tid);
+    if (tid == 0u) {
+      block_stats[((head0 + h) * BLOCKS + block) * 2u] = stats.x;
+      block_stats[((head0 + h) * BLOCKS + block) * 2u + 1u] = stats.y;
+    }
+  }
+}
+`;
+  return spec("sparq_scores", source, scoresBindings(arrivals));
+}
