@@ -52,6 +52,13 @@ function selectionBytes(group: number): number {
 /**
  * Workgroup shape and tile of stage 3; `extraBytes` of workgroup memory are taken by what runs
  * before it in the same kernel.
+ *
+ * @example
+ * ```ts
+ * import { attendLayout } from "./sparq_attend.ts";
+ * attendLayout({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }).workgroup; // 256: 32 lanes × 8 slices
+ * ```
  */
 export function attendLayout(
   s: AttentionKernelShape,
@@ -218,7 +225,8 @@ fn main(
  * ```ts
  * import { topkAttendFits } from "./sparq.ts";
  * topkAttendFits({ batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 4096,
- *   kvDtype: "f16", workgroupStorage: 49152 }, { block: 1024, attendWorkgroup: 256 }, 16, true); // true
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { block: 1024, attendWorkgroup: 256 }, 16,
+ *   true); // true
  * ```
  */
 export function topkAttendFits(
@@ -297,7 +305,8 @@ function selectAttendParts(s: AttentionKernelShape, warm: boolean) {
  * ```ts
  * import { selectAttendFits } from "./sparq.ts";
  * selectAttendFits({ batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 32768,
- *   kvDtype: "f16", workgroupStorage: 49152 }, { block: 1024, attendWorkgroup: 256 }, 16, true); // true
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { block: 1024, attendWorkgroup: 256 }, 16,
+ *   true); // true
  * ```
  */
 export function selectAttendFits(

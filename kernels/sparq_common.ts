@@ -45,7 +45,31 @@ export const SPARQ_TOPK_WORKGROUP = 256;
 /** Positions each `sparq_candidates` workgroup ranks in workgroup memory. */
 export const CANDIDATE_BLOCK = 4096;
 
-/** Sizes of the SparQ scratch tensors for a shape. */
+/**
+ * Sizes of the SparQ scratch tensors for a shape.
+ *
+ * @example
+ * ```ts
+ * import { sparqScratch } from "./sparq_common.ts";
+ * sparqScratch({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).indices;
+ * // [1, 8, 128]
+ * ```
+ *
+ * @example
+ * ```ts
+ * import { sparqConstants } from "./sparq_common.ts";
+ * sparqConstants({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 },
+ *   { block: 1024, attendWorkgroup: 256 }).includes("const GROUP = 4u;"); // true
+ * ```
+ *
+ * @example
+ * ```ts
+ * import { sparqSpec } from "./sparq_common.ts";
+ * sparqSpec("k", "@compute @workgroup_size(1) fn main() {}", []).op; // "attention"
+ * ```
+ */
 export function sparqScratch(
   s: AttentionKernelShape,
   p: SparqKernelParams,
@@ -95,7 +119,16 @@ export function sparqSpec(name: string, source: string, storage: StorageBinding[
 
 export type Binding = [name: string, access: "read" | "read_write", type: string];
 
-/** The bindings of kernels fused into one: each name once, read_write where any part writes. */
+/**
+ * The bindings of kernels fused into one: each name once, read_write where any part writes.
+ *
+ * @example
+ * ```ts
+ * import { mergeBindings } from "./sparq_common.ts";
+ * mergeBindings([["x", "read", "f32"]], [["x", "read_write", "f32"], ["y", "read", "u32"]]);
+ * // [["x", "read_write", "f32"], ["y", "read", "u32"]]
+ * ```
+ */
 export function mergeBindings(...parts: Binding[][]): Binding[] {
   const merged = new Map<string, Binding>();
   for (const [name, access, type] of parts.flat()) {

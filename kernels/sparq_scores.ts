@@ -157,7 +157,15 @@ function scoresBindings(arrivals: boolean): StorageBinding[] {
   ];
 }
 
-/** Stage 1's workgroup: up to 256 invocations, each scoring `block / workgroup` positions. */
+/**
+ * Stage 1's workgroup: up to 256 invocations, each scoring `block / workgroup` positions.
+ *
+ * @example
+ * ```ts
+ * import { scoresLayout } from "./sparq_scores.ts";
+ * scoresLayout({ block: 1024, attendWorkgroup: 256 }); // { workgroup: 256, perThread: 4 }
+ * ```
+ */
 export function scoresLayout(c: SparqConfig): { workgroup: number; perThread: number } {
   const workgroup = Math.min(256, c.block);
   return { workgroup, perThread: c.block / workgroup };

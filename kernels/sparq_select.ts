@@ -289,6 +289,15 @@ ${topSelection(p)}
  * The opening every selection kernel (stages 2a and 2b, and the kernels they are fused into)
  * shares: constants, the 256-invocation workgroup, the bindings, the reductions and
  * {@link selectionCommon}; with `kv`, the KV element type first.
+ *
+ * @example
+ * ```ts
+ * import { selectionPrelude } from "./sparq_select.ts";
+ * selectionPrelude({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 },
+ *   { block: 1024, attendWorkgroup: 256 }, [["scores", "read", "f32"]])
+ *   .includes("fn radix_round"); // true
+ * ```
  */
 export function selectionPrelude(
   s: AttentionKernelShape,
@@ -304,7 +313,16 @@ ${reductions(SPARQ_TOPK_WORKGROUP, s.subgroupSize ?? null)}
 ${selectionCommon(s.heads / s.kvHeads)}`;
 }
 
-/** Workgroup memory of stage 2a's keys (bytes). */
+/**
+ * Workgroup memory of stage 2a's keys (bytes).
+ *
+ * @example
+ * ```ts
+ * import { keysBytes } from "./sparq_select.ts";
+ * keysBytes({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }); // 17412: 4096 keys and a pad word per 16
+ * ```
+ */
 export function keysBytes(s: AttentionKernelShape): number {
   const block = Math.min(CANDIDATE_BLOCK, s.maxSeq);
   return (block + block / 16 + 1) * 4;
@@ -314,6 +332,13 @@ export function keysBytes(s: AttentionKernelShape): number {
  * Stage 2a's WGSL without an entry point: its bindings, and `fn local_candidates(row, cblock,
  * tid)`, which writes one block's candidates (the kernel declares WG, the reductions and
  * {@link selectionCommon}).
+ *
+ * @example
+ * ```ts
+ * import { candidatesParts } from "./sparq_select.ts";
+ * candidatesParts({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }).storage.length; // 4: scores … candidates
+ * ```
  */
 export function candidatesParts(s: AttentionKernelShape): { storage: Binding[]; wgsl: string } {
   const block = Math.min(CANDIDATE_BLOCK, s.maxSeq);
@@ -468,6 +493,13 @@ fn warm_translations(w: u32, tid: u32) {
 /**
  * Stage 2b's WGSL without an entry point: its bindings, and `fn select_top_k(row, tid)`, which
  * writes the row's indices and alpha (and, with `warm`, `warm_translations`).
+ *
+ * @example
+ * ```ts
+ * import { topkParts } from "./sparq_select.ts";
+ * topkParts({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, true).storage.length; // 8: with the caches it warms
+ * ```
  */
 export function topkParts(
   s: AttentionKernelShape,
@@ -542,7 +574,15 @@ ${
   return { storage, wgsl };
 }
 
-/** The entry point's opening: workgroups past the rows warm translations (if any) and leave. */
+/**
+ * The entry point's opening: workgroups past the rows warm translations (if any) and leave.
+ *
+ * @example
+ * ```ts
+ * import { rowsOrWarm } from "./sparq_select.ts";
+ * rowsOrWarm(false).includes("return;"); // true
+ * ```
+ */
 export function rowsOrWarm(warm: boolean): string {
   return `${FLAT_ID}
   if (flat >= params.rows) {${
