@@ -253,8 +253,6 @@ export function scoresWidth(s: AttentionKernelShape, c: SparqConfig): 4 | 8 | nu
 
 /** Kᵀ rows whose loads stage 1 issues before it uses any of them. */
 const ROWS_IN_FLIGHT = 8;
-/** Stage-1 workgroups up to which twice as many rows are in flight (a few waves' latency). */
-const FEW_WORKGROUPS = 1024;
 
 /**
  * Stage 1 where S is a multiple of 4: each invocation scores 4 or 8 consecutive positions (see
@@ -288,10 +286,8 @@ export function sparqScoresVec4Kernel(
   const parts = [...Array(vecs).keys()];
   const acc = (h: number, v: number) => `z${h}_${v}`;
   const lines: string[] = [];
-  const workgroups = s.batch * s.kvHeads * Math.ceil(s.maxSeq / c.block);
-  const inFlight = workgroups <= FEW_WORKGROUPS ? 2 * ROWS_IN_FLIGHT : ROWS_IN_FLIGHT;
-  for (let i0 = 0; i0 < p.r; i0 += inFlight) {
-    const rows = [...Array(Math.min(inFlight, p.r - i0)).keys()].map((j) => i0 + j);
+  for (let i0 = 0; i0 < p.r; i0 += ROWS_IN_FLIGHT) {
+    const rows = [...Array(Math.min(ROWS_IN_FLIGHT, p.r - i0)).keys()].map((j) => i0 + j);
     for (const i of rows) {
       lines.push(`let k${i} = kt_cache[(kt_tile + i1[${i}u]) * TILE_LOADS + column];`);
     }
