@@ -55,20 +55,6 @@ export const CANDIDATE_BLOCK = 4096;
  *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 }).indices;
  * // [1, 8, 128]
  * ```
- *
- * @example
- * ```ts
- * import { sparqConstants } from "./sparq_common.ts";
- * sparqConstants({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
- *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 },
- *   { block: 1024, attendWorkgroup: 256 }).includes("const GROUP = 4u;"); // true
- * ```
- *
- * @example
- * ```ts
- * import { sparqSpec } from "./sparq_common.ts";
- * sparqSpec("k", "@compute @workgroup_size(1) fn main() {}", []).op; // "attention"
- * ```
  */
 export function sparqScratch(
   s: AttentionKernelShape,
@@ -91,6 +77,18 @@ export function sparqScratch(
   };
 }
 
+/**
+ * The WGSL constants of a SparQ kernel for a shape, parameters and launch (GROUP, BLOCK, CBLOCK,
+ * CK, …) and the params uniform's struct.
+ *
+ * @example
+ * ```ts
+ * import { sparqConstants } from "./sparq_common.ts";
+ * sparqConstants({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 },
+ *   { block: 1024, attendWorkgroup: 256 }).includes("const GROUP = 4u;"); // true
+ * ```
+ */
 export function sparqConstants(
   s: AttentionKernelShape,
   p: SparqKernelParams,
@@ -113,10 +111,20 @@ const CK = ${Math.min(p.k, Math.min(CANDIDATE_BLOCK, s.maxSeq))}u;
 ${PARAMS_DECL}`;
 }
 
+/**
+ * A SparQ kernel's spec: its name, its WGSL and its storage bindings (the params uniform last).
+ *
+ * @example
+ * ```ts
+ * import { sparqSpec } from "./sparq_common.ts";
+ * sparqSpec("k", "@compute @workgroup_size(1) fn main() {}", []).op; // "attention"
+ * ```
+ */
 export function sparqSpec(name: string, source: string, storage: StorageBinding[]): KernelSpec {
   return computeKernel(name, "attention", source, storage);
 }
 
+/** A storage binding of a SparQ kernel: its WGSL name, access and element type. */
 export type Binding = [name: string, access: "read" | "read_write", type: string];
 
 /**
