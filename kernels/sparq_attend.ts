@@ -29,10 +29,10 @@ import {
   sparqSpec as spec,
 } from "./sparq_common.ts";
 import {
-  BOUNDARY_CAPACITY,
   candidatesParts,
   keysBytes,
   rowsOrWarm,
+  selectionBytes,
   selectionPrelude,
   topkParts,
 } from "./sparq_select.ts";
@@ -43,11 +43,6 @@ import {
  * H100 (llama2-7b, S = 32k) against 4.
  */
 const ATTEND_VALUE_ROWS = 16;
-
-/** Workgroup memory of stage 2b's selection (bytes), beside its reductions' scratch. */
-function selectionBytes(group: number): number {
-  return group * 12 + 256 * 4 + 12 + BOUNDARY_CAPACITY * 8 + 8;
-}
 
 /**
  * Workgroup shape and tile of stage 3; `extraBytes` of workgroup memory are taken by what runs
@@ -218,8 +213,9 @@ fn main(
 
 /**
  * Whether stages 2b and 3 fit one kernel on a target: stage 3's workgroup is stage 2b's 256
- * invocations, the bindings of both fit the target's storage-buffer limit, and one dispatch
- * covers every row (the caches in one binding each).
+ * invocations, the bindings of both fit the target's storage-buffer limit, and stage 2b's
+ * selection and stage 3's tile fit its workgroup memory together. (The lowering also needs one
+ * dispatch to cover every row: the caches in one binding each.)
  *
  * @example
  * ```ts
@@ -235,8 +231,49 @@ export function topkAttendFits(
   maxStorageBuffers: number,
   warm: boolean,
 ): boolean {
-  return rowLayout(s.headDim, c.attendWorkgroup).workgroup === SPARQ_TOPK_WORKGROUP &&
-    mergeBindings(topkParts(s, warm).storage, ATTEND_BINDINGS).length <= maxStorageBuffers;
+  return fusedFits(s, c, topkAttendParts(s, warm), maxStorageBuffers);
+}
+
+/** What a kernel that runs stage 3 after other stages takes: bindings, workgroup memory before. */
+interface FusedParts {
+  storage: Binding[];
+  before: number;
+}
+
+/**
+ * Stage 3's layout after `before` bytes of other stages' workgroup memory, in a kernel of stage
+ * 2b's 256 invocations; a RangeError naming `kernel` where no tile fits or the workgroup differs.
+ */
+function fusedLayout(kernel: string, s: AttentionKernelShape, c: SparqConfig, before: number) {
+  const layout = attendLayout(s, c, before);
+  if (layout.workgroup !== SPARQ_TOPK_WORKGROUP) {
+    throw new RangeError(`${kernel}: stage 3's workgroup must be stage 2b's 256`);
+  }
+  return layout;
+}
+
+/** Whether a fused kernel's bindings and workgroup memory fit the target. */
+function fusedFits(
+  s: AttentionKernelShape,
+  c: SparqConfig,
+  parts: FusedParts,
+  maxStorageBuffers: number,
+): boolean {
+  if (parts.storage.length > maxStorageBuffers) return false;
+  try {
+    fusedLayout("", s, c, parts.before);
+    return true;
+  } catch (error) {
+    if (error instanceof RangeError) return false;
+    throw error;
+  }
+}
+
+/** Stages 2b and 3 in one kernel: stage 2b's parts, the bindings and stage 2b's memory. */
+function topkAttendParts(s: AttentionKernelShape, warm: boolean) {
+  const topk = topkParts(s, warm);
+  const storage = mergeBindings(topk.storage, ATTEND_BINDINGS);
+  return { topk, storage, before: selectionBytes(s.heads / s.kvHeads) };
 }
 
 /**
@@ -259,13 +296,8 @@ export function sparqTopkAttendKernel(
   c: SparqConfig = SPARQ_DEFAULT,
   warm = false,
 ): KernelSpec {
-  const topk = topkParts(s, warm);
-  const group = s.heads / s.kvHeads;
-  const layout = attendLayout(s, c, selectionBytes(group));
-  if (layout.workgroup !== SPARQ_TOPK_WORKGROUP) {
-    throw new RangeError("sparq_topk_attend: stage 3's workgroup must be stage 2b's 256");
-  }
-  const storage = mergeBindings(topk.storage, ATTEND_BINDINGS);
+  const { topk, storage, before } = topkAttendParts(s, warm);
+  const layout = fusedLayout("sparq_topk_attend", s, c, before);
   const source = `// sparqc SparQ stages 2b and 3: the top k and alpha, then attention over them${
     warm ? "; workgroups past the rows warm the K and V caches' translations" : ""
   }
@@ -286,20 +318,27 @@ fn main(
   return spec("sparq_topk_attend", source, storage);
 }
 
-/** Stage 2a–3 in one kernel: its bindings, and the workgroup memory stage 3 may not take. */
+/** Stages 2a–3 in one kernel: stage 2a's and 2b's parts, the bindings, and their memory. */
 function selectAttendParts(s: AttentionKernelShape, warm: boolean) {
+  const candidates = candidatesParts(s);
+  const topk = topkParts(s, warm);
   const storage = mergeBindings(
-    candidatesParts(s).storage,
-    topkParts(s, warm).storage,
+    candidates.storage,
+    topk.storage,
     ATTEND_BINDINGS,
     [["arrivals", "read_write", "atomic<u32>"]],
   );
-  return { storage, before: keysBytes(s) + selectionBytes(s.heads / s.kvHeads) };
+  return {
+    candidates,
+    topk,
+    storage,
+    before: keysBytes(s) + selectionBytes(s.heads / s.kvHeads),
+  };
 }
 
 /**
- * Whether stages 2a, 2b and 3 fit one kernel on a target: as {@link topkAttendFits}, and stage
- * 2a's keys, the selection and stage 3's tile together within the workgroup memory.
+ * Whether stages 2a, 2b and 3 fit one kernel on a target: as {@link topkAttendFits}, with stage
+ * 2a's keys in workgroup memory too.
  *
  * @example
  * ```ts
@@ -315,16 +354,7 @@ export function selectAttendFits(
   maxStorageBuffers: number,
   warm: boolean,
 ): boolean {
-  const { storage, before } = selectAttendParts(s, warm);
-  if (rowLayout(s.headDim, c.attendWorkgroup).workgroup !== SPARQ_TOPK_WORKGROUP) return false;
-  if (storage.length > maxStorageBuffers) return false;
-  try {
-    attendLayout(s, c, before);
-    return true;
-  } catch (error) {
-    if (error instanceof RangeError) return false;
-    throw error;
-  }
+  return fusedFits(s, c, selectAttendParts(s, warm), maxStorageBuffers);
 }
 
 /**
@@ -349,19 +379,16 @@ export function sparqSelectAttendKernel(
   c: SparqConfig = SPARQ_DEFAULT,
   warm = false,
 ): KernelSpec {
-  const { storage, before } = selectAttendParts(s, warm);
-  const layout = attendLayout(s, c, before);
-  if (layout.workgroup !== SPARQ_TOPK_WORKGROUP) {
-    throw new RangeError("sparq_select_attend: stage 3's workgroup must be stage 2b's 256");
-  }
+  const { candidates, topk, storage, before } = selectAttendParts(s, warm);
+  const layout = fusedLayout("sparq_select_attend", s, c, before);
   const source =
     `// sparqc SparQ stages 2a, 2b and 3: each block's candidates; the row's last block to finish
 // selects the top k and attends${
       warm ? "; workgroups past the blocks warm the K and V caches' translations" : ""
     }
 ${selectionPrelude(s, p, c, storage, true)}
-${candidatesParts(s).wgsl}
-${topkParts(s, warm).wgsl}
+${candidates.wgsl}
+${topk.wgsl}
 ${attendParts(s, layout)}
 var<workgroup> last_block: u32;
 

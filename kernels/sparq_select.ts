@@ -314,6 +314,20 @@ ${selectionCommon(s.heads / s.kvHeads)}`;
 }
 
 /**
+ * Workgroup memory of {@link selectionCommon} (bytes): head statistics, the 256 bins, the
+ * boundary bin's items and counters (the reductions' scratch not included).
+ *
+ * @example
+ * ```ts
+ * import { selectionBytes } from "./sparq_select.ts";
+ * selectionBytes(4); // 3140
+ * ```
+ */
+export function selectionBytes(group: number): number {
+  return group * 12 + 256 * 4 + 12 + BOUNDARY_CAPACITY * 8 + 8;
+}
+
+/**
  * Workgroup memory of stage 2a's keys (bytes).
  *
  * @example
@@ -428,7 +442,7 @@ export function sparqCandidatesKernel(
   fitTile(
     "sparq_candidates",
     s.workgroupStorage,
-    () => keysBytes(s) + 256 * 4 + SPARQ_TOPK_WORKGROUP * 12 + BOUNDARY_CAPACITY * 8,
+    () => keysBytes(s) + selectionBytes(s.heads / s.kvHeads) + SPARQ_TOPK_WORKGROUP * 12,
     [block],
   );
   const { storage, wgsl } = candidatesParts(s);
