@@ -68,6 +68,7 @@ export function sparqScratch(
   const perBlock = Math.min(p.k, candidateBlock);
   return {
     blocks,
+    candidateBlocks,
     kept,
     scores: [s.batch, s.heads, s.maxSeq],
     blockStats: [s.batch, s.heads, blocks, 2],
@@ -94,6 +95,8 @@ export function sparqConstants(
   p: SparqKernelParams,
   c: SparqConfig,
 ): string {
+  const sizes = sparqScratch(s, p, c);
+  const candidateBlock = Math.min(CANDIDATE_BLOCK, s.maxSeq);
   return `const HEAD_DIM = ${s.headDim}u;
 const GROUP = ${s.heads / s.kvHeads}u;
 const HEADS = ${s.heads}u;
@@ -101,13 +104,13 @@ const KV_HEADS = ${s.kvHeads}u;
 const MAX_SEQ = ${s.maxSeq}u;
 const R = ${p.r}u;
 const K_SEL = ${p.k}u;
-const KEPT = ${Math.min(p.k, s.maxSeq)}u;
+const KEPT = ${sizes.kept}u;
 const LOCAL_WINDOW = ${p.localWindow}u;
 const BLOCK = ${c.block}u;
-const BLOCKS = ${Math.ceil(s.maxSeq / c.block)}u;
-const CBLOCK = ${Math.min(CANDIDATE_BLOCK, s.maxSeq)}u;
-const CBLOCKS = ${Math.ceil(s.maxSeq / Math.min(CANDIDATE_BLOCK, s.maxSeq))}u;
-const CK = ${Math.min(p.k, Math.min(CANDIDATE_BLOCK, s.maxSeq))}u;
+const BLOCKS = ${sizes.blocks}u;
+const CBLOCK = ${candidateBlock}u;
+const CBLOCKS = ${sizes.candidateBlocks}u;
+const CK = ${Math.min(p.k, candidateBlock)}u;
 ${PARAMS_DECL}`;
 }
 

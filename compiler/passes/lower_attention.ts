@@ -22,7 +22,6 @@ import {
 import { grid1d } from "../../kernels/grid.ts";
 import { KV_APPEND_DEFAULT, type KvAppendConfig, kvAppendKernel } from "../../kernels/kv_append.ts";
 import {
-  CANDIDATE_BLOCK,
   scoresWidth,
   selectAttendFits,
   SPARQ_DEFAULT,
@@ -230,8 +229,7 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
   ];
   const maxStorage = ctx.target.limits.maxStorageBuffersPerShaderStage;
   const sparqConfig = config ?? SPARQ_DEFAULT;
-  const candidateBlocks = allRows *
-    Math.ceil(shape.maxSeq / Math.min(CANDIDATE_BLOCK, shape.maxSeq));
+  const candidateBlocks = allRows * sizes.candidateBlocks;
   // Few blocks: each stage is a few workgroups' latency, so 2a–3 chain in one dispatch (the last
   // block of a row to finish goes on), counting arrivals in counters that stage 1 zeroes.
   const chained = warm && candidateBlocks <= CHAIN_BLOCKS &&
