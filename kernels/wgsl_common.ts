@@ -195,6 +195,16 @@ function subgroupReductions(wg: number, sg: number): string {
     }
     return terms[0];
   };
+  // One value per invocation: reduced in its subgroup, then over the parts.
+  const single = (name: string, within: string, op: "max" | "+") =>
+    `fn ${name}(x: f32, tid: u32) -> f32 {
+  let part = ${within}(x);
+  if (tid % RED_SG == 0u) { red_a[tid / RED_SG] = part; }
+  workgroupBarrier();
+  let result = ${fold(op, "red_a")};
+  workgroupBarrier();
+  return result;
+}`;
   return `const RED_WG = ${wg}u;
 const RED_SG = ${sg}u;
 const RED_PARTS = ${wg / sg}u;
@@ -203,23 +213,9 @@ var<workgroup> red_a: array<f32, RED_PARTS>;
 var<workgroup> red_b: array<f32, RED_PARTS>;
 var<workgroup> scan_u: array<u32, RED_PARTS>;
 
-fn reduce_max(x: f32, tid: u32) -> f32 {
-  let part = subgroupMax(x);
-  if (tid % RED_SG == 0u) { red_a[tid / RED_SG] = part; }
-  workgroupBarrier();
-  let result = ${fold("max", "red_a")};
-  workgroupBarrier();
-  return result;
-}
+${single("reduce_max", "subgroupMax", "max")}
 
-fn reduce_sum(x: f32, tid: u32) -> f32 {
-  let part = subgroupAdd(x);
-  if (tid % RED_SG == 0u) { red_a[tid / RED_SG] = part; }
-  workgroupBarrier();
-  let result = ${fold("+", "red_a")};
-  workgroupBarrier();
-  return result;
-}
+${single("reduce_sum", "subgroupAdd", "+")}
 
 fn reduce_max_pair(a: f32, b: f32, tid: u32) -> vec2<f32> {
   let part_a = subgroupMax(a);
