@@ -54,14 +54,32 @@ Deno.test("SparQ's stage 2b warms the K and V caches' translations only where fe
   // After its own six bindings, the K and V caches it warms (stage 3 binds them again).
   deepStrictEqual(tensors(one).slice(6, 8), ["layers.0.k_cache", "layers.0.v_cache"]);
   deepStrictEqual(tensors(one).filter((t) => t === "layers.0.k_cache").length, 2);
-  // 32 rows of one candidate block, then one warm-up workgroup per 32 pages of 64 KiB of a 32
-  // MiB K cache.
-  deepStrictEqual(one.dispatch[0] * one.dispatch[1], 32 + (32 * 4096 * 128 * 2) / 65536 / 32);
+  // 32 rows of two candidate blocks of 2048, then one warm-up workgroup per 32 pages of 64 KiB
+  // of a 32 MiB K cache.
+  deepStrictEqual(one.dispatch[0] * one.dispatch[1], 32 * 2 + (32 * 4096 * 128 * 2) / 65536 / 32);
   // At B·Hkv = 128 the kernel reads the caches for stage 3 only, and dispatches rows only.
   const four = topk(4);
   deepStrictEqual(four.kernel, "sparq_topk_attend");
   deepStrictEqual(tensors(four).filter((t) => t === "layers.0.k_cache").length, 1);
   deepStrictEqual(four.dispatch[0] * four.dispatch[1], 4 * 32);
+});
+
+Deno.test("SparQ's stage 2a ranks blocks of 2048 positions at many rows, at few what chains", () => {
+  const llama = PRESETS.get("llama2-7b")!;
+  const stage2a = (batch: number, maxSeq: number) => {
+    const plan = compile(llama, { ...defaultOptions(llama, "sparq"), batch, maxSeq }, h100);
+    const kernel =
+      plan.schedule.find((d) => d.node === "layers.0.attention" && d.kernel !== "sparq_scores")!
+        .kernel;
+    const source = plan.kernels.find((k) => k.id === kernel)!.source;
+    return [kernel, Number(/const CBLOCK = (\d+)u;/.exec(source)![1])];
+  };
+  // 32 rows: 64 blocks of 2048 chain; at S = 16k only 4096 (128 blocks, not 256); at 32k neither,
+  // and stage 2b's few workgroups rank fewer candidates from blocks of 4096. 512 rows: 2048.
+  deepStrictEqual(stage2a(1, 4096), ["sparq_select_attend", 2048]);
+  deepStrictEqual(stage2a(1, 16384), ["sparq_select_attend", 4096]);
+  deepStrictEqual(stage2a(1, 32768), ["sparq_candidates", 4096]);
+  deepStrictEqual(stage2a(16, 4096), ["sparq_candidates", 2048]);
 });
 
 Deno.test("SparQ's stages 2b and 3 stay two kernels where the target allows 8 storage buffers", () => {

@@ -409,4 +409,11 @@ Deno.test("dense over many chunks, and SparQ's top-k across several candidate bl
     const label = `seed=${seed} k=${params.k}`;
     await checkSparq(target, p, params, "f16", 2e-3, label);
   }
+  // The four kernels apart (8 storage buffers allow no fusion): stage 2a over three blocks of
+  // 4096 positions (above, chained, five of 2048), stage 2b over their candidates.
+  const apart = {
+    ...target,
+    limits: { ...target.limits, maxStorageBuffersPerShaderStage: 8 },
+  };
+  await checkSparq(apart, p, { r: 8, k: 300, localWindow: 0 }, "f16", 2e-3, `seed=${seed} apart`);
 });

@@ -24,6 +24,7 @@
  */
 export {
   CANDIDATE_BLOCK,
+  candidateBlockOf,
   SPARQ_ARRANGEMENTS,
   SPARQ_DEFAULT,
   SPARQ_SPACE,

@@ -319,8 +319,8 @@ fn main(
 }
 
 /** Stages 2a–3 in one kernel: stage 2a's and 2b's parts, the bindings, and their memory. */
-function selectAttendParts(s: AttentionKernelShape, warm: boolean) {
-  const candidates = candidatesParts(s);
+function selectAttendParts(s: AttentionKernelShape, c: SparqConfig, warm: boolean) {
+  const candidates = candidatesParts(s, c);
   const topk = topkParts(s, warm);
   const storage = mergeBindings(
     candidates.storage,
@@ -332,7 +332,7 @@ function selectAttendParts(s: AttentionKernelShape, warm: boolean) {
     candidates,
     topk,
     storage,
-    before: keysBytes(s) + selectionBytes(s.heads / s.kvHeads),
+    before: keysBytes(s, c) + selectionBytes(s.heads / s.kvHeads),
   };
 }
 
@@ -354,7 +354,7 @@ export function selectAttendFits(
   maxStorageBuffers: number,
   warm: boolean,
 ): boolean {
-  return fusedFits(s, c, selectAttendParts(s, warm), maxStorageBuffers);
+  return fusedFits(s, c, selectAttendParts(s, c, warm), maxStorageBuffers);
 }
 
 /**
@@ -379,7 +379,7 @@ export function sparqSelectAttendKernel(
   c: SparqConfig = SPARQ_DEFAULT,
   warm = false,
 ): KernelSpec {
-  const { candidates, topk, storage, before } = selectAttendParts(s, warm);
+  const { candidates, topk, storage, before } = selectAttendParts(s, c, warm);
   const layout = fusedLayout("sparq_select_attend", s, c, before);
   const source =
     `// sparqc SparQ stages 2a, 2b and 3: each block's candidates; the row's last block to finish

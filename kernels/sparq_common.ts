@@ -21,6 +21,9 @@ export interface SparqConfig {
   block: number;
   /** Invocations per workgroup of stage 3, about (rounded to whole rows of lanes). */
   attendWorkgroup: number;
+  /** Positions each stage-2a workgroup ranks (default {@link CANDIDATE_BLOCK}; the lowering
+   * picks it per call, see compiler/passes/lower_attention.ts). */
+  candidateBlock?: number;
 }
 
 /**
@@ -42,8 +45,23 @@ export const SPARQ_SPACE: SparqConfig[] = [256, 512, 1024, 2048].flatMap((block)
 
 /** Invocations of the top-k workgroups: one per radix bin. */
 export const SPARQ_TOPK_WORKGROUP = 256;
-/** Positions each `sparq_candidates` workgroup ranks in workgroup memory. */
+/** Positions each `sparq_candidates` workgroup ranks in workgroup memory, by default. */
 export const CANDIDATE_BLOCK = 4096;
+
+/**
+ * Positions each stage-2a workgroup ranks for a shape and launch: the launch's candidate block,
+ * at most S.
+ *
+ * @example
+ * ```ts
+ * import { candidateBlockOf } from "./sparq_common.ts";
+ * candidateBlockOf({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 1000,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { block: 1024, attendWorkgroup: 256 }); // 1000
+ * ```
+ */
+export function candidateBlockOf(s: AttentionKernelShape, c: SparqConfig): number {
+  return Math.min(c.candidateBlock ?? CANDIDATE_BLOCK, s.maxSeq);
+}
 
 /**
  * Sizes of the SparQ scratch tensors for a shape.
@@ -63,7 +81,7 @@ export function sparqScratch(
 ) {
   const blocks = Math.ceil(s.maxSeq / config.block);
   const kept = Math.min(p.k, s.maxSeq);
-  const candidateBlock = Math.min(CANDIDATE_BLOCK, s.maxSeq);
+  const candidateBlock = candidateBlockOf(s, config);
   const candidateBlocks = Math.ceil(s.maxSeq / candidateBlock);
   const perBlock = Math.min(p.k, candidateBlock);
   return {
@@ -96,7 +114,7 @@ export function sparqConstants(
   c: SparqConfig,
 ): string {
   const sizes = sparqScratch(s, p, c);
-  const candidateBlock = Math.min(CANDIDATE_BLOCK, s.maxSeq);
+  const candidateBlock = candidateBlockOf(s, c);
   return `const HEAD_DIM = ${s.headDim}u;
 const GROUP = ${s.heads / s.kvHeads}u;
 const HEADS = ${s.heads}u;

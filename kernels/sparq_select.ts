@@ -19,7 +19,7 @@ import {
 import { indentLines, unroll } from "./unrolled.ts";
 import {
   type Binding,
-  CANDIDATE_BLOCK,
+  candidateBlockOf,
   SPARQ_DEFAULT,
   SPARQ_TOPK_WORKGROUP,
   type SparqConfig,
@@ -337,8 +337,8 @@ export function selectionBytes(group: number): number {
  *   kvDtype: "f16", workgroupStorage: 49152 }); // 17412: 4096 keys and a pad word per 16
  * ```
  */
-export function keysBytes(s: AttentionKernelShape): number {
-  const block = Math.min(CANDIDATE_BLOCK, s.maxSeq);
+export function keysBytes(s: AttentionKernelShape, c: SparqConfig = SPARQ_DEFAULT): number {
+  const block = candidateBlockOf(s, c);
   return (block + block / 16 + 1) * 4;
 }
 
@@ -354,8 +354,11 @@ export function keysBytes(s: AttentionKernelShape): number {
  *   kvDtype: "f16", workgroupStorage: 49152 }).storage.length; // 4: scores … candidates
  * ```
  */
-export function candidatesParts(s: AttentionKernelShape): { storage: Binding[]; wgsl: string } {
-  const block = Math.min(CANDIDATE_BLOCK, s.maxSeq);
+export function candidatesParts(
+  s: AttentionKernelShape,
+  c: SparqConfig = SPARQ_DEFAULT,
+): { storage: Binding[]; wgsl: string } {
+  const block = candidateBlockOf(s, c);
   const group = s.heads / s.kvHeads;
   const perInvocation = Math.ceil(block / SPARQ_TOPK_WORKGROUP);
   const keyLoads = [
@@ -421,7 +424,7 @@ ${
 }
 
 /**
- * Stage 2a: each workgroup ranks `CANDIDATE_BLOCK` positions of one (sequence, KV head) in
+ * Stage 2a: each workgroup ranks `c.candidateBlock` positions of one (sequence, KV head) in
  * workgroup memory and keeps its local top k, in position order, as (key, position)
  * candidates. The global top k is always among the local ones (same tie rule). Bindings
  * scores, block_stats, positions, candidates, params (rows = B·Hkv).
@@ -438,14 +441,14 @@ export function sparqCandidatesKernel(
   p: SparqKernelParams,
   c: SparqConfig = SPARQ_DEFAULT,
 ): KernelSpec {
-  const block = Math.min(CANDIDATE_BLOCK, s.maxSeq);
+  const block = candidateBlockOf(s, c);
   fitTile(
     "sparq_candidates",
     s.workgroupStorage,
-    () => keysBytes(s) + selectionBytes(s.heads / s.kvHeads) + SPARQ_TOPK_WORKGROUP * 12,
+    () => keysBytes(s, c) + selectionBytes(s.heads / s.kvHeads) + SPARQ_TOPK_WORKGROUP * 12,
     [block],
   );
-  const { storage, wgsl } = candidatesParts(s);
+  const { storage, wgsl } = candidatesParts(s, c);
   const source = `// sparqc SparQ stage 2a: local top-k candidates of each block of positions
 ${selectionPrelude(s, p, c, storage)}
 ${wgsl}

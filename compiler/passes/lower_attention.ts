@@ -22,6 +22,7 @@ import {
 import { grid1d } from "../../kernels/grid.ts";
 import { KV_APPEND_DEFAULT, type KvAppendConfig, kvAppendKernel } from "../../kernels/kv_append.ts";
 import {
+  candidateBlockOf,
   scoresWidth,
   selectAttendFits,
   SPARQ_DEFAULT,
@@ -111,13 +112,39 @@ export function lowerKvAppend(ctx: LowerContext, node: NodeOf<"kv_append">): Inv
 const WARM_ROWS = 64;
 
 /**
- * Most stage-2a blocks (rows · ⌈S / 4096⌉) for which stages 2a–3 chain in one dispatch: one
- * wave on the H100's 132 SMs. Measured there (llama2-7b, B=1): the decode step 0.07–0.15 ms
+ * Most stage-2a blocks (rows · ⌈S / candidate block⌉) for which stages 2a–3 chain in one
+ * dispatch: one wave on the H100's 132 SMs. Measured there (llama2-7b, B=1): the decode step 0.07–0.15 ms
  * faster at S=16k–32k, but alone at S=32k (256 blocks) the chained attention took 88.5 µs
  * against 80.9 and at S=128k (1024 blocks) 235 against 193: the chained kernel's workgroup
  * memory leaves fewer blocks in flight per SM.
  */
 const CHAIN_BLOCKS = 128;
+
+/**
+ * Stage 2a's blocks. Many rows: 2048 positions, which took stage 2a 20–25% less time than 4096 at
+ * llama2-7b B=64 S=4k and B=16 S=32k (H100, docs/performance.md: half the workgroup memory a
+ * block, more blocks in flight). Few rows (warm): the smallest block that lets stages 2a–3 chain,
+ * else 4096 — there stage 2b's few workgroups rank every block's candidates, and twice as many
+ * cost it more than stage 2a saved (llama3-8b B=1 S=128k 127.9 → 130.6 µs).
+ */
+const CANDIDATE_BLOCKS = [2048, 4096];
+
+/** The launch with its stage-2a block, and whether stages 2a–3 chain in one dispatch. */
+function candidateLayout(
+  shape: AttentionKernelShape,
+  launch: SparqConfig,
+  rows: number,
+  warm: boolean,
+  maxStorage: number,
+): { config: SparqConfig; chained: boolean } {
+  const [small, large] = CANDIDATE_BLOCKS.map((candidateBlock) => ({ ...launch, candidateBlock }));
+  if (!warm) return { config: small, chained: false };
+  const config = [small, large].find((c) =>
+    rows * Math.ceil(shape.maxSeq / candidateBlockOf(shape, c)) <= CHAIN_BLOCKS &&
+    selectAttendFits(shape, c, maxStorage, warm)
+  );
+  return config ? { config, chained: true } : { config: large, chained: false };
+}
 
 /** (sequence, query head) rows up to which the dense reduction takes wide workgroups. */
 const WIDE_REDUCE_ROWS = 128;
@@ -204,17 +231,21 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
   }
 
   const [kCache, ktCache, vCache, vMean] = cache;
-  const config = tuned<SparqConfig>(ctx, "attention_sparq", shape, {
+  const launch = tuned<SparqConfig>(ctx, "attention_sparq", shape, {
     sparq: { r: method.r, k: method.k, localWindow: method.localWindow },
-  });
+  }) ?? SPARQ_DEFAULT;
+  // Few gathering workgroups: stage 2b's spare SMs warm the translations of the cache they read.
+  const warm = allRows <= WARM_ROWS && ranges.length === 1;
+  const maxStorage = ctx.target.limits.maxStorageBuffersPerShaderStage;
+  // Few blocks: each stage is a few workgroups' latency, so 2a–3 chain in one dispatch (the last
+  // block of a row to finish goes on), counting arrivals in counters that stage 1 zeroes.
+  const { config, chained } = candidateLayout(shape, launch, allRows, warm, maxStorage);
   const sizes = sparqScratch(shape, method, config);
   const scores = scratch("scores", sizes.scores, "f32");
   const blockStats = scratch("block_stats", sizes.blockStats, "f32");
   const candidates = scratch("candidates", sizes.candidates, "u32");
   const indices = scratch("indices", sizes.indices, "u32");
   const alpha = scratch("alpha", sizes.alpha, "f32");
-  // Few gathering workgroups: stage 2b's spare SMs warm the translations of the cache they read.
-  const warm = allRows <= WARM_ROWS && ranges.length === 1;
   const kType = ctx.types.get(kCache)!;
   const cacheBytes = kType.shape.reduce((a, b) => a * b, 1) * dtypeBytes(kType.dtype);
   const warmCount = warm ? warmWorkgroups(cacheBytes) : 0;
@@ -227,13 +258,7 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     alpha,
     ...(warm ? [kCache, vCache] : []),
   ];
-  const maxStorage = ctx.target.limits.maxStorageBuffersPerShaderStage;
-  const sparqConfig = config ?? SPARQ_DEFAULT;
   const candidateBlocks = allRows * sizes.candidateBlocks;
-  // Few blocks: each stage is a few workgroups' latency, so 2a–3 chain in one dispatch (the last
-  // block of a row to finish goes on), counting arrivals in counters that stage 1 zeroes.
-  const chained = warm && candidateBlocks <= CHAIN_BLOCKS &&
-    selectAttendFits(shape, sparqConfig, maxStorage, warm);
   const arrivals = chained ? [scratch("arrivals", [allRows], "u32")] : [];
   const scores1 = perShard(
     // Four or eight positions per invocation where S allows (measured faster on the H100 for both one
@@ -241,7 +266,7 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     build(
       ctx,
       () =>
-        scoresWidth(shape, sparqConfig) !== null
+        scoresWidth(shape, config) !== null
           ? sparqScoresVec4Kernel(shape, method, config, chained)
           : sparqScoresKernel(shape, method, config, chained),
     ),
@@ -267,7 +292,7 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
       allRows,
       candidateBlocks,
     ),
-    ...(topkAttendFits(shape, sparqConfig, maxStorage, warm) && ranges.length === 1
+    ...(topkAttendFits(shape, config, maxStorage, warm) && ranges.length === 1
       // Stages 2b and 3 in one dispatch where their bindings fit (one dependent dispatch fewer).
       ? [whole(
         build(ctx, () => sparqTopkAttendKernel(shape, method, config, warm)),
