@@ -29,9 +29,13 @@ Deno.test("every preset compiles with both attention methods, and its plan round
           SPARQ_ARRANGEMENTS.some((arrangement) => arrangement.join() === kernels.join()),
           `${model.name}: ${kernels.join()}`,
         );
-        // Stage 3's workgroup must be stage 2b's for any fusion.
+        // Stage 3's workgroup must be stage 2b's for any fusion of 2b or 3.
         if (rowLayout(model.headDim).workgroup !== SPARQ_TOPK_WORKGROUP) {
-          deepStrictEqual(kernels.length, 4);
+          deepStrictEqual(kernels.slice(-2), ["sparq_topk", "sparq_attend"]);
+        }
+        // One query head per KV head: stage 2a inside stage 1.
+        if (model.numHeads === model.numKvHeads) {
+          deepStrictEqual(kernels[0], "sparq_scores_candidates");
         }
       }
       ok(plan.stats.kernels < plan.stats.dispatchesPerStep, "kernels are shared across layers");
@@ -44,19 +48,17 @@ Deno.test("SparQ's stage 2b warms the K and V caches' translations only where fe
   const topk = (batch: number) => {
     const plan = compile(llama, { ...defaultOptions(llama, "sparq"), batch }, h100);
     return plan.schedule.find((d) =>
-      d.node === "layers.0.attention" && d.kernel !== "sparq_scores" &&
-      d.kernel !== "sparq_candidates"
+      d.node === "layers.0.attention" && d.kernel !== "sparq_scores_candidates"
     )!;
   };
   const one = topk(1);
-  deepStrictEqual(one.kernel, "sparq_select_attend");
+  deepStrictEqual(one.kernel, "sparq_topk_attend");
   const tensors = (d: typeof one) => d.bindings.map((b) => b.tensor);
   // After its own six bindings, the K and V caches it warms (stage 3 binds them again).
   deepStrictEqual(tensors(one).slice(6, 8), ["layers.0.k_cache", "layers.0.v_cache"]);
   deepStrictEqual(tensors(one).filter((t) => t === "layers.0.k_cache").length, 2);
-  // 32 rows of two candidate blocks of 2048, then one warm-up workgroup per 32 pages of 64 KiB
-  // of a 32 MiB K cache.
-  deepStrictEqual(one.dispatch[0] * one.dispatch[1], 32 * 2 + (32 * 4096 * 128 * 2) / 65536 / 32);
+  // 32 rows, then one warm-up workgroup per 32 pages of 64 KiB of a 32 MiB K cache.
+  deepStrictEqual(one.dispatch[0] * one.dispatch[1], 32 + (32 * 4096 * 128 * 2) / 65536 / 32);
   // At B·Hkv = 128 the kernel reads the caches for stage 3 only, and dispatches rows only.
   const four = topk(4);
   deepStrictEqual(four.kernel, "sparq_topk_attend");
@@ -64,22 +66,31 @@ Deno.test("SparQ's stage 2b warms the K and V caches' translations only where fe
   deepStrictEqual(four.dispatch[0] * four.dispatch[1], 4 * 32);
 });
 
-Deno.test("SparQ's stage 2a ranks blocks of 2048 positions at many rows, at few what chains", () => {
-  const llama = PRESETS.get("llama2-7b")!;
-  const stage2a = (batch: number, maxSeq: number) => {
-    const plan = compile(llama, { ...defaultOptions(llama, "sparq"), batch, maxSeq }, h100);
-    const kernel =
-      plan.schedule.find((d) => d.node === "layers.0.attention" && d.kernel !== "sparq_scores")!
-        .kernel;
-    const source = plan.kernels.find((k) => k.id === kernel)!.source;
-    return [kernel, Number(/const CBLOCK = (\d+)u;/.exec(source)![1])];
+Deno.test("SparQ's stage 2a: in stage 1 for one head per KV head, else blocks by rows", () => {
+  const stage2a = (name: string, batch: number, maxSeq: number) => {
+    const model = PRESETS.get(name)!;
+    const plan = compile(model, { ...defaultOptions(model, "sparq"), batch, maxSeq }, h100);
+    const attention = plan.schedule.filter((d) => d.node === "layers.0.attention");
+    const kernel = attention.find((d) =>
+      d.kernel.includes("candidates") || d.kernel.includes("select")
+    )!;
+    const source = plan.kernels.find((k) => k.id === kernel.kernel)!.source;
+    return [
+      kernel.kernel,
+      Number(/const CBLOCK = (\d+)u;/.exec(source)![1]),
+      kernel.dispatch[0] * kernel.dispatch[1],
+    ];
   };
-  // 32 rows: 64 blocks of 2048 chain; at S = 16k only 4096 (128 blocks, not 256); at 32k neither,
-  // and stage 2b's few workgroups rank fewer candidates from blocks of 4096. 512 rows: 2048.
-  deepStrictEqual(stage2a(1, 4096), ["sparq_select_attend", 2048]);
-  deepStrictEqual(stage2a(1, 16384), ["sparq_select_attend", 4096]);
-  deepStrictEqual(stage2a(1, 32768), ["sparq_candidates", 4096]);
-  deepStrictEqual(stage2a(16, 4096), ["sparq_candidates", 2048]);
+  // llama2-7b: stage 1's blocks of 2048 (256 invocations × 8 positions) keep their candidates.
+  deepStrictEqual(stage2a("llama2-7b", 1, 16384), ["sparq_scores_candidates", 2048, 32 * 8]);
+  deepStrictEqual(stage2a("llama2-7b", 16, 4096), ["sparq_scores_candidates", 2048, 512 * 2]);
+  // llama3-8b, 8 rows at B=1: 32 blocks of 2048 chain (and 8 warm-up workgroups for its 16 MiB K
+  // cache follow them); at S = 64k only blocks of 4096 chain (128, not 256); at 128k neither, and
+  // stage 2b's few workgroups rank fewer candidates from blocks of 4096. 128 rows: 2048.
+  deepStrictEqual(stage2a("llama3-8b", 1, 8192), ["sparq_select_attend", 2048, 32 + 8]);
+  deepStrictEqual(stage2a("llama3-8b", 1, 65536)[1], 4096);
+  deepStrictEqual(stage2a("llama3-8b", 1, 131072).slice(0, 2), ["sparq_candidates", 4096]);
+  deepStrictEqual(stage2a("llama3-8b", 16, 4096).slice(0, 2), ["sparq_candidates", 2048]);
 });
 
 Deno.test("SparQ's stages 2b and 3 stay two kernels where the target allows 8 storage buffers", () => {

@@ -171,20 +171,21 @@ Deno.test("without subgroups (tree reductions, the tiled dense kernel) results m
 
 Deno.test("SparQ's stages give the same results chained, paired and apart", async () => {
   // 14 storage buffers chain stages 2a–3 in one kernel (rows this few warm the caches), 13 pair
-  // 2b with 3, 8 keep the four stages apart.
+  // 2b with 3, 8 keep the four stages apart. With one query head per KV head stage 2a runs inside
+  // stage 1 where S is a multiple of 4 (9000), as a stage of its own where not (8999).
   for (const limit of [target.limits.maxStorageBuffersPerShaderStage, 13, 8]) {
     const t: Target = {
       ...target,
       limits: { ...target.limits, maxStorageBuffersPerShaderStage: limit },
     };
-    for (const group of [1, 4]) {
+    for (const [group, seq] of [[1, 9000], [1, 8999], [4, 9000]]) {
       const seed = freshSeed();
-      const label = `storage buffers=${limit} group=${group} seed=${seed}`;
+      const label = `storage buffers=${limit} group=${group} S=${seq} seed=${seed}`;
       const p = randomProblem({
         batch: 2,
         heads: 2 * group,
         kvHeads: 2,
-        seqCapacity: 9000,
+        seqCapacity: seq,
         headDim: 64,
         ragged: true,
         seed,
@@ -378,6 +379,18 @@ Deno.test("caches split over several bindings give the same results", async () =
   ok(compileGraph(graph, small).tensors[T.kCache].shards.length === 3);
   const params = { r: 16, k: 8, localWindow: 0 };
   await checkSparq(small, p, params, "f32", 1e-5, `seed=${seed}`);
+  // One query head per KV head: stage 1, with stage 2a in it, writes each shard's candidates.
+  const single = randomProblem({
+    batch: 3,
+    heads: 2,
+    kvHeads: 2,
+    seqCapacity: 64,
+    headDim: 64,
+    ragged: true,
+    seed,
+    kvDtype: "f32",
+  });
+  await checkSparq(small, single, params, "f32", 1e-5, `one head per KV head seed=${seed}`);
   const dense = await runAttention(gpu, small, p, { kind: "dense" }, "f32");
   ok(relativeL2(dense.y, denseReference(p)) <= 1e-5, `seed=${seed}: dense`);
   await appendThenAttend(p, true, small, `sharded append seed=${seed}`);

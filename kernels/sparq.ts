@@ -5,7 +5,7 @@
  *    largest components of Σ_group |q|, and each head's q[i1] / tau (every workgroup selects
  *    them itself), then the approximate logits q[i1]·Kᵀ[i1, pos] / tau from the contiguous Kᵀ
  *    rows; writes the logits and each block's softmax statistics (max, Σexp).
- * 2. `sparq_candidates` (sparq_select.ts) — per (block of 4096 positions, sequence, KV head):
+ * 2. `sparq_candidates` (sparq_select.ts) — per (block of 2048 or 4096 positions, sequence, KV head):
  *    ranks the block's positions by a value monotone in Σ_group ŝ (the logit itself with one
  *    query head per KV head, log Σ_group ŝ otherwise; the newest `localWindow` positions get the
  *    largest key) and keeps its local top k: one counting round over value bins, the boundary
@@ -17,8 +17,10 @@
  *    the gathered K and V rows for every head of the group, y = alpha · attention + (1 − alpha) ·
  *    V_mean.
  *
- * Where the target allows, stages 2b and 3 run as one kernel and, at few blocks, 2a–3 as one
- * (sparq_attend.ts; {@link SPARQ_ARRANGEMENTS}). What they share is in sparq_common.ts.
+ * With one query head per KV head stages 1 and 2a run as one kernel (`sparq_scores_candidates`,
+ * sparq_scores.ts). Where the target allows, stages 2b and 3 run as one kernel and, at few
+ * blocks, 2a–3 as one (sparq_attend.ts; {@link SPARQ_ARRANGEMENTS}). What they share is in
+ * sparq_common.ts.
  *
  * @module
  */
@@ -34,8 +36,10 @@ export {
   sparqScratch,
 } from "./sparq_common.ts";
 export {
+  scoresCandidatesFits,
   scoresLayout,
   scoresWidth,
+  sparqScoresCandidatesKernel,
   sparqScoresKernel,
   sparqScoresVec4Kernel,
 } from "./sparq_scores.ts";

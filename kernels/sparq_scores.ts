@@ -17,7 +17,15 @@ import {
 } from "./wgsl_common.ts";
 import { indentLines } from "./unrolled.ts";
 import {
+  keepCandidates,
+  KEYS_WGSL,
+  keysBytes,
+  rankingPrelude,
+  selectionBytes,
+} from "./sparq_select.ts";
+import {
   SPARQ_DEFAULT,
+  SPARQ_TOPK_WORKGROUP,
   type SparqConfig,
   sparqConstants as constants,
   type SparqKernelParams,
@@ -49,18 +57,22 @@ function scoresPreamble(
   scoresType: string,
   workgroup: number,
   subgroupSize: number | null | undefined,
-  arrivals: boolean,
+  extra: ScoresExtra,
+  declarations = "",
 ): string {
+  const extraBinding = extra === "arrivals"
+    ? "var<storage, read_write> arrivals: array<u32>"
+    : "var<storage, read_write> candidates: array<vec2<u32>>";
   return `@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<storage, read> kt_cache: array<${ktType}>;
 @group(0) @binding(3) var<storage, read_write> scores: array<${scoresType}>;
 @group(0) @binding(4) var<storage, read_write> block_stats: array<f32>;
 ${
-    arrivals
-      ? `@group(0) @binding(5) var<storage, read_write> arrivals: array<u32>;
+    extra === null
+      ? "@group(0) @binding(5) var<uniform> params: Params;"
+      : `@group(0) @binding(5) ${extraBinding};
 @group(0) @binding(6) var<uniform> params: Params;`
-      : "@group(0) @binding(5) var<uniform> params: Params;"
   }
 
 const QUADS = HEAD_DIM / 4u;
@@ -73,6 +85,7 @@ var<workgroup> picked_mask: array<f32, HEAD_DIM>;
 var<workgroup> abs_sums: array<vec2<f32>, GROUP * TAU_PARTS>;
 var<workgroup> q_sel: array<f32, GROUP * R>;
 ${reductions(workgroup, subgroupSize ?? null)}
+${declarations}
 @compute @workgroup_size(WG)
 fn main(
   ${MAIN_ARGS},
@@ -83,7 +96,7 @@ fn main(
   if (local_row >= params.rows) { return; }
   let row = params.first_row + local_row;
 ${
-    arrivals
+    extra === "arrivals"
       ? "  // The next dispatch counts its blocks' arrivals per row here (see sparqSelectAttendKernel).\n" +
         "  if (block == 0u && tid == 0u) { arrivals[row] = 0u; }\n"
       : ""
@@ -145,15 +158,21 @@ ${
   workgroupBarrier();`;
 }
 
-/** The bindings of both stage-1 kernels (with `arrivals`: the counters they zero). */
-function scoresBindings(arrivals: boolean): StorageBinding[] {
+/**
+ * What a stage-1 kernel writes besides the scores and block statistics: nothing, the arrival
+ * counters it zeroes for the chained kernel, or each block's candidates (stage 2a fused in).
+ */
+type ScoresExtra = null | "arrivals" | "candidates";
+
+/** The bindings of the stage-1 kernels. */
+function scoresBindings(extra: ScoresExtra): StorageBinding[] {
   return [
     ["q", "read"],
     ["positions", "read"],
     ["kt_cache", "read"],
     ["scores", "read_write"],
     ["block_stats", "read_write"],
-    ...(arrivals ? [["arrivals", "read_write"] as const] : []),
+    ...(extra === null ? [] : [[extra, "read_write"] as const]),
   ];
 }
 
@@ -198,7 +217,7 @@ ${constants(s, p, c)}
 ${ktIndexWgsl(s.headDim, s.maxSeq)}
 const WG = ${workgroup}u;
 const PER = ${perThread}u;
-${scoresPreamble("KV", "f32", workgroup, s.subgroupSize, arrivals)}
+${scoresPreamble("KV", "f32", workgroup, s.subgroupSize, arrivals ? "arrivals" : null)}
 
   var z = array<f32, GROUP * PER>();
   for (var i = 0u; i < R; i++) {
@@ -231,7 +250,7 @@ ${scoresPreamble("KV", "f32", workgroup, s.subgroupSize, arrivals)}
   }
 }
 `;
-  return spec("sparq_scores", source, scoresBindings(arrivals));
+  return spec("sparq_scores", source, scoresBindings(arrivals ? "arrivals" : null));
 }
 
 /**
@@ -275,12 +294,86 @@ export function sparqScoresVec4Kernel(
   c: SparqConfig = SPARQ_DEFAULT,
   arrivals = false,
 ): KernelSpec {
+  return scoresVec4(s, p, c, arrivals ? "arrivals" : null);
+}
+
+/**
+ * Stage 1 with stage 2a fused in, for one query head per KV head (where the logit itself is the
+ * ranking key): {@link sparqScoresVec4Kernel}, and each block's logits also go to workgroup
+ * memory as keys, from which the block keeps its k largest as candidates, as
+ * `sparq_candidates` would from the scores it reads back. The block is the candidate block, and
+ * the workgroup the selection's 256 invocations: `c.block` = `c.candidateBlock` = 256 · the
+ * positions per invocation. Bindings q, positions, kt_cache, scores, block_stats, candidates,
+ * params. Only where {@link scoresCandidatesFits}.
+ *
+ * @example
+ * ```ts
+ * import { sparqScoresCandidatesKernel } from "./sparq.ts";
+ * sparqScoresCandidatesKernel({ batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 },
+ *   { block: 2048, attendWorkgroup: 256, candidateBlock: 2048 }).name; // "sparq_scores_candidates"
+ * ```
+ */
+export function sparqScoresCandidatesKernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig,
+): KernelSpec {
+  if (!scoresCandidatesFits(s, p, c)) {
+    throw new RangeError(
+      "sparq_scores_candidates: needs one query head per KV head, a block of " +
+        "256 invocations that is the candidate block, and room for its keys",
+    );
+  }
+  return scoresVec4(s, p, c, "candidates");
+}
+
+/**
+ * Whether stage 2a fits into stage 1 ({@link sparqScoresCandidatesKernel}) for a shape and launch.
+ *
+ * @example
+ * ```ts
+ * import { scoresCandidatesFits } from "./sparq.ts";
+ * scoresCandidatesFits({ batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 },
+ *   { block: 2048, attendWorkgroup: 256, candidateBlock: 2048 }); // false: 4 heads per KV head
+ * ```
+ */
+export function scoresCandidatesFits(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig,
+): boolean {
+  const width = scoresWidth(s, c);
+  return s.heads === s.kvHeads && width !== null && c.block === SPARQ_TOPK_WORKGROUP * width &&
+    c.candidateBlock === c.block &&
+    scoresBytes(s, p, c, "candidates") <= s.workgroupStorage;
+}
+
+/** Workgroup memory of a vec4 stage-1 kernel (bytes). */
+function scoresBytes(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig,
+  extra: ScoresExtra,
+): number {
+  const workgroup = Math.min(256, c.block / (scoresWidth(s, c) ?? 4));
+  const selection = extra === "candidates" ? keysBytes(s, c) + selectionBytes(1) : 0;
+  return querySelectionBytes(s, p.r) + workgroup * 12 + selection;
+}
+
+function scoresVec4(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig,
+  extra: ScoresExtra,
+): KernelSpec {
   const group = s.heads / s.kvHeads;
   const width = scoresWidth(s, c);
   if (width === null) throw new RangeError("sparq_scores: S and the block must be multiples of 4");
   const workgroup = Math.min(256, c.block / width);
-  const bytes = querySelectionBytes(s, p.r) + workgroup * 12;
-  fitTile("sparq_scores", s.workgroupStorage, () => bytes, [c.block]);
+  fitTile("sparq_scores", s.workgroupStorage, () => scoresBytes(s, p, c, extra), [c.block]);
+  const candidates = extra === "candidates";
   const vecs = width / 4;
   const heads = [...Array(group).keys()];
   const parts = [...Array(vecs).keys()];
@@ -306,6 +399,20 @@ export function sparqScoresVec4Kernel(
     }
   }
   const components = ["x", "y", "z", "w"];
+  // Stage 2a fused in (one head): each logit, or the window's key, to workgroup memory.
+  const keys = candidates
+    ? parts.flatMap((v) =>
+      components.map((x, e) => {
+        const key = `key_${v}${x}`;
+        return `if (pos0 + ${v * 4 + e}u < len) { let ${key} = select(ordered_key(${
+          acc(0, v)
+        }.${x}), WINDOW_KEY, pos0 + ${v * 4 + e}u + LOCAL_WINDOW >= len); ` +
+          `keys[padded(pos0 + ${
+            v * 4 + e
+          }u - start)] = ${key}; range = widen_range(range, ${key}); }`;
+      })
+    )
+    : [];
   const statistics = heads.flatMap((h) => [
     ...parts.map((v) => `scores[((head0 + ${h}u) * MAX_SEQ + pos0) / 4u + ${v}u] = ${acc(h, v)};`),
     ...parts.flatMap((v) =>
@@ -317,7 +424,9 @@ export function sparqScoresVec4Kernel(
     ),
   ]);
   const source =
-    `// sparqc SparQ stage 1 (${width} positions per invocation, unrolled over r): approximate scores
+    `// sparqc SparQ stage 1 (${width} positions per invocation, unrolled over r): approximate scores${
+      candidates ? ", and stage 2a: each block's candidates" : ""
+    }
 ${kvPrelude(s.kvDtype)}
 ${constants(s, p, c)}
 ${ktIndexWgsl(s.headDim, s.maxSeq)}
@@ -336,11 +445,12 @@ ${
         "vec4<f32>",
         workgroup,
         s.subgroupSize,
-        arrivals,
+        extra,
+        candidates ? `${rankingPrelude()}\n${KEYS_WGSL}` : "",
       )
     }
 
-  var run_max = array<f32, GROUP>();
+  var run_max = array<f32, GROUP>();${candidates ? "\n  var range = NO_RANGE;" : ""}
   var run_sum = array<f32, GROUP>();
   for (var h = 0u; h < GROUP; h++) { run_max[h] = NEG; }
   for (var slot = 0u; slot < PER; slot++) {
@@ -351,7 +461,7 @@ ${
     let column = (pos0 % KT_TILE) / WIDTH;
 ${indentLines(heads.flatMap((h) => parts.map((v) => `var ${acc(h, v)} = vec4<f32>(0.0);`)), "    ")}
 ${indentLines(lines, "    ")}
-${indentLines(statistics, "    ")}
+${indentLines([...statistics, ...keys], "    ")}
   }
   for (var h = 0u; h < GROUP; h++) {
     let stats = reduce_softmax(run_max[h], run_sum[h], tid);
@@ -359,8 +469,21 @@ ${indentLines(statistics, "    ")}
       block_stats[((head0 + h) * BLOCKS + block) * 2u] = stats.x;
       block_stats[((head0 + h) * BLOCKS + block) * 2u + 1u] = stats.y;
     }
-  }
+  }${
+      candidates
+        ? `
+  // Stage 2a on the block's keys (k ≥ length: stage 2b takes every position; nothing to rank).
+  if (K_SEL >= len) { return; }
+  let n = min(CBLOCK, len - start);
+  let out = (row * CBLOCKS + block) * CK;
+${keepCandidates()}`
+        : ""
+    }
 }
 `;
-  return spec("sparq_scores", source, scoresBindings(arrivals));
+  return spec(
+    candidates ? "sparq_scores_candidates" : "sparq_scores",
+    source,
+    scoresBindings(extra),
+  );
 }

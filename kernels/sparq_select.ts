@@ -51,20 +51,18 @@ ${
 }
 
 /**
- * WGSL shared by the two selection stages: head statistics, ranking keys, the radix round and
- * the binned selection's workgroup memory. `group` decides the ranking key: with one query head
- * per KV head, Σ_group ŝ is monotone in the logit, so the logit itself ranks (no softmax needed).
+ * The part of the selection that needs no scores: ranking keys from floats, their range, value
+ * bins, the radix round, and the binned selection's workgroup memory (256 bins, the boundary bin's
+ * items, counters). Needs a 256-invocation workgroup's reductions.
+ *
+ * @example
+ * ```ts
+ * import { rankingPrelude } from "./sparq_select.ts";
+ * rankingPrelude().includes("fn radix_round"); // true
+ * ```
  */
-function selectionCommon(group: number): string {
-  if (group > SPARQ_TOPK_WORKGROUP) {
-    throw new RangeError("SparQ: more query heads per KV head than 256");
-  }
-  const rankingValue = group === 1 ? "scores[head0 * MAX_SEQ + pos]" : `log_sum_shat(head0, pos)`;
-  return `const STAT_LANES = ${SPARQ_TOPK_WORKGROUP / nextPowerOfTwo(group)}u;
-var<workgroup> head_max: array<f32, GROUP>;
-var<workgroup> head_inv: array<f32, GROUP>;
-var<workgroup> head_log_inv: array<f32, GROUP>;
-var<workgroup> hist: array<atomic<u32>, 256>;
+export function rankingPrelude(): string {
+  return `var<workgroup> hist: array<atomic<u32>, 256>;
 var<workgroup> chosen_bin: u32;
 var<workgroup> chosen_left: u32;
 var<workgroup> chosen_here: u32;
@@ -74,39 +72,6 @@ var<workgroup> boundary_count: atomic<u32>;
 var<workgroup> taken_count: atomic<u32>;
 const WINDOW_KEY = 0xffffffffu;
 
-fn shat(head: u32, pos: u32, h: u32) -> f32 {
-  return exp(scores[head * MAX_SEQ + pos] - head_max[h]) * head_inv[h];
-}
-
-${logSumShat(group)}
-
-// Each head's softmax over all valid positions, from stage 1's per-block statistics.
-fn head_statistics(head0: u32, len: u32, tid: u32) {
-  // All heads at once: head h merges in its own segment of STAT_LANES invocations, so a group
-  // of heads costs one tree of barriers, not one per head.
-  let used = (len + BLOCK - 1u) / BLOCK;
-  let h = tid / STAT_LANES;
-  let lane = tid % STAT_LANES;
-  var m = NEG;
-  var sum = 0.0;
-  if (h < GROUP) {
-    for (var blk = lane; blk < used; blk += STAT_LANES) {
-      let at = ((head0 + h) * BLOCKS + blk) * 2u;
-      let bm = block_stats[at];
-      let top = max(m, bm);
-      sum = sum * exp(m - top) + block_stats[at + 1u] * exp(bm - top);
-      m = top;
-    }
-  }
-  let stats = reduce_softmax_in(m, sum, tid, STAT_LANES);
-  if (h < GROUP && lane == 0u) {
-    head_max[h] = stats.x;
-    head_inv[h] = 1.0 / stats.y;
-    head_log_inv[h] = -log(stats.y);
-  }
-  workgroupBarrier();
-}
-
 // The bits of a float, reordered so that unsigned order is the float order.
 fn ordered_key(x: f32) -> u32 {
   let bits = bitcast<u32>(x);
@@ -115,12 +80,6 @@ fn ordered_key(x: f32) -> u32 {
 
 fn key_value(key: u32) -> f32 {
   return bitcast<f32>(select(~key, key & 0x7fffffffu, (key & 0x80000000u) != 0u));
-}
-
-// The ranking key of a position: a value monotone in Σ_group ŝ; the local window gets the largest.
-fn ranking_key(head0: u32, pos: u32, len: u32) -> u32 {
-  if (pos + LOCAL_WINDOW >= len) { return WINDOW_KEY; }
-  return ordered_key(${rankingValue});
 }
 
 // An empty range of ranking values, to widen.
@@ -165,6 +124,64 @@ fn radix_round(want: u32, tid: u32) -> vec3<u32> {
   workgroupBarrier();
   return vec3<u32>(bin, left, count);
 }
+`;
+}
+
+/**
+ * WGSL shared by the two selection stages: head statistics, ranking keys and {@link
+ * rankingPrelude}. `group` decides the ranking key: with one query head per KV head, Σ_group ŝ is
+ * monotone in the logit, so the logit itself ranks (no softmax needed).
+ */
+function selectionCommon(group: number): string {
+  if (group > SPARQ_TOPK_WORKGROUP) {
+    throw new RangeError("SparQ: more query heads per KV head than 256");
+  }
+  const rankingValue = group === 1 ? "scores[head0 * MAX_SEQ + pos]" : `log_sum_shat(head0, pos)`;
+  return `const STAT_LANES = ${SPARQ_TOPK_WORKGROUP / nextPowerOfTwo(group)}u;
+var<workgroup> head_max: array<f32, GROUP>;
+var<workgroup> head_inv: array<f32, GROUP>;
+var<workgroup> head_log_inv: array<f32, GROUP>;
+${rankingPrelude()}
+
+fn shat(head: u32, pos: u32, h: u32) -> f32 {
+  return exp(scores[head * MAX_SEQ + pos] - head_max[h]) * head_inv[h];
+}
+
+${logSumShat(group)}
+
+// Each head's softmax over all valid positions, from stage 1's per-block statistics.
+fn head_statistics(head0: u32, len: u32, tid: u32) {
+  // All heads at once: head h merges in its own segment of STAT_LANES invocations, so a group
+  // of heads costs one tree of barriers, not one per head.
+  let used = (len + BLOCK - 1u) / BLOCK;
+  let h = tid / STAT_LANES;
+  let lane = tid % STAT_LANES;
+  var m = NEG;
+  var sum = 0.0;
+  if (h < GROUP) {
+    for (var blk = lane; blk < used; blk += STAT_LANES) {
+      let at = ((head0 + h) * BLOCKS + blk) * 2u;
+      let bm = block_stats[at];
+      let top = max(m, bm);
+      sum = sum * exp(m - top) + block_stats[at + 1u] * exp(bm - top);
+      m = top;
+    }
+  }
+  let stats = reduce_softmax_in(m, sum, tid, STAT_LANES);
+  if (h < GROUP && lane == 0u) {
+    head_max[h] = stats.x;
+    head_inv[h] = 1.0 / stats.y;
+    head_log_inv[h] = -log(stats.y);
+  }
+  workgroupBarrier();
+}
+
+// The ranking key of a position: a value monotone in Σ_group ŝ; the local window gets the largest.
+fn ranking_key(head0: u32, pos: u32, len: u32) -> u32 {
+  if (pos + LOCAL_WINDOW >= len) { return WINDOW_KEY; }
+  return ordered_key(${rankingValue});
+}
+
 `;
 }
 
@@ -343,6 +360,46 @@ export function keysBytes(s: AttentionKernelShape, c: SparqConfig = SPARQ_DEFAUL
 }
 
 /**
+ * WGSL: stage 2a's keys in workgroup memory (CBLOCK of them) and `padded`, their index there.
+ * One pad word after every 16 keys: the final passes of the selection give each invocation a
+ * contiguous run of 16 keys, and unpadded, invocations 16 words apart would share two banks.
+ */
+export const KEYS_WGSL = `var<workgroup> keys: array<u32, CBLOCK + CBLOCK / 16u + 1u>;
+fn padded(i: u32) -> u32 { return i + i / 16u; }`;
+
+/**
+ * WGSL statements that write a block's CK largest keys as its candidates (key, position), in no
+ * particular order, then return: `keys` holds the block's `n` keys (positions `start` …),
+ * `range` each invocation's range of their values, `out` the block's first candidate, and the
+ * whole workgroup of 256 runs them (see {@link rankingPrelude}).
+ *
+ * @example
+ * ```ts
+ * import { keepCandidates } from "./sparq_select.ts";
+ * keepCandidates().includes("radix_round(CK, tid)"); // true
+ * ```
+ */
+export function keepCandidates(): string {
+  return `  atomicStore(&hist[tid], 0u);
+  range = reduce_range(range, tid);
+  if (n <= CK) {
+    for (var t = tid; t < n; t += WG) { candidates[out + t] = vec2<u32>(keys[padded(t)], start + t); }
+    return;
+  }
+
+${
+    binnedSelection({
+      count: "n",
+      want: "CK",
+      item: "let key = keys[padded(i)]; let valid = true; let position = start + i;",
+      take: "candidates[out + slot] = vec2<u32>(key, position);",
+      range: "range",
+      reset: "",
+    })
+  }`;
+}
+
+/**
  * Stage 2a's WGSL without an entry point: its bindings, and `fn local_candidates(row, cblock,
  * tid)`, which writes one block's candidates (the kernel declares WG, the reductions and
  * {@link selectionCommon}).
@@ -383,11 +440,7 @@ export function candidatesParts(
     ["positions", "read", "u32"],
     ["candidates", "read_write", "vec2<u32>"],
   ];
-  const wgsl =
-    `// One pad word after every 16 keys: the final passes of the selection give each invocation a
-// contiguous run of 16 keys, and unpadded, invocations 16 words apart would share two banks.
-var<workgroup> keys: array<u32, CBLOCK + CBLOCK / 16u + 1u>;
-fn padded(i: u32) -> u32 { return i + i / 16u; }
+  const wgsl = `${KEYS_WGSL}
 
 fn local_candidates(row: u32, cblock: u32, tid: u32) {
   let b = row / KV_HEADS;
@@ -402,23 +455,7 @@ ${group > 1 ? "  head_statistics(head0, len, tid);\n" : ""}  var range = NO_RANG
   // Straight-line, so that every key's loads issue before any is used (a loop here waited one
   // memory latency per trip).
 ${indentLines(keyLoads, "  ")}
-  atomicStore(&hist[tid], 0u);
-  range = reduce_range(range, tid);
-  if (n <= CK) {
-    for (var t = tid; t < n; t += WG) { candidates[out + t] = vec2<u32>(keys[padded(t)], start + t); }
-    return;
-  }
-
-${
-      binnedSelection({
-        count: "n",
-        want: "CK",
-        item: "let key = keys[padded(i)]; let valid = true; let position = start + i;",
-        take: "candidates[out + slot] = vec2<u32>(key, position);",
-        range: "range",
-        reset: "",
-      })
-    }
+${keepCandidates()}
 }`;
   return { storage, wgsl };
 }

@@ -4,8 +4,9 @@
  * from the Kᵀ rows of i1, each workgroup picking i1 and q[i1]/τ itself; local top-k candidates
  * per block of positions; the final top-k, whose spare workgroups warm the cache's address
  * translations at small batch; exact attention over the gathered K and V rows with the
- * mean-value reallocation). Cache operands may be split into shards; each shard gets its own
- * dispatch of the stages that read the cache.
+ * mean-value reallocation), fused where the shape and target allow (see `candidateLayout`). Cache
+ * operands may be split into shards; each shard gets its own dispatch of the stages that read the
+ * cache.
  *
  * @module
  */
@@ -23,12 +24,16 @@ import { grid1d } from "../../kernels/grid.ts";
 import { KV_APPEND_DEFAULT, type KvAppendConfig, kvAppendKernel } from "../../kernels/kv_append.ts";
 import {
   candidateBlockOf,
+  scoresCandidatesFits,
   scoresWidth,
   selectAttendFits,
   SPARQ_DEFAULT,
+  SPARQ_TOPK_WORKGROUP,
   sparqAttendKernel,
   sparqCandidatesKernel,
   type SparqConfig,
+  type SparqKernelParams,
+  sparqScoresCandidatesKernel,
   sparqScoresKernel,
   sparqScoresVec4Kernel,
   sparqScratch,
@@ -129,21 +134,34 @@ const CHAIN_BLOCKS = 128;
  */
 const CANDIDATE_BLOCKS = [2048, 4096];
 
-/** The launch with its stage-2a block, and whether stages 2a–3 chain in one dispatch. */
+/** Where stage 2a runs: inside stage 1, chained with 2b and 3, or in a dispatch of its own. */
+type Stage2a = "in_scores" | "chained" | "apart";
+
+/**
+ * The launch with its stage-2a block, and where stage 2a runs. With one query head per KV head,
+ * inside stage 1 wherever it fits: the logit is the ranking key there, so stage 2a neither reads
+ * the scores back nor takes a dispatch; stage 1's block is then the candidate block, 256
+ * invocations wide.
+ */
 function candidateLayout(
   shape: AttentionKernelShape,
+  method: SparqKernelParams,
   launch: SparqConfig,
   rows: number,
   warm: boolean,
   maxStorage: number,
-): { config: SparqConfig; chained: boolean } {
+): { config: SparqConfig; stage2a: Stage2a } {
+  const inScores = [8, 4].map((width) => SPARQ_TOPK_WORKGROUP * width)
+    .map((block) => ({ ...launch, block, candidateBlock: block }))
+    .find((c) => scoresCandidatesFits(shape, method, c));
+  if (inScores) return { config: inScores, stage2a: "in_scores" };
   const [small, large] = CANDIDATE_BLOCKS.map((candidateBlock) => ({ ...launch, candidateBlock }));
-  if (!warm) return { config: small, chained: false };
+  if (!warm) return { config: small, stage2a: "apart" };
   const config = [small, large].find((c) =>
     rows * Math.ceil(shape.maxSeq / candidateBlockOf(shape, c)) <= CHAIN_BLOCKS &&
     selectAttendFits(shape, c, maxStorage, warm)
   );
-  return config ? { config, chained: true } : { config: large, chained: false };
+  return config ? { config, stage2a: "chained" } : { config: large, stage2a: "apart" };
 }
 
 /** (sequence, query head) rows up to which the dense reduction takes wide workgroups. */
@@ -239,7 +257,8 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
   const maxStorage = ctx.target.limits.maxStorageBuffersPerShaderStage;
   // Few blocks: each stage is a few workgroups' latency, so 2a–3 chain in one dispatch (the last
   // block of a row to finish goes on), counting arrivals in counters that stage 1 zeroes.
-  const { config, chained } = candidateLayout(shape, launch, allRows, warm, maxStorage);
+  const { config, stage2a } = candidateLayout(shape, method, launch, allRows, warm, maxStorage);
+  const chained = stage2a === "chained";
   const sizes = sparqScratch(shape, method, config);
   const scores = scratch("scores", sizes.scores, "f32");
   const blockStats = scratch("block_stats", sizes.blockStats, "f32");
@@ -266,11 +285,21 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     build(
       ctx,
       () =>
-        scoresWidth(shape, config) !== null
+        stage2a === "in_scores"
+          ? sparqScoresCandidatesKernel(shape, method, config)
+          : scoresWidth(shape, config) !== null
           ? sparqScoresVec4Kernel(shape, method, config, chained)
           : sparqScoresKernel(shape, method, config, chained),
     ),
-    [q, positions, ktCache, scores, blockStats, ...arrivals],
+    [
+      q,
+      positions,
+      ktCache,
+      scores,
+      blockStats,
+      ...arrivals,
+      ...(stage2a === "in_scores" ? [candidates] : []),
+    ],
     (rows) => sizes.blocks * rows,
   );
   if (chained) {
@@ -286,12 +315,14 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
   }
   return [
     ...scores1,
-    whole(
-      build(ctx, () => sparqCandidatesKernel(shape, method, config)),
-      [scores, blockStats, positions, candidates],
-      allRows,
-      candidateBlocks,
-    ),
+    ...(stage2a === "apart"
+      ? [whole(
+        build(ctx, () => sparqCandidatesKernel(shape, method, config)),
+        [scores, blockStats, positions, candidates],
+        allRows,
+        candidateBlocks,
+      )]
+      : []),
     ...(topkAttendFits(shape, config, maxStorage, warm) && ranges.length === 1
       // Stages 2b and 3 in one dispatch where their bindings fit (one dependent dispatch fewer).
       ? [whole(

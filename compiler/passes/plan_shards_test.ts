@@ -35,10 +35,10 @@ Deno.test("a sharded cache runs one dispatch per shard and stage, and fits in me
     h100,
   );
   const stages = plan.schedule.filter((d) => d.node === "layers.0.attention");
+  // Stage 1 (with 2a in it) and stage 3 read the sharded caches; 2b reads neither.
   deepStrictEqual(stages.map((d) => `${d.kernel}#${d.shard}`), [
-    "sparq_scores#0",
-    "sparq_scores#1",
-    "sparq_candidates#0",
+    "sparq_scores_candidates#0",
+    "sparq_scores_candidates#1",
     "sparq_topk#0",
     "sparq_attend#0",
     "sparq_attend#1",
@@ -47,13 +47,12 @@ Deno.test("a sharded cache runs one dispatch per shard and stage, and fits in me
     [0, 1024],
     [1024, 1024],
     [0, 2048],
-    [0, 2048],
     [0, 1024],
     [1024, 1024],
   ]);
   const kBuffers = plan.tensors["layers.0.k_cache"].shards.map((s) => s.buffer);
-  deepStrictEqual(stages[4].bindings[2].buffer, kBuffers[0]);
-  deepStrictEqual(stages[5].bindings[2].buffer, kBuffers[1]);
+  deepStrictEqual(stages[3].bindings[2].buffer, kBuffers[0]);
+  deepStrictEqual(stages[4].bindings[2].buffer, kBuffers[1]);
 });
 
 Deno.test("weights over one binding split by rows: the LM head under WebGPU's defaults", () => {
