@@ -199,24 +199,30 @@ Deno.test("SparQ's stages give the same results chained, paired and apart", asyn
 });
 
 Deno.test("the local window always keeps the newest positions", async () => {
-  const seed = freshSeed();
-  const p = randomProblem({
-    batch: 2,
-    heads: 4,
-    kvHeads: 2,
-    seqCapacity: 300,
-    headDim: 64,
-    ragged: true,
-    seed,
-    kvDtype: "f16",
-  });
-  const params = { r: 8, k: 32, localWindow: 8 };
-  const { chosen } = await checkSparq(target, p, params, "f16", 2e-3, `seed=${seed}`);
-  for (let b = 0; b < 2; b++) {
-    const L = p.lengths[b];
-    for (let g = 0; g < 2; g++) {
-      const recent = Array.from({ length: Math.min(8, L) }, (_, i) => L - 1 - i);
-      ok(recent.every((pos) => chosen(b, g).includes(pos)), `seed=${seed}: window missing`);
+  // Two query heads per KV head, and one (stage 2a inside stage 1, which writes only the window's
+  // scores: alpha's window terms come from them, the rest from the candidates' keys).
+  for (const heads of [4, 2]) {
+    const seed = freshSeed();
+    const p = randomProblem({
+      batch: 2,
+      heads,
+      kvHeads: 2,
+      seqCapacity: 300,
+      headDim: 64,
+      ragged: true,
+      seed,
+      kvDtype: "f16",
+    });
+    const params = { r: 8, k: 32, localWindow: 8 };
+    const label = `heads=${heads} seed=${seed}`;
+    const { out, chosen, ref } = await checkSparq(target, p, params, "f16", 2e-3, label);
+    ok(relativeL2(out.alpha!, ref.alpha) <= 1e-5, `${label}: alpha differs`);
+    for (let b = 0; b < 2; b++) {
+      const L = p.lengths[b];
+      for (let g = 0; g < 2; g++) {
+        const recent = Array.from({ length: Math.min(8, L) }, (_, i) => L - 1 - i);
+        ok(recent.every((pos) => chosen(b, g).includes(pos)), `${label}: window missing`);
+      }
     }
   }
 });

@@ -413,8 +413,16 @@ function scoresVec4(
       })
     )
     : [];
+  // With stage 2a in, stage 2b takes each candidate's logit from its key: only the local
+  // window's keys (any of whose four positions is in it) need the scores.
+  const store = (h: number, v: number) =>
+    `scores[((head0 + ${h}u) * MAX_SEQ + pos0) / 4u + ${v}u] = ${acc(h, v)};`;
   const statistics = heads.flatMap((h) => [
-    ...parts.map((v) => `scores[((head0 + ${h}u) * MAX_SEQ + pos0) / 4u + ${v}u] = ${acc(h, v)};`),
+    ...parts.map((v) =>
+      candidates
+        ? `if (pos0 + ${v * 4 + 3}u + LOCAL_WINDOW >= len) { ${store(h, v)} }`
+        : store(h, v)
+    ),
     ...parts.flatMap((v) =>
       components.map((x, e) =>
         `if (pos0 + ${v * 4 + e}u < len) { let m${h}_${v}${x} = online_update(run_max[${h}u], ` +

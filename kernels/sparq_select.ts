@@ -147,6 +147,14 @@ fn shat(head: u32, pos: u32, h: u32) -> f32 {
   return exp(scores[head * MAX_SEQ + pos] - head_max[h]) * head_inv[h];
 }
 
+// ŝ of a candidate of the only head, from its ranking key where that is its logit: stage 1 with
+// stage 2a in it writes only the local window's scores.
+fn shat_of_key(key: u32, head: u32, pos: u32) -> f32 {
+  var logit = key_value(key);
+  if (key == WINDOW_KEY) { logit = scores[head * MAX_SEQ + pos]; }
+  return exp(logit - head_max[0]) * head_inv[0];
+}
+
 ${logSumShat(group)}
 
 // Each head's softmax over all valid positions, from stage 1's per-block statistics.
@@ -610,8 +618,10 @@ ${
       item:
         "let c = candidate_at(row, len, i); let key = c.x; let valid = c.z == 1u; let position = c.y;",
       take: `indices[out + slot] = position; ${
-        unroll(group, (h) => `kept${h} += shat(head0 + ${h}u, position, ${h}u);`, "")
-          .split("\n").join(" ")
+        group === 1
+          ? "kept0 += shat_of_key(key, head0, position);"
+          : unroll(group, (h) => `kept${h} += shat(head0 + ${h}u, position, ${h}u);`, "")
+            .split("\n").join(" ")
       }`,
       range: "range",
       reset: unroll(group, (h) => `kept${h} = 0.0;`, "").split("\n").join(" "),
