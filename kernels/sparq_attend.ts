@@ -17,7 +17,8 @@ import {
   reductions,
   rowLayout,
 } from "./wgsl_common.ts";
-import { rowDots, unroll, valueRows } from "./unrolled.ts";
+import { indentLines, rowDots, unroll, valueRows } from "./unrolled.ts";
+import { subgroupRowsFit, transposeSums } from "./attention_dense.ts";
 import {
   type Binding,
   mergeBindings,
@@ -68,13 +69,84 @@ export function attendLayout(
   return { lanes, slices, workgroup, tile };
 }
 
+/** K rows each subgroup of stage 3 loads before it reduces any of them. */
+const ATTEND_KEY_ROWS = 4;
+
+/**
+ * Stage 3's logits of a tile where a K row is whole subgroup-wide loads (see
+ * `subgroupRowsFit`): each subgroup takes a row at a time, every lane loads its quads of it —
+ * one coalesced read of the row, where one invocation per row read it lane by lane — and the
+ * dot products are summed over the subgroup ({@link transposeSums} where the sums fit it).
+ * Invocations are taken to form subgroups in order of `local_invocation_index`.
+ */
+function subgroupLogits(group: number, lanes: number, subgroupSize: number): string {
+  const per = lanes / subgroupSize;
+  const rowCount = Math.max(1, Math.min(ATTEND_KEY_ROWS, Math.floor(subgroupSize / group)));
+  const rows = [...Array(rowCount).keys()];
+  const heads = [...Array(group).keys()];
+  const parts = [...Array(per).keys()];
+  const sums = rowCount * group;
+  const transposed = sums <= subgroupSize && (sums & (sums - 1)) === 0;
+  const dots = (h: number, u: number) =>
+    parts.map((p) => `dot(q_sh[${h * lanes + p * subgroupSize}u + sg_lane], key${u}_${p})`)
+      .join(" + ");
+  const lines = [
+    ...rows.flatMap((u) => [
+      `let r${u} = u0 + ${u}u * TEAMS + team;`,
+      `let at${u} = (base + idx_sh[min(r${u}, count - 1u)]) * LANES + sg_lane;`,
+      ...parts.map((p) => `let key${u}_${p} = vec4<f32>(k_cache[at${u} + ${p * subgroupSize}u]);`),
+    ]),
+    ...(transposed
+      ? transposeSums(rows.flatMap((u) => heads.map((h) => `(${dots(h, u)})`)), subgroupSize, "sum")
+      : []),
+    ...rows.flatMap((u) =>
+      heads.map((h) =>
+        `let s${h}_${u} = ${transposed ? `sum${u * group + h}` : `subgroupAdd(${dots(h, u)})`};`
+      )
+    ),
+    "if (sg_lane == 0u) {",
+    ...rows.flatMap((u) =>
+      heads.map((h) => `  if (r${u} < count) { p_sh[${h}u * TILE + r${u}] = s${h}_${u} * SCALE; }`)
+    ),
+    "}",
+  ];
+  return `    for (var t = tid; t < count; t += WG) { idx_sh[t] = indices[row * KEPT + t0 + t]; }
+    workgroupBarrier();
+    // The loop bound is uniform, so the subgroup sums run in uniform control flow; subgroups past
+    // the tile's end reread its last row and drop the result.
+    let sg_lane = tid % ${subgroupSize}u;
+    let team = tid / ${subgroupSize}u;
+    for (var u0 = 0u; u0 < count; u0 += TEAMS * ${rowCount}u) {
+${indentLines(lines, "      ")}
+    }`;
+}
+
+/** Stage 3's logits of a tile by one invocation per K row (any subgroup size). */
+function invocationLogits(group: number, lanes: number): string {
+  return `    for (var t = tid; t < count; t += WG) {
+      let pos = indices[row * KEPT + t0 + t];
+      idx_sh[t] = pos;
+${
+    rowDots({
+      group,
+      lanes,
+      row: "k_cache[(base + pos) * LANES + {lane}]",
+      store: (h, v) => `p_sh[${h}u * TILE + t] = ${v} * SCALE;`,
+    })
+  }
+    }`;
+}
+
 /**
  * Stage 3's WGSL without an entry point: its workgroup memory and `fn attend_row(local_row,
  * tid)` (the kernel declares LANES, SLICES, TILE, SCALE and WG).
  */
 function attendParts(s: AttentionKernelShape, layout: ReturnType<typeof attendLayout>): string {
   const group = s.heads / s.kvHeads;
-  return `const LANES = ${layout.lanes}u;
+  const bySubgroups = subgroupRowsFit(s.headDim, s.subgroupSize ?? null);
+  return `const LANES = ${layout.lanes}u;${
+    bySubgroups ? `\nconst TEAMS = ${layout.workgroup / s.subgroupSize!}u;` : ""
+  }
 const SLICES = ${layout.slices}u;
 const TILE = ${layout.tile}u;
 const SCALE = ${floatLiteral(1 / Math.sqrt(s.headDim))};
@@ -105,18 +177,11 @@ ${unroll(group, (h) => `var acc${h} = vec4<f32>(0.0);`, "  ")}
   for (var t0 = 0u; t0 < n; t0 += TILE) {
     let count = min(TILE, n - t0);
     workgroupBarrier();
-    for (var t = tid; t < count; t += WG) {
-      let pos = indices[row * KEPT + t0 + t];
-      idx_sh[t] = pos;
 ${
-    rowDots({
-      group,
-      lanes: layout.lanes,
-      row: "k_cache[(base + pos) * LANES + {lane}]",
-      store: (h, v) => `p_sh[${h}u * TILE + t] = ${v} * SCALE;`,
-    })
+    bySubgroups
+      ? subgroupLogits(group, layout.lanes, s.subgroupSize!)
+      : invocationLogits(group, layout.lanes)
   }
-    }
     workgroupBarrier();
     // Online softmax across tiles: rescale what came before to the new running max.
     for (var h = 0u; h < GROUP; h++) {

@@ -400,19 +400,15 @@ function scoresVec4(
   }
   const components = ["x", "y", "z", "w"];
   // Stage 2a fused in (one head): each logit, or the window's key, to workgroup memory.
-  const keys = candidates
-    ? parts.flatMap((v) =>
-      components.map((x, e) => {
-        const key = `key_${v}${x}`;
-        return `if (pos0 + ${v * 4 + e}u < len) { let ${key} = select(ordered_key(${
-          acc(0, v)
-        }.${x}), WINDOW_KEY, pos0 + ${v * 4 + e}u + LOCAL_WINDOW >= len); ` +
-          `keys[padded(pos0 + ${
-            v * 4 + e
-          }u - start)] = ${key}; range = widen_range(range, ${key}); }`;
-      })
-    )
-    : [];
+  const keys = !candidates ? [] : parts.flatMap((v) =>
+    components.map((x, e) => {
+      const at = `pos0 + ${v * 4 + e}u`;
+      const key = `key_${v}${x}`;
+      return `if (${at} < len) { let ${key} = select(ordered_key(${acc(0, v)}.${x}), WINDOW_KEY, ` +
+        `${at} + LOCAL_WINDOW >= len); keys[padded(${at} - start)] = ${key}; ` +
+        `range = widen_range(range, ${key}); }`;
+    })
+  );
   // With stage 2a in, stage 2b takes each candidate's logit from its key: only the local
   // window's keys (any of whose four positions is in it) need the scores.
   const store = (h: number, v: number) =>
