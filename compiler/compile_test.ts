@@ -3,7 +3,7 @@ import { defaultOptions } from "./build_options.ts";
 import { compile } from "./compile.ts";
 import { Plan } from "./plan.ts";
 import { PRESETS } from "./presets.ts";
-import { TARGETS } from "./target.ts";
+import { TARGETS, withBudget } from "./target.ts";
 import { SPARQ_ARRANGEMENTS, SPARQ_TOPK_WORKGROUP } from "../kernels/sparq.ts";
 import { rowLayout } from "../kernels/wgsl_common.ts";
 
@@ -39,6 +39,22 @@ Deno.test("every preset compiles with both attention methods, and its plan round
         }
       }
       ok(plan.stats.kernels < plan.stats.dispatchesPerStep, "kernels are shared across layers");
+    }
+  }
+});
+
+Deno.test("every preset compiles with both methods under WebGPU's default limits", () => {
+  // 16 KiB of workgroup memory and 8 storage buffers: stages 2b and 3 stay apart, and where stage
+  // 2a runs alone its block shrinks to 2048 positions where 4096 keys would not fit.
+  const defaults = withBudget(TARGETS.get("webgpu-default")!, 2 ** 40);
+  for (const model of PRESETS.values()) {
+    for (const method of ["dense", "sparq"] as const) {
+      const plan = compile(model, defaultOptions(model, method), defaults);
+      if (method === "dense") continue;
+      const kernels = plan.schedule.filter((d) => d.node === "layers.0.attention")
+        .map((d) => d.kernel);
+      ok(SPARQ_ARRANGEMENTS.some((a) => a.join() === kernels.join()), model.name);
+      deepStrictEqual(kernels.slice(-2), ["sparq_topk", "sparq_attend"], model.name);
     }
   }
 });

@@ -44,6 +44,7 @@ export {
   sparqScoresVec4Kernel,
 } from "./sparq_scores.ts";
 export {
+  candidatesBytes,
   sparqCandidatesKernel,
   sparqTopkKernel,
   WARM_PAGE_BYTES,

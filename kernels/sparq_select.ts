@@ -469,6 +469,22 @@ ${keepCandidates()}
 }
 
 /**
+ * Workgroup memory of {@link sparqCandidatesKernel} (bytes): the keys, the selection and the
+ * reductions' scratch.
+ *
+ * @example
+ * ```ts
+ * import { candidatesBytes } from "./sparq_select.ts";
+ * candidatesBytes({ batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16", workgroupStorage: 16384 }, { block: 1024, attendWorkgroup: 256,
+ *   candidateBlock: 2048 }); // 14884
+ * ```
+ */
+export function candidatesBytes(s: AttentionKernelShape, c: SparqConfig): number {
+  return keysBytes(s, c) + selectionBytes(s.heads / s.kvHeads) + SPARQ_TOPK_WORKGROUP * 12;
+}
+
+/**
  * Stage 2a: each workgroup ranks `c.candidateBlock` positions of one (sequence, KV head) in
  * workgroup memory and keeps its local top k, in position order, as (key, position)
  * candidates. The global top k is always among the local ones (same tie rule). Bindings
@@ -490,7 +506,7 @@ export function sparqCandidatesKernel(
   fitTile(
     "sparq_candidates",
     s.workgroupStorage,
-    () => keysBytes(s, c) + selectionBytes(s.heads / s.kvHeads) + SPARQ_TOPK_WORKGROUP * 12,
+    () => candidatesBytes(s, c),
     [block],
   );
   const { storage, wgsl } = candidatesParts(s, c);

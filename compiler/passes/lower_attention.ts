@@ -24,6 +24,7 @@ import { grid1d } from "../../kernels/grid.ts";
 import { KV_APPEND_DEFAULT, type KvAppendConfig, kvAppendKernel } from "../../kernels/kv_append.ts";
 import {
   candidateBlockOf,
+  candidatesBytes,
   scoresCandidatesFits,
   scoresWidth,
   selectAttendFits,
@@ -161,7 +162,10 @@ function candidateLayout(
     rows * Math.ceil(shape.maxSeq / candidateBlockOf(shape, c)) <= CHAIN_BLOCKS &&
     selectAttendFits(shape, c, maxStorage, warm)
   );
-  return config ? { config, stage2a: "chained" } : { config: large, stage2a: "apart" };
+  if (config) return { config, stage2a: "chained" };
+  // A target with little workgroup memory may hold only the smaller block's keys.
+  const fits = candidatesBytes(shape, large) <= shape.workgroupStorage;
+  return { config: fits ? large : small, stage2a: "apart" };
 }
 
 /** (sequence, query head) rows up to which the dense reduction takes wide workgroups. */
