@@ -362,6 +362,7 @@ function scoresBytes(
   return querySelectionBytes(s, p.r) + workgroup * 12 + selection;
 }
 
+/** The vec4 stage-1 kernel, writing `extra` besides the scores and block statistics. */
 function scoresVec4(
   s: AttentionKernelShape,
   p: SparqKernelParams,
