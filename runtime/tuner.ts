@@ -9,6 +9,7 @@
  */
 import { ATTENTION_TENSORS as T, buildAttentionGraph } from "../compiler/build_attention_graph.ts";
 import { compileGraph } from "../compiler/compile.ts";
+import type { Program } from "../compiler/plan.ts";
 import type { AttentionMethod } from "../compiler/ir.ts";
 import { dtypeBytes } from "../compiler/ir.ts";
 import type { Target } from "../compiler/target.ts";
@@ -91,18 +92,33 @@ async function sourceHash(sources: string[]): Promise<string> {
   return Array.from(digest.slice(0, 12), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/** The program a configuration compiles to on the problem's bench graph. */
+function programOf(p: TuningProblem, config: TuningConfig, target: Target): Program {
+  return compileGraph(benchOf(p).graph, target, new Map([[tuningBucket(p), config]]));
+}
+
+/**
+ * What a program runs: its kernels' sources and its dispatches. Configurations with the same
+ * signature run the same work (the lowering may override a field, as SparQ's stage-1 block where
+ * stage 2a runs inside stage 1), so one measurement serves them all.
+ */
+function signature(program: Program): string {
+  return JSON.stringify([
+    program.kernels.map((k) => k.source),
+    program.schedule.map((d) => [d.kernel, d.dispatch]),
+  ]);
+}
+
 /** Runs one configuration: its output (after one run) and its GPU time samples. */
 async function measure(
   gpu: Gpu,
   p: TuningProblem,
-  config: TuningConfig,
+  program: Program,
   options: TuneOptions & { ticks: number },
 ): Promise<
   { output: Float32Array | Uint32Array | Int32Array; ns: number; kernelsNs: Record<string, number> }
 > {
   const bench = benchOf(p);
-  const bucket = tuningBucket(p);
-  const program = compileGraph(bench.graph, options.target, new Map([[bucket, config]]));
   const executor = await Executor.create(gpu, program);
   try {
     let seed = 1;
@@ -168,11 +184,7 @@ export async function tune(
     const bucket = tuningBucket(p);
     const family = SPACES[p.family];
     const defaultConfig = family.defaultFor(p);
-    const defaults = compileGraph(
-      benchOf(p).graph,
-      options.target,
-      new Map([[bucket, defaultConfig]]),
-    );
+    const defaults = programOf(p, defaultConfig, options.target);
     const hash = await sourceHash(defaults.kernels.map((k) => k.source));
     const cached = options.cache.lookup(adapter, bucket, hash);
     if (cached) {
@@ -193,7 +205,9 @@ export async function tune(
     }
     ticks ??= await options.nsPerTick();
     const measuring = { ...options, ticks };
-    const base = await measure(gpu, p, defaultConfig, measuring);
+    const base = await measure(gpu, p, defaults, measuring);
+    // Each signature measured once, by the first configuration that compiled to it.
+    const seen = new Map([[signature(defaults), defaultConfig]]);
     const space = (options.spaces?.[p.family] ?? family.space).filter((c) =>
       Object.values(c).every((v) => v <= options.target.limits.maxComputeInvocationsPerWorkgroup)
     );
@@ -210,14 +224,21 @@ export async function tune(
           `(${describe(config)})`,
       );
       if (JSON.stringify(config) === JSON.stringify(defaultConfig)) continue;
-      let result;
+      let program;
       try {
-        result = await measure(gpu, p, config, measuring);
+        program = programOf(p, config, options.target);
       } catch (error) {
         // A candidate the target cannot hold (workgroup memory) is skipped, not fatal.
         if (error instanceof Error && /workgroup memory/.test(error.message)) continue;
         throw error;
       }
+      const same = seen.get(signature(program));
+      if (same) {
+        progress(`  the same kernels and dispatches as ${describe(same)}: not measured again`);
+        continue;
+      }
+      seen.set(signature(program), config);
+      const result = await measure(gpu, p, program, measuring);
       const error = relativeL2(result.output, base.output);
       if (!(error <= 1e-4)) {
         rejected.push(

@@ -123,3 +123,44 @@ Deno.test("--tune and --no-tune together are refused; --no-tune compiles the def
   const plan = Plan.parse(JSON.parse(await Deno.readTextFile(join(out, "plan.json"))));
   deepStrictEqual(plan.tuning, []);
 });
+
+Deno.test("configurations that compile to the same kernels are measured once", async () => {
+  const gpu = await openGpu();
+  try {
+    // One query head per KV head: stage 2a runs inside stage 1, whose block the lowering sets, so
+    // candidates that differ only in stage 1's block compile to the same program.
+    const problem = {
+      family: "attention_sparq" as const,
+      batch: 1,
+      heads: 2,
+      kvHeads: 2,
+      headDim: 64,
+      maxSeq: 256,
+      kvDtype: "f16" as const,
+      sparq: { r: 16, k: 8, localWindow: 0 },
+    };
+    const lines: string[] = [];
+    const cache = await TuneCache.open(join(dir, "same.json"), () => {});
+    const { records } = await tune(gpu, [problem], {
+      target: deviceTarget(gpu, 1 << 30),
+      cache,
+      reps: 3,
+      nsPerTick: () => Promise.resolve(1),
+      spaces: {
+        attention_sparq: [
+          { block: 256, attendWorkgroup: 64 },
+          { block: 512, attendWorkgroup: 64 },
+          { block: 1024, attendWorkgroup: 128 },
+        ],
+      },
+      progress: (line) => lines.push(line),
+    });
+    deepStrictEqual(records.map((r) => r.source), ["measured"]);
+    const skipped = lines.filter((l) => l.includes("not measured again"));
+    deepStrictEqual(skipped, [
+      "  the same kernels and dispatches as block 256, attendWorkgroup 64: not measured again",
+    ]);
+  } finally {
+    gpu.device.destroy();
+  }
+});
