@@ -377,26 +377,76 @@ export function subgroupRowsFit(headDim: number, subgroupSize: number | null): b
 const SUBGROUP_ROWS = 4;
 
 /**
+ * Rows a subgroup loads before it reduces any of them, for `group` heads: {@link SUBGROUP_ROWS},
+ * fewer where their (row, head) sums would outnumber the subgroup's lanes.
+ *
+ * @example
+ * ```ts
+ * import { subgroupRowCount } from "./attention_dense.ts";
+ * subgroupRowCount(4, 8); // 2
+ * ```
+ */
+export function subgroupRowCount(group: number, subgroupSize: number): number {
+  return Math.max(1, Math.min(SUBGROUP_ROWS, Math.floor(subgroupSize / group)));
+}
+
+/**
+ * WGSL summing each (head h, row u) dot product `dots(h, u)` over the subgroup: all of them by
+ * one {@link transposeSums} where their count is a power of two that fits the subgroup, else a
+ * `subgroupAdd` each. `lines` go first; `sum(h, u)` is then the sum, in every lane.
+ *
+ * @example
+ * ```ts
+ * import { subgroupDotSums } from "./attention_dense.ts";
+ * subgroupDotSums(4, 1, 32, "lane", (h, u) => `d${h}_${u}`).sum(0, 3); // "sum3"
+ * ```
+ */
+export function subgroupDotSums(
+  rows: number,
+  group: number,
+  subgroupSize: number,
+  lane: string,
+  dots: (h: number, u: number) => string,
+): { lines: string[]; sum: (h: number, u: number) => string } {
+  const sums = rows * group;
+  if (sums > subgroupSize || (sums & (sums - 1)) !== 0) {
+    return { lines: [], sum: (h, u) => `subgroupAdd(${dots(h, u)})` };
+  }
+  const values = [...Array(rows).keys()].flatMap((u) =>
+    [...Array(group).keys()].map((h) => `(${dots(h, u)})`)
+  );
+  return {
+    lines: transposeSums(values, subgroupSize, "sum", lane),
+    sum: (h, u) => `sum${u * group + h}`,
+  };
+}
+
+/**
  * Straight-line WGSL that sums each of `values` (a power of two of them, at most `subgroupSize`)
  * over the subgroup with one shuffle per value instead of one `subgroupAdd` (log₂ size shuffles)
  * per value: at each step a lane keeps half of its values, hands the other half to the lane
  * `distance` away and adds what it gets back, so the values left halve with every step; then
  * the lanes that hold the same value finish by butterfly, and `subgroupBroadcast` hands every
- * sum to every lane, as `${prefix}{i}`.
+ * sum to every lane, as `${prefix}{i}`. `lane` is WGSL for the invocation's index in its subgroup.
  *
  * @example
  * ```ts
  * import { transposeSums } from "./attention_dense.ts";
- * transposeSums(["a", "b"], 32, "s").at(-1); // "let s1 = subgroupBroadcast(t4_0, 16u);"
+ * transposeSums(["a", "b"], 32, "s", "lane").at(-1); // "let s1 = subgroupBroadcast(t4_0, 16u);"
  * ```
  */
-export function transposeSums(values: string[], subgroupSize: number, prefix: string): string[] {
+export function transposeSums(
+  values: string[],
+  subgroupSize: number,
+  prefix: string,
+  lane: string,
+): string[] {
   const lines: string[] = [];
   let held = values;
   let step = 0;
   for (let distance = subgroupSize / 2; held.length > 1; distance /= 2, step++) {
     const half = held.length / 2;
-    lines.push(`let upper${step} = (lane & ${distance}u) != 0u;`);
+    lines.push(`let upper${step} = (${lane} & ${distance}u) != 0u;`);
     held = held.slice(0, half).map((low, i) => {
       const high = held[i + half];
       const name = `t${step}_${i}`;
@@ -450,13 +500,16 @@ export function densePartialSubgroupKernel(
   // may place such arrays in local memory).
   const heads = [...Array(group).keys()];
   const parts = [...Array(per).keys()];
-  const rowCount = Math.max(1, Math.min(SUBGROUP_ROWS, Math.floor(subgroupSize / group)));
+  const rowCount = subgroupRowCount(group, subgroupSize);
   const rows = [...Array(rowCount).keys()];
   // One shuffle per (row, head) sum where they fit a subgroup in a power of two, else subgroupAdd.
-  const sums = rowCount * group;
-  const transposed = sums <= subgroupSize && (sums & (sums - 1)) === 0;
-  const dots = (h: number, u: number) =>
-    parts.map((p) => `dot(q${h}_${p}, key${u}_${p})`).join(" + ");
+  const { lines: reduced, sum } = subgroupDotSums(
+    rowCount,
+    group,
+    subgroupSize,
+    "lane",
+    (h, u) => parts.map((p) => `dot(q${h}_${p}, key${u}_${p})`).join(" + "),
+  );
   const loads = rows.flatMap((u) => [
     `let at${u} = (base + min(t0 + ${u}u * TEAMS + team, n - 1u)) * LANES + lane;`,
     `let valid${u} = t0 + ${u}u * TEAMS + team < n;`,
@@ -465,15 +518,6 @@ export function densePartialSubgroupKernel(
       `let value${u}_${p} = vec4<f32>(v_cache[at${u} + ${p}u * SG]);`,
     ]),
   ]);
-  const reduced = transposed
-    ? transposeSums(
-      rows.flatMap((u) => heads.map((h) => `(${dots(h, u)})`)),
-      subgroupSize,
-      "sum",
-    )
-    : [];
-  const sum = (h: number, u: number) =>
-    transposed ? `sum${u * group + h}` : `subgroupAdd(${dots(h, u)})`;
   const update = [
     ...reduced,
     ...heads.flatMap((h) => [

@@ -18,7 +18,7 @@ import {
   rowLayout,
 } from "./wgsl_common.ts";
 import { indentLines, rowDots, unroll, valueRows } from "./unrolled.ts";
-import { subgroupRowsFit, transposeSums } from "./attention_dense.ts";
+import { subgroupDotSums, subgroupRowCount, subgroupRowsFit } from "./attention_dense.ts";
 import {
   type Binding,
   mergeBindings,
@@ -69,41 +69,36 @@ export function attendLayout(
   return { lanes, slices, workgroup, tile };
 }
 
-/** K rows each subgroup of stage 3 loads before it reduces any of them. */
-const ATTEND_KEY_ROWS = 4;
-
 /**
  * Stage 3's logits of a tile where a K row is whole subgroup-wide loads (see
  * `subgroupRowsFit`): each subgroup takes a row at a time, every lane loads its quads of it —
  * one coalesced read of the row, where one invocation per row read it lane by lane — and the
- * dot products are summed over the subgroup ({@link transposeSums} where the sums fit it).
+ * dot products are summed over the subgroup (`subgroupDotSums`, as the dense kernel's).
  * Invocations are taken to form subgroups in order of `local_invocation_index`.
  */
 function subgroupLogits(group: number, lanes: number, subgroupSize: number): string {
   const per = lanes / subgroupSize;
-  const rowCount = Math.max(1, Math.min(ATTEND_KEY_ROWS, Math.floor(subgroupSize / group)));
+  const rowCount = subgroupRowCount(group, subgroupSize);
   const rows = [...Array(rowCount).keys()];
   const heads = [...Array(group).keys()];
   const parts = [...Array(per).keys()];
-  const sums = rowCount * group;
-  const transposed = sums <= subgroupSize && (sums & (sums - 1)) === 0;
-  const dots = (h: number, u: number) =>
-    parts.map((p) => `dot(q_sh[${h * lanes + p * subgroupSize}u + sg_lane], key${u}_${p})`)
-      .join(" + ");
+  const { lines: reduced, sum } = subgroupDotSums(
+    rowCount,
+    group,
+    subgroupSize,
+    "sg_lane",
+    (h, u) =>
+      parts.map((p) => `dot(q_sh[${h * lanes + p * subgroupSize}u + sg_lane], key${u}_${p})`)
+        .join(" + "),
+  );
   const lines = [
     ...rows.flatMap((u) => [
       `let r${u} = u0 + ${u}u * TEAMS + team;`,
       `let at${u} = (base + idx_sh[min(r${u}, count - 1u)]) * LANES + sg_lane;`,
       ...parts.map((p) => `let key${u}_${p} = vec4<f32>(k_cache[at${u} + ${p * subgroupSize}u]);`),
     ]),
-    ...(transposed
-      ? transposeSums(rows.flatMap((u) => heads.map((h) => `(${dots(h, u)})`)), subgroupSize, "sum")
-      : []),
-    ...rows.flatMap((u) =>
-      heads.map((h) =>
-        `let s${h}_${u} = ${transposed ? `sum${u * group + h}` : `subgroupAdd(${dots(h, u)})`};`
-      )
-    ),
+    ...reduced,
+    ...rows.flatMap((u) => heads.map((h) => `let s${h}_${u} = ${sum(h, u)};`)),
     "if (sg_lane == 0u) {",
     ...rows.flatMap((u) =>
       heads.map((h) => `  if (r${u} < count) { p_sh[${h}u * TILE + r${u}] = s${h}_${u} * SCALE; }`)
