@@ -232,12 +232,13 @@ export async function tune(
         if (error instanceof Error && /workgroup memory/.test(error.message)) continue;
         throw error;
       }
-      const same = seen.get(signature(program));
+      const work = signature(program);
+      const same = seen.get(work);
       if (same) {
         progress(`  the same kernels and dispatches as ${describe(same)}: not measured again`);
         continue;
       }
-      seen.set(signature(program), config);
+      seen.set(work, config);
       const result = await measure(gpu, p, program, measuring);
       const error = relativeL2(result.output, base.output);
       if (!(error <= 1e-4)) {
