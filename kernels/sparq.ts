@@ -26,7 +26,6 @@
  */
 export {
   CANDIDATE_BLOCK,
-  candidateBlockOf,
   SPARQ_ARRANGEMENTS,
   SPARQ_DEFAULT,
   SPARQ_SPACE,

@@ -23,7 +23,6 @@ import {
 import { grid1d } from "../../kernels/grid.ts";
 import { KV_APPEND_DEFAULT, type KvAppendConfig, kvAppendKernel } from "../../kernels/kv_append.ts";
 import {
-  candidateBlockOf,
   candidatesBytes,
   scoresCandidatesFits,
   scoresWidth,
@@ -159,7 +158,7 @@ function candidateLayout(
   const [small, large] = CANDIDATE_BLOCKS.map((candidateBlock) => ({ ...launch, candidateBlock }));
   if (!warm) return { config: small, stage2a: "apart" };
   const config = [small, large].find((c) =>
-    rows * Math.ceil(shape.maxSeq / candidateBlockOf(shape, c)) <= CHAIN_BLOCKS &&
+    rows * sparqScratch(shape, method, c).candidateBlocks <= CHAIN_BLOCKS &&
     selectAttendFits(shape, c, maxStorage, warm)
   );
   if (config) return { config, stage2a: "chained" };
