@@ -6,9 +6,10 @@
  * @module
  */
 import { ktIndexWgsl } from "./kt_layout.ts";
-import { type KernelSpec, type StorageBinding } from "./kernel_spec.ts";
+import { type KernelSpec } from "./kernel_spec.ts";
 import {
   type AttentionKernelShape,
+  bindingDeclarations,
   fitTile,
   FLAT_ID,
   kvPrelude,
@@ -24,6 +25,7 @@ import {
   selectionBytes,
 } from "./sparq_select.ts";
 import {
+  type Binding,
   SPARQ_DEFAULT,
   SPARQ_TOPK_WORKGROUP,
   type SparqConfig,
@@ -53,27 +55,13 @@ function querySelectionBytes(s: AttentionKernelShape, r: number): number {
  * the dependent dispatch a separate stage took (13 µs at batch 1 on the H100).
  */
 function scoresPreamble(
-  ktType: string,
-  scoresType: string,
+  storage: Binding[],
   workgroup: number,
   subgroupSize: number | null | undefined,
   extra: ScoresExtra,
   declarations = "",
 ): string {
-  const extraBinding = extra === "arrivals"
-    ? "var<storage, read_write> arrivals: array<u32>"
-    : "var<storage, read_write> candidates: array<vec2<u32>>";
-  return `@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> positions: array<u32>;
-@group(0) @binding(2) var<storage, read> kt_cache: array<${ktType}>;
-@group(0) @binding(3) var<storage, read_write> scores: array<${scoresType}>;
-@group(0) @binding(4) var<storage, read_write> block_stats: array<f32>;
-${
-    extra === null
-      ? "@group(0) @binding(5) var<uniform> params: Params;"
-      : `@group(0) @binding(5) ${extraBinding};
-@group(0) @binding(6) var<uniform> params: Params;`
-  }
+  return `${bindingDeclarations(storage)}
 
 const QUADS = HEAD_DIM / 4u;
 const TAU_PARTS = ${TAU_PARTS}u;
@@ -164,15 +152,20 @@ ${
  */
 type ScoresExtra = null | "arrivals" | "candidates";
 
-/** The bindings of the stage-1 kernels. */
-function scoresBindings(extra: ScoresExtra): StorageBinding[] {
+/** The bindings of the stage-1 kernels (Kᵀ and the scores typed per kernel). */
+function scoresBindings(ktType: string, scoresType: string, extra: ScoresExtra): Binding[] {
+  const extras: Binding[] = extra === "arrivals"
+    ? [["arrivals", "read_write", "u32"]]
+    : extra === "candidates"
+    ? [["candidates", "read_write", "vec2<u32>"]]
+    : [];
   return [
-    ["q", "read"],
-    ["positions", "read"],
-    ["kt_cache", "read"],
-    ["scores", "read_write"],
-    ["block_stats", "read_write"],
-    ...(extra === null ? [] : [[extra, "read_write"] as const]),
+    ["q", "read", "vec4<f32>"],
+    ["positions", "read", "u32"],
+    ["kt_cache", "read", ktType],
+    ["scores", "read_write", scoresType],
+    ["block_stats", "read_write", "f32"],
+    ...extras,
   ];
 }
 
@@ -211,13 +204,15 @@ export function sparqScoresKernel(
   const { workgroup, perThread } = scoresLayout(c);
   const bytes = querySelectionBytes(s, p.r) + workgroup * 12;
   fitTile("sparq_scores", s.workgroupStorage, () => bytes, [c.block]);
+  const extra = arrivals ? "arrivals" : null;
+  const storage = scoresBindings("KV", "f32", extra);
   const source = `// sparqc SparQ stage 1: approximate scores from the Kᵀ runs of i1
 ${kvPrelude(s.kvDtype)}
 ${constants(s, p, c)}
 ${ktIndexWgsl(s.headDim, s.maxSeq)}
 const WG = ${workgroup}u;
 const PER = ${perThread}u;
-${scoresPreamble("KV", "f32", workgroup, s.subgroupSize, arrivals ? "arrivals" : null)}
+${scoresPreamble(storage, workgroup, s.subgroupSize, extra)}
 
   var z = array<f32, GROUP * PER>();
   for (var i = 0u; i < R; i++) {
@@ -250,7 +245,7 @@ ${scoresPreamble("KV", "f32", workgroup, s.subgroupSize, arrivals ? "arrivals" :
   }
 }
 `;
-  return spec("sparq_scores", source, scoresBindings(arrivals ? "arrivals" : null));
+  return spec("sparq_scores", source, storage);
 }
 
 /**
@@ -375,6 +370,7 @@ function scoresVec4(
   const workgroup = Math.min(256, c.block / width);
   fitTile("sparq_scores", s.workgroupStorage, () => scoresBytes(s, p, c, extra), [c.block]);
   const candidates = extra === "candidates";
+  const storage = scoresBindings(width === 8 ? "vec4<u32>" : "KV4", "vec4<f32>", extra);
   const vecs = width / 4;
   const heads = [...Array(group).keys()];
   const parts = [...Array(vecs).keys()];
@@ -446,8 +442,7 @@ fn online_update(m: f32, sum: f32, v: f32) -> vec2<f32> {
 }
 ${
       scoresPreamble(
-        width === 8 ? "vec4<u32>" : "KV4",
-        "vec4<f32>",
+        storage,
         workgroup,
         s.subgroupSize,
         extra,
@@ -486,9 +481,5 @@ ${keepCandidates()}`
     }
 }
 `;
-  return spec(
-    candidates ? "sparq_scores_candidates" : "sparq_scores",
-    source,
-    scoresBindings(extra),
-  );
+  return spec(candidates ? "sparq_scores_candidates" : "sparq_scores", source, storage);
 }
