@@ -427,4 +427,20 @@ Deno.test("dense over many chunks, and SparQ's top-k across several candidate bl
     limits: { ...target.limits, maxStorageBuffersPerShaderStage: 8 },
   };
   await checkSparq(apart, p, { r: 8, k: 300, localWindow: 0 }, "f16", 2e-3, `seed=${seed} apart`);
+  // Long rows, one head per KV head: stage 1's blocks of 4096 positions, two slots of 2048 per
+  // workgroup, keep their candidates (nine blocks, the last partial).
+  const long = randomProblem({
+    batch: 2,
+    heads: 2,
+    kvHeads: 2,
+    seqCapacity: 33000,
+    headDim: 32,
+    ragged: true,
+    seed,
+    kvDtype: "f16",
+  });
+  long.lengths[0] = 33000;
+  for (const params of [{ r: 8, k: 64, localWindow: 0 }, { r: 4, k: 200, localWindow: 20 }]) {
+    await checkSparq(target, long, params, "f16", 2e-3, `seed=${seed} long k=${params.k}`);
+  }
 });

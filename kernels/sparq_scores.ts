@@ -297,8 +297,8 @@ export function sparqScoresVec4Kernel(
  * ranking key): {@link sparqScoresVec4Kernel}, and each block's logits also go to workgroup
  * memory as keys, from which the block keeps its k largest as candidates, as
  * `sparq_candidates` would from the scores it reads back. The block is the candidate block, and
- * the workgroup the selection's 256 invocations: `c.block` = `c.candidateBlock` = 256 · the
- * positions per invocation. Bindings q, positions, kt_cache, scores, block_stats, candidates,
+ * the workgroup the selection's 256 invocations: `c.block` = `c.candidateBlock`, a whole number
+ * of 256 · the positions per load (each invocation scores that many slots). Bindings q, positions, kt_cache, scores, block_stats, candidates,
  * params. Only where {@link scoresCandidatesFits}.
  *
  * @example
@@ -316,8 +316,8 @@ export function sparqScoresCandidatesKernel(
 ): KernelSpec {
   if (!scoresCandidatesFits(s, p, c)) {
     throw new RangeError(
-      "sparq_scores_candidates: needs one query head per KV head, a block of " +
-        "256 invocations that is the candidate block, and room for its keys",
+      "sparq_scores_candidates: needs one query head per KV head, a block of whole " +
+        "256-invocation slots that is the candidate block, and room for its keys",
     );
   }
   return scoresVec4(s, p, c, "candidates");
@@ -340,7 +340,8 @@ export function scoresCandidatesFits(
   c: SparqConfig,
 ): boolean {
   const width = scoresWidth(s, c);
-  return s.heads === s.kvHeads && width !== null && c.block === SPARQ_TOPK_WORKGROUP * width &&
+  return s.heads === s.kvHeads && width !== null &&
+    c.block % (SPARQ_TOPK_WORKGROUP * width) === 0 &&
     c.candidateBlock === c.block &&
     scoresBytes(s, p, c, "candidates") <= s.workgroupStorage;
 }

@@ -134,6 +134,15 @@ const CHAIN_BLOCKS = 128;
  */
 const CANDIDATE_BLOCKS = [2048, 4096];
 
+/**
+ * Cache capacity from which stage 1 with stage 2a in it takes blocks of two slots per invocation
+ * (4096 positions for an f16 cache): half the candidates for stage 2b, and at B=1 half the
+ * workgroups of stage 1, which then run in one wave. H100, llama2-7b (docs/performance.md): B=1
+ * S=32k 80.4 → 68.4 µs, S=64k 113.5 → 106.6, S=128k 175.6 → 172.8, B=16 S=32k 767.6 → 709.1;
+ * at S=24k equal, and shorter rows lose (B=1 S=4k 34.0 → 38.5, B=64 S=4k 348.7 → 362.8).
+ */
+const LONG_ROW = 32768;
+
 /** Where stage 2a runs: inside stage 1, chained with 2b and 3, or in a dispatch of its own. */
 type Stage2a = "in_scores" | "chained" | "apart";
 
@@ -141,7 +150,8 @@ type Stage2a = "in_scores" | "chained" | "apart";
  * The launch with its stage-2a block, and where stage 2a runs. With one query head per KV head,
  * inside stage 1 wherever it fits: the logit is the ranking key there, so stage 2a neither reads
  * the scores back nor takes a dispatch; stage 1's block is then the candidate block, 256
- * invocations wide (H100, llama2-7b: B=64 S=4k 408 → 385 µs, B=1 S=16k 52 → 44).
+ * invocations wide (H100, llama2-7b: B=64 S=4k 408 → 385 µs, B=1 S=16k 52 → 44). Caches of at least
+ * {@link LONG_ROW} positions take blocks of two slots per invocation (512 · positions per load).
  */
 function candidateLayout(
   shape: AttentionKernelShape,
@@ -151,7 +161,8 @@ function candidateLayout(
   warm: boolean,
   maxStorage: number,
 ): { config: SparqConfig; stage2a: Stage2a } {
-  const inScores = [8, 4].map((width) => SPARQ_TOPK_WORKGROUP * width)
+  const slots = shape.maxSeq >= LONG_ROW ? [2, 1] : [1];
+  const inScores = [8, 4].flatMap((width) => slots.map((n) => n * SPARQ_TOPK_WORKGROUP * width))
     .map((block) => ({ ...launch, block, candidateBlock: block }))
     .find((c) => scoresCandidatesFits(shape, method, c));
   if (inScores) return { config: inScores, stage2a: "in_scores" };
