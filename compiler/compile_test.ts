@@ -163,30 +163,34 @@ Deno.test("matmuls of the same x share one dispatch, within the target's binding
   const plan = compile(llama, defaultOptions(llama, "dense"), TARGETS.get("h100")!);
   const layer0 = plan.schedule.filter((d) => d.node.startsWith("layers.0."));
   const qkv = layer0.find((d) => d.node === "layers.0.q_proj")!;
-  deepStrictEqual(qkv.kernel, "matmul_vec_x3");
+  // The attention norm is folded in: the matmul reads the residual stream and the norm's gain.
+  deepStrictEqual(qkv.kernel, "rms_matmul_vec_x3");
   deepStrictEqual(
-    qkv.bindings.map((b) => b.tensor).slice(1, -1),
+    qkv.bindings.map((b) => b.tensor).slice(0, 2),
+    ["embed", "layers.0.attn_norm.weight"],
+  );
+  deepStrictEqual(
+    qkv.bindings.map((b) => b.tensor).slice(2, -1),
     ["q_proj", "k_proj", "v_proj"].flatMap((m) => [`layers.0.${m}.weight`])
       .concat(["q_proj", "k_proj", "v_proj"].map((m) => `layers.0.${m}`)),
   );
-  deepStrictEqual(layer0.find((d) => d.node === "layers.0.gate_proj")!.kernel, "matmul_vec_x2");
+  deepStrictEqual(layer0.find((d) => d.node === "layers.0.gate_proj")!.kernel, "rms_matmul_vec_x2");
   ok(
     !layer0.some((d) =>
       ["layers.0.k_proj", "layers.0.v_proj", "layers.0.up_proj"].includes(d.node)
     ),
   );
-  // Residual adds ride on o_proj and down_proj; the gated MLP's act and mul are one kernel.
+  // Residual adds ride on o_proj and down_proj; the norms on the matmuls they feed; the gated
+  // MLP's act and mul are one kernel.
   deepStrictEqual(
     layer0.map((d) => d.kernel),
     [
-      "rms_norm",
-      "matmul_vec_x3",
+      "rms_matmul_vec_x3",
       "rope_kv_append_dense", // rope of q and k, and the append of k and v
       "attention_dense_partial_sg",
       "attention_dense_reduce",
       "matmul_vec_residual",
-      "rms_norm",
-      "matmul_vec_x2",
+      "rms_matmul_vec_x2",
       "silu_mul",
       "matmul_vec_residual_2", // down_proj: the same kernel for another shape
     ],

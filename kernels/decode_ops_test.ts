@@ -32,29 +32,46 @@ function random(n: number, dtype: "f16" | "f32" = "f32", scale = 1): Float64Arra
   });
 }
 
-/** Runs one node on the adapter: writes the inputs, returns the output. */
-async function runNode(
+/**
+ * Runs nodes on the adapter: writes the inputs, returns each output and the kernels dispatched.
+ * A node's `outputs` name its tensors (which need no declaration).
+ */
+async function runGraph(
   tensors: Record<string, TensorDecl>,
-  node: Omit<Node, "outputs">,
+  nodes: Node[],
   values: Record<string, ArrayLike<number>>,
-): Promise<Float32Array | Uint32Array | Int32Array> {
+  outputs: string[],
+): Promise<{ values: (Float32Array | Uint32Array | Int32Array)[]; kernels: string[] }> {
   const graph: Graph = {
     version: 1,
     model: "op-test",
     batch: Object.values(tensors).find((t) => t.role === "input")!.shape[0],
     maxSeq: 1,
     tensors,
-    nodes: [{ ...node, outputs: ["out"] } as Node],
-    outputs: ["out"],
+    nodes,
+    outputs,
   };
-  const executor = await Executor.create(gpu, compileGraph(graph, target));
+  const program = compileGraph(graph, target);
+  const executor = await Executor.create(gpu, program);
   try {
     for (const [name, v] of Object.entries(values)) executor.write(name, v);
     executor.run();
-    return await executor.read("out");
+    const read = [];
+    for (const name of outputs) read.push(await executor.read(name));
+    return { values: read, kernels: program.schedule.map((d) => d.kernel) };
   } finally {
     executor.destroy();
   }
+}
+
+/** Runs one node on the adapter: writes the inputs, returns the output. */
+async function runNode(
+  tensors: Record<string, TensorDecl>,
+  node: Omit<Node, "outputs">,
+  values: Record<string, ArrayLike<number>>,
+): Promise<Float32Array | Uint32Array | Int32Array> {
+  const run = await runGraph(tensors, [{ ...node, outputs: ["out"] } as Node], values, ["out"]);
+  return run.values[0];
 }
 
 const input = (shape: number[], dtype: TensorDecl["dtype"] = "f32"): TensorDecl => ({
@@ -155,6 +172,92 @@ for (const [hidden, dtype] of [[64, "f32"], [112, "f16"], [1000, "f32"]] as cons
     );
     ok(relativeL2(ln, layerNormReference(x, w, b, hidden, 1e-5)) <= 1e-5);
   });
+}
+
+// The RMSNorm folded into the matmuls it feeds, against the plain ops in float64.
+for (
+  const [batch, inner, outer, dtype, bias] of [
+    [1, 64, 96, "f32", false],
+    [5, 1096, 21, "f16", true], // a batch tile and a remainder; a partial round of loads
+    [2, 520, 40, "f32", true],
+  ] as const
+) {
+  Deno.test(
+    `rms_norm folded into matmuls B=${batch} ${inner}→${outer} ${dtype}${
+      bias ? " +bias" : ""
+    }: q/k/v and logits`,
+    async () => {
+      const x = random(batch * inner, "f32", 3);
+      const gain = random(inner, dtype);
+      const eps = 1e-5;
+      const offset = dtype === "f16" ? 1 : 0; // Gemma's (1 + w)
+      const normed = rmsNormReference(x, gain, inner, eps, offset);
+      const rows = [outer, outer + 8, outer + 3];
+      const weights = rows.map((n) => random(n * inner, dtype));
+      const biases = rows.map((n) => random(n, dtype));
+      const tensors: Record<string, TensorDecl> = {
+        x: input([batch, inner]),
+        gain: weight([inner], dtype),
+        ...Object.fromEntries(rows.map((n, i) => [`w${i}`, weight([n, inner], dtype)])),
+        ...(bias ? Object.fromEntries(rows.map((n, i) => [`b${i}`, weight([n], dtype)])) : {}),
+      };
+      const values = {
+        x,
+        gain,
+        ...Object.fromEntries(weights.map((w, i) => [`w${i}`, w])),
+        ...(bias ? Object.fromEntries(biases.map((b, i) => [`b${i}`, b])) : {}),
+      };
+      const norm: Node = {
+        op: "rms_norm",
+        id: "norm",
+        inputs: ["x", "gain"],
+        outputs: ["h"],
+        attrs: { eps, weightOffset: offset },
+      };
+      const matmul = (i: number, id = `m${i}`): Node => ({
+        op: "matmul",
+        id,
+        inputs: bias ? ["h", `w${i}`, `b${i}`] : ["h", `w${i}`],
+        outputs: [`y${i}`],
+        attrs: {},
+      });
+      const reference = (i: number) =>
+        matmulReference(normed, weights[i], batch, inner, rows[i], bias ? biases[i] : undefined);
+
+      // q, k, v: one grouped dispatch with the norm in it.
+      const grouped = await runGraph(
+        tensors,
+        [norm, 0, 1, 2].map((i) => typeof i === "number" ? matmul(i) : i),
+        values,
+        ["y0", "y1", "y2"],
+      );
+      deepStrictEqual(grouped.kernels, [`rms_matmul${bias ? "_bias" : ""}_vec_x3`]);
+      grouped.values.forEach((y, i) => {
+        const error = relativeL2(y, reference(i));
+        ok(error <= 1e-5, `part ${i}: relative L2 ${error}`);
+      });
+
+      // The final norm and the logits.
+      const logits = await runGraph(
+        tensors,
+        [norm, {
+          op: "logits",
+          id: "logits",
+          inputs: ["h", "w0"],
+          outputs: ["out"],
+          attrs: {},
+        }],
+        values,
+        ["out"],
+      );
+      deepStrictEqual(logits.kernels, ["rms_logits_vec"]);
+      const logitsError = relativeL2(
+        logits.values[0],
+        matmulReference(normed, weights[0], batch, inner, outer),
+      );
+      ok(logitsError <= 1e-5, `logits: relative L2 ${logitsError}`);
+    },
+  );
 }
 
 for (const [heads, headDim, rotary] of [[4, 16, 16], [4, 32, 8], [7, 64, 64]] as const) {

@@ -19,6 +19,7 @@ import { indentLines, unroll } from "./unrolled.ts";
 import {
   bindingDeclarations,
   FLAT_ID,
+  floatLiteral,
   MAIN_ARGS,
   PARAMS_DECL,
   weightPrelude,
@@ -57,6 +58,12 @@ export interface MatmulShape {
   group?: number[];
   /** Adds a residual [B, outer] to the output (binding `residual` before y): y = x·Wᵀ + r. */
   residual?: boolean;
+  /**
+   * The RMSNorm that feeds the matmul, folded in: x is the norm's input and `norm_weight` (after
+   * x) its gain, y = inv · Σ_k W[n, k] · x[b, k] · (g[k] + weightOffset) with inv = 1 / sqrt(mean_k
+   * x[b, k]² + eps), from the same loads of x. Vector kernel only.
+   */
+  norm?: { eps: number; weightOffset: number };
 }
 
 /**
@@ -100,8 +107,10 @@ export function matmulRowsFor(maxInvocationsPerWorkgroup: number): number {
  */
 export function matmulKernel(s: MatmulShape): KernelSpec {
   if (matmulVectorFits(s)) return vectorKernel(s);
-  if (s.group || s.residual) {
-    throw new Error("grouped matmuls and residual epilogues need rows of whole 16-byte pieces");
+  if (s.group || s.residual || s.norm) {
+    throw new Error(
+      "grouped matmuls, norms and residual epilogues need rows of whole 16-byte pieces",
+    );
   }
   return scalarKernel(s);
 }
@@ -142,74 +151,93 @@ fn team_sum(value: f32, tid: u32, lane: u32) -> f32 {
 /**
  * The vector kernel: the team of a row reads consecutive 16-byte pieces of it, {@link LOADS}
  * per invocation in flight (straight-line, see unrolled.ts), multiplies each by up to
- * {@link BATCH_TILE} sequences' x, and reduces once per sequence.
+ * {@link BATCH_TILE} sequences' x, and reduces once per sequence. With `norm`, each piece of x is
+ * scaled by its gain and its squares summed on the way (each team reads all of x anyway).
  */
 function vectorKernel(s: MatmulShape): KernelSpec {
   const ROWS = s.rowsPerWorkgroup ?? MATMUL_ROWS;
   const f16 = s.weightDtype === "f16";
   const parts = s.group ?? [s.outer];
   const grouped = s.group !== undefined;
+  if (s.residual && grouped) throw new Error("a grouped matmul takes no residual");
   const suffix = (p: number) => (grouped ? `${p}` : "");
   const weightName = (p: number) => `${s.op === "logits" ? "table" : "weight"}${suffix(p)}`;
+  const pieceType = f16 ? "vec4<u32>" : "vec4<f32>";
   const storage: [string, "read" | "read_write", string][] = [
     ["x", "read", "vec4<f32>"],
-    ...parts.map((_, p): [string, "read", string] => [
-      weightName(p),
-      "read",
-      f16 ? "vec4<u32>" : "vec4<f32>",
-    ]),
+    ...(s.norm ? [["norm_weight", "read", pieceType] as [string, "read", string]] : []),
+    ...parts.map((_, p): [string, "read", string] => [weightName(p), "read", pieceType]),
     ...(s.bias
       ? parts.map((_, p): [string, "read", string] => [`bias${suffix(p)}`, "read", "W"])
       : []),
     ...(s.residual ? [["residual", "read", "f32"] as [string, "read", string]] : []),
     ...parts.map((_, p): [string, "read_write", string] => [`y${suffix(p)}`, "read_write", "f32"]),
   ];
-  if (s.residual && grouped) throw new Error("a grouped matmul takes no residual");
   const pieces = s.inner / (f16 ? 8 : 4);
   const step = TEAM * LOADS;
   const fullEnd = Math.floor(pieces / step) * step;
   const tailLoads = Math.ceil((pieces - fullEnd) / TEAM);
   const subgroups = s.subgroupSize === TEAM;
+  const xAt = (b: string, p: string, half: number) =>
+    f16 ? `x[(${b}) * X_ROW + 2u * (${p})${half ? " + 1u" : ""}]` : `x[(${b}) * X_ROW + ${p}]`;
   // x of sequence b, piece p: two vec4 for 8 f16 weights, one for 4 f32.
-  const xOf = (b: string, p: string) =>
-    f16
-      ? `x[(${b}) * X_ROW + 2u * (${p})], x[(${b}) * X_ROW + 2u * (${p}) + 1u]`
-      : `x[(${b}) * X_ROW + ${p}]`;
+  const xOf = (b: string, p: string) => f16 ? `${xAt(b, p, 0)}, ${xAt(b, p, 1)}` : xAt(b, p, 0);
+  // The statements that apply weight piece `w` (piece index p) to each sequence of the tile.
+  const use = (w: string, p: string, count: number, b0: string): string[] => {
+    const batches = [...Array(count).keys()];
+    if (!s.norm) {
+      return batches.map((t) => `acc${t} += piece_dot(${w}, ${xOf(`${b0} + ${t}u`, p)});`);
+    }
+    return [
+      `let g_${w} = norm_weight[${p}];`,
+      ...batches.flatMap((t) => {
+        const names = (f16 ? ["a", "b"] : ["a"]).map((h) => `x${h}_${w}_${t}`);
+        return [
+          ...names.map((name, h) => `let ${name} = ${xAt(`${b0} + ${t}u`, p, h)};`),
+          `acc${t} += normed_dot(${w}, g_${w}, ${names.join(", ")});`,
+          `sq${t} += squares(${names.join(", ")});`,
+        ];
+      }),
+    ];
+  };
+  const biasOf = (part: number) => (s.bias ? ` + f32(bias${suffix(part)}[n])` : "");
+  // One tile of sequences of one weight: accumulators, the loop over the row's pieces and its
+  // tail, then each sequence's sum over the team (times its norm's scale) and its store.
   const tile = (part: number, count: number, b0: string): string => {
     const weight = weightName(part);
     const batches = [...Array(count).keys()];
-    const use = (w: string, p: string) =>
-      batches.map((t) => `acc${t} += piece_dot(${w}, ${xOf(`${b0} + ${t}u`, p)});`);
     const loads = [...Array(LOADS).keys()];
-    return indentLines([
-      "{",
-      ...batches.map((t) => `  var acc${t} = 0.0;`),
+    const lines = [
+      ...batches.map((t) => `var acc${t} = 0.0;`),
+      ...(s.norm ? batches.map((t) => `var sq${t} = 0.0;`) : []),
       ...(fullEnd > 0
         ? [
-          `  for (var p = lane; p < ${fullEnd}u; p += ${step}u) {`,
-          ...loads.map((u) => `    let w${u} = ${weight}[w_base + p + ${u * TEAM}u];`),
-          ...loads.flatMap((u) => use(`w${u}`, `p + ${u * TEAM}u`).map((l) => `    ${l}`)),
-          "  }",
+          `for (var p = lane; p < ${fullEnd}u; p += ${step}u) {`,
+          ...loads.map((u) => `  let w${u} = ${weight}[w_base + p + ${u * TEAM}u];`),
+          ...loads.flatMap((u) => use(`w${u}`, `p + ${u * TEAM}u`, count, b0).map((l) => `  ${l}`)),
+          "}",
         ]
         : []),
       ...[...Array(tailLoads).keys()].flatMap((u) => [
-        `  let tail${u} = ${fullEnd + u * TEAM}u + lane;`,
-        `  if (tail${u} < PIECES) {`,
-        `    let w = ${weight}[w_base + tail${u}];`,
-        ...use("w", `tail${u}`).map((l) => `    ${l}`),
-        "  }",
+        `let tail${u} = ${fullEnd + u * TEAM}u + lane;`,
+        `if (tail${u} < PIECES) {`,
+        `  let wt${u} = ${weight}[w_base + tail${u}];`,
+        ...use(`wt${u}`, `tail${u}`, count, b0).map((l) => `  ${l}`),
+        "}",
       ]),
       ...batches.flatMap((t) => {
         const at = `(${b0} + ${t}u) * ${parts[part]}u + n`;
         return [
-          `  let total${t} = team_sum(acc${t}, tid, lane);`,
-          `  if (valid && lane == 0u) { y${suffix(part)}[${at}] = total${t}${
-            s.bias ? ` + f32(bias${suffix(part)}[n])` : ""
-          }${s.residual ? ` + residual[${at}]` : ""}; }`,
+          `let total${t} = team_sum(acc${t}, tid, lane)${
+            s.norm ? ` * inverseSqrt(team_sum(sq${t}, tid, lane) / f32(INNER) + EPS)` : ""
+          };`,
+          `if (valid && lane == 0u) { y${suffix(part)}[${at}] = total${t}${biasOf(part)}${
+            s.residual ? ` + residual[${at}]` : ""
+          }; }`,
         ];
       }),
-      "}",
-    ], "  ");
+    ];
+    return indentLines(["{", ...lines.map((l) => `  ${l}`), "}"], "  ");
   };
   const width = Math.min(s.batch, BATCH_TILE);
   const fullTiles = Math.floor(s.batch / width) * width;
@@ -244,12 +272,37 @@ ${indentLines(tiles(p).split("\n"), "  ")}
     }).join("");
   }
   const base = s.op === "logits" ? "logits" : s.bias ? "matmul_bias" : "matmul";
-  const name = `${base}_vec${grouped ? `_x${parts.length}` : ""}${s.residual ? "_residual" : ""}`;
+  const name = `${s.norm ? "rms_" : ""}${base}_vec${grouped ? `_x${parts.length}` : ""}${
+    s.residual ? "_residual" : ""
+  }`;
+  // Without an offset (all but Gemma) no add: the compiler may not drop x + 0.0 (−0.0).
+  const plusOffset = s.norm?.weightOffset ? " + OFFSET" : "";
+  const gainOf = (a: string, b: string) =>
+    `vec4<f32>(unpack2x16float(${a}), unpack2x16float(${b}))${plusOffset}`;
+  const normWgsl = !s.norm ? "" : `const INNER = ${s.inner}u;
+const EPS = ${floatLiteral(s.norm.eps)};
+${
+    plusOffset
+      ? `const OFFSET = ${floatLiteral(s.norm.weightOffset)};
+`
+      : ""
+  }${
+    f16
+      ? `fn normed_dot(w: vec4<u32>, g: vec4<u32>, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
+  return piece_dot(w, xa * (${gainOf("g.x", "g.y")}), xb * (${gainOf("g.z", "g.w")}));
+}
+fn squares(xa: vec4<f32>, xb: vec4<f32>) -> f32 { return dot(xa, xa) + dot(xb, xb); }`
+      : `fn normed_dot(w: vec4<f32>, g: vec4<f32>, xa: vec4<f32>) -> f32 {
+  return dot(w, xa * (g${plusOffset}));
+}
+fn squares(xa: vec4<f32>) -> f32 { return dot(xa, xa); }`
+  }
+`;
   const source = `// sparqc ${s.op}: ${ROWS} rows per workgroup, a team of ${TEAM} per row, ${
     f16 ? "8 f16" : "4 f32"
   } weights per load, ${LOADS} loads in flight per invocation${
     grouped ? `; ${parts.length} matmuls of the same x in one dispatch` : ""
-  }
+  }${s.norm ? "; the RMSNorm of x folded in" : ""}
 ${weightPrelude(s.weightDtype)}${PARAMS_DECL}
 const PIECES = ${pieces}u;
 const X_ROW = ${s.inner / 4}u;
@@ -264,7 +317,7 @@ ${
 }`
       : "fn piece_dot(w: vec4<f32>, xa: vec4<f32>) -> f32 { return dot(w, xa); }"
   }
-
+${normWgsl}
 @compute @workgroup_size(${ROWS * TEAM})
 fn main(
   ${MAIN_ARGS},

@@ -4,9 +4,12 @@
  * round trip of an intermediate tensor through memory; the graph keeps its plain ops, so the
  * float64 reference and the tests see the same graph.
  *
+ * - an RMSNorm whose only consumers are the matmuls (or the logits) after it: folded into them
+ *   (each team of the matmul reads all of x anyway, so the norm costs a sum of squares);
  * - matmuls of the same x (q, k, v; gate, up): one grouped matmul;
  * - a matmul whose only consumer is an add: the add as the matmul's epilogue (residuals);
- * - an activation whose only consumer is a mul: act(gate) · up in one elementwise kernel;
+ * - an activation whose only consumer is a mul: act(gate) · up in one elementwise kernel (in the
+ *   gate and up matmul's epilogue it measured slower: docs/performance.md);
  * - rope of q and of k at the same positions, and the kv_append of that k: one dispatch (or the
  *   two ropes alone where the cache is split over several buffers, or where the fused kernel's
  *   bindings exceed the target's limit).
@@ -21,8 +24,14 @@ import {
 import { workgroupsFor } from "../../kernels/grid.ts";
 import { KV_APPEND_DEFAULT, ropeAppendKernel } from "../../kernels/kv_append.ts";
 import type { Graph, Node, NodeOf } from "../ir.ts";
-import { grid, type Invocation, type LowerContext } from "./lower_context.ts";
-import { groupedMatmul, matmulGroup, rowSplit, vectorMatmul } from "./lower_matmul.ts";
+import { grid, type Invocation, type LowerContext, weightDtype } from "./lower_context.ts";
+import {
+  type FoldedNorm,
+  groupedMatmul,
+  matmulGroup,
+  rowSplit,
+  vectorMatmul,
+} from "./lower_matmul.ts";
 
 /** How many node inputs (and graph outputs) read each tensor. */
 export function useCounts(graph: Graph): Map<string, number> {
@@ -58,16 +67,13 @@ export function fuseAt(
   const onlyInto = (consumer: Node | undefined, op: string) =>
     consumer?.op === op && uses.get(node.outputs[0]) === 1 &&
     consumer.inputs.includes(node.outputs[0]);
+  if (node.op === "rms_norm") {
+    const fused = matmulsAt(nodes, at + 1, { ...ctx, node: next }, uses, node);
+    if (fused) return { nodes: fused.nodes + 1, invocations: fused.invocations };
+  }
   if (node.op === "matmul") {
-    const group = matmulGroup(nodes, at, ctx);
-    if (group.length > 1) return { nodes: group.length, invocations: groupedMatmul(ctx, group) };
-    if (vectorMatmul(ctx, node) && onlyInto(next, "add")) {
-      const residual = next.inputs.find((name) => name !== node.outputs[0]) ?? node.outputs[0];
-      return {
-        nodes: 2,
-        invocations: rowSplit(ctx, { tensor: residual, output: next.outputs[0] }),
-      };
-    }
+    const fused = matmulsAt(nodes, at, ctx, uses);
+    if (fused) return fused;
   }
   // q's and k's rope: the same positions and rotation, one dispatch.
   const ropePair = node.op === "rope" && next?.op === "rope" &&
@@ -116,6 +122,49 @@ export function fuseAt(
     };
   }
   return undefined;
+}
+
+/**
+ * The fusion of the matmul (or logits) at node `at`, with the RMSNorm `norm` before it folded in
+ * where given: a group of matmuls of one x, a residual epilogue, or, with a norm, the matmul
+ * alone. With a norm, its output must feed these matmuls only, and its gain have the weights'
+ * dtype; else no fusion.
+ */
+function matmulsAt(
+  nodes: readonly Node[],
+  at: number,
+  ctx: LowerContext,
+  uses: ReadonlyMap<string, number>,
+  norm?: FoldedNorm,
+): Fused | undefined {
+  const first = nodes[at];
+  if (first?.op !== "matmul" && first?.op !== "logits") return undefined;
+  if (
+    norm && (first.inputs[0] !== norm.outputs[0] || !vectorMatmul(ctx, first) ||
+      weightDtype(ctx, norm.inputs[1]) !== weightDtype(ctx, first.inputs[1]))
+  ) return undefined;
+  if (first.op === "logits") {
+    return norm && uses.get(norm.outputs[0]) === 1
+      ? { nodes: 1, invocations: rowSplit(ctx, undefined, norm) }
+      : undefined;
+  }
+  const group = matmulGroup(nodes, at, ctx, norm ? 1 : 0);
+  if (norm && uses.get(norm.outputs[0]) !== group.length) return undefined;
+  if (group.length > 1) {
+    return { nodes: group.length, invocations: groupedMatmul(ctx, group, norm) };
+  }
+  if (!vectorMatmul(ctx, first)) return undefined;
+  const add = nodes[at + 1];
+  if (
+    add?.op === "add" && add.inputs.includes(first.outputs[0]) && uses.get(first.outputs[0]) === 1
+  ) {
+    const residual = add.inputs.find((name) => name !== first.outputs[0]) ?? first.outputs[0];
+    return {
+      nodes: 2,
+      invocations: rowSplit(ctx, { tensor: residual, output: add.outputs[0] }, norm),
+    };
+  }
+  return norm ? { nodes: 1, invocations: rowSplit(ctx, undefined, norm) } : undefined;
 }
 
 /** Rope of q and k and the kv_append of that k in one dispatch, where its bindings fit. */

@@ -13,7 +13,7 @@ import {
   matmulVectorFits,
   matmulWorkgroups,
 } from "../../kernels/matmul.ts";
-import type { Node } from "../ir.ts";
+import type { Node, NodeOf } from "../ir.ts";
 import {
   grid,
   type Invocation,
@@ -26,10 +26,22 @@ import {
 const rowsPerWorkgroup = (ctx: LowerContext) =>
   matmulRowsFor(ctx.target.limits.maxComputeInvocationsPerWorkgroup);
 
+/** An RMSNorm folded into the matmuls it feeds: its input x and gain replace their x. */
+export type FoldedNorm = NodeOf<"rms_norm">;
+
+/** The kernel's norm option and the norm's bindings (x, gain), or none. */
+function normParts(norm: FoldedNorm | undefined) {
+  if (!norm) return { option: {}, inputs: [] as string[] };
+  return {
+    option: { norm: { eps: norm.attrs.eps, weightOffset: norm.attrs.weightOffset } },
+    inputs: [norm.inputs[0], norm.inputs[1]],
+  };
+}
+
 /**
  * A matmul-like node, its weight (operand 1) possibly split by rows into shards; with
  * `residual`, the add that consumes its output is folded in: y = x·Wᵀ (+ bias) + residual,
- * written to the add's output.
+ * written to the add's output; with `norm`, the RMSNorm that feeds it (x is then the norm's input).
  *
  * @example
  * ```ts
@@ -39,6 +51,7 @@ const rowsPerWorkgroup = (ctx: LowerContext) =>
 export function rowSplit(
   ctx: LowerContext,
   residual?: { tensor: string; output: string },
+  norm?: FoldedNorm,
 ): Invocation[] {
   const { node } = ctx;
   const weight = node.inputs[1];
@@ -54,16 +67,16 @@ export function rowSplit(
     subgroupSize: ctx.target.subgroupSize,
     residual: residual !== undefined,
     rowsPerWorkgroup: rowsPerWorkgroup(ctx),
+    ...normParts(norm).option,
   });
   const ranges = shardRanges(ctx, [weight]);
+  const inputs = norm ? [...normParts(norm).inputs, ...node.inputs.slice(1)] : node.inputs;
   return ranges.map((range, shard) => {
     const rows = range.rows || ctx.types.get(weight)!.shape[0];
     return {
       node: node.id,
       kernel,
-      args: residual
-        ? [...node.inputs, residual.tensor, residual.output]
-        : [...node.inputs, output],
+      args: residual ? [...inputs, residual.tensor, residual.output] : [...inputs, output],
       shard,
       params: [range.firstRow, rows, 0, 0],
       dispatch: grid(ctx, Math.ceil(rows / rowsPerWorkgroup(ctx))),
@@ -71,9 +84,12 @@ export function rowSplit(
   });
 }
 
-/** Whether a matmul node can take the vector kernel (and so be grouped or take a residual). */
+/**
+ * Whether a matmul or logits node can take the vector kernel (and so be grouped, take a residual
+ * or fold a norm in).
+ */
 export function vectorMatmul(ctx: LowerContext, n: Node): boolean {
-  if (n.op !== "matmul") return false;
+  if (n.op !== "matmul" && n.op !== "logits") return false;
   const weight = ctx.types.get(n.inputs[1])!;
   return matmulVectorFits({
     inner: weight.shape[1],
@@ -84,12 +100,17 @@ export function vectorMatmul(ctx: LowerContext, n: Node): boolean {
 /**
  * The run of matmuls starting at node `at` that one dispatch can serve: consecutive matmuls of
  * the same x (q, k, v; gate, up) with whole, vector-friendly weights of one type and the same
- * bias-ness, within the target's storage-binding limit.
+ * bias-ness, within the target's storage-binding limit (less `extraBindings`).
  */
-export function matmulGroup(nodes: readonly Node[], at: number, ctx: LowerContext): Node[] {
+export function matmulGroup(
+  nodes: readonly Node[],
+  at: number,
+  ctx: LowerContext,
+  extraBindings = 0,
+): Node[] {
   const first = nodes[at];
   const fits = (n: Node) =>
-    vectorMatmul(ctx, n) && n.inputs[0] === first.inputs[0] &&
+    n.op === "matmul" && vectorMatmul(ctx, n) && n.inputs[0] === first.inputs[0] &&
     n.inputs.length === first.inputs.length &&
     (ctx.shardings.get(n.inputs[1])?.shards.length ?? 1) === 1 &&
     ctx.types.get(n.inputs[1])!.dtype === ctx.types.get(first.inputs[1])!.dtype;
@@ -98,16 +119,21 @@ export function matmulGroup(nodes: readonly Node[], at: number, ctx: LowerContex
   const perPart = first.inputs.length; // weight, [bias,] y
   while (
     at + group.length < nodes.length && fits(nodes[at + group.length]) &&
-    1 + (group.length + 1) * perPart <= ctx.target.limits.maxStorageBuffersPerShaderStage
+    1 + extraBindings + (group.length + 1) * perPart <=
+      ctx.target.limits.maxStorageBuffersPerShaderStage
   ) group.push(nodes[at + group.length]);
   return group;
 }
 
-/** One dispatch for a group of matmuls of the same x; it belongs to the first node. */
-export function groupedMatmul(ctx: LowerContext, group: Node[]): Invocation[] {
+/**
+ * One dispatch for a group of matmuls of the same x; it belongs to the first node. With `norm`,
+ * the RMSNorm that feeds them.
+ */
+export function groupedMatmul(ctx: LowerContext, group: Node[], norm?: FoldedNorm): Invocation[] {
   const [batch] = ctx.types.get(group[0].outputs[0])!.shape;
   const rows = group.map((n) => ctx.types.get(n.outputs[0])!.shape[1]);
   const bias = group[0].inputs.length === 3;
+  const folded = normParts(norm);
   const kernel = matmulKernel({
     batch,
     inner: ctx.types.get(group[0].inputs[0])!.shape[1],
@@ -118,12 +144,13 @@ export function groupedMatmul(ctx: LowerContext, group: Node[]): Invocation[] {
     subgroupSize: ctx.target.subgroupSize,
     group: rows,
     rowsPerWorkgroup: rowsPerWorkgroup(ctx),
+    ...folded.option,
   });
   return [{
     node: group[0].id,
     kernel,
     args: [
-      group[0].inputs[0],
+      ...(norm ? folded.inputs : [group[0].inputs[0]]),
       ...group.map((n) => n.inputs[1]),
       ...(bias ? group.map((n) => n.inputs[2]) : []),
       ...group.map((n) => n.outputs[0]),
