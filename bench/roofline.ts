@@ -9,7 +9,8 @@ import type { Gpu } from "../runtime/device.ts";
 import { type Stats, summarize } from "../runtime/stats.ts";
 import { timePasses } from "./timed_passes.ts";
 
-const SOURCE = `
+/** The read kernel (bindings data, sink): each invocation XORs 8 coalesced 16-byte loads. */
+export const READ_KERNEL = `
 @group(0) @binding(0) var<storage, read> data: array<vec4<u32>>;
 @group(0) @binding(1) var<storage, read_write> sink: array<u32>;
 const WG = 256u;
@@ -52,7 +53,7 @@ export async function measureRoofline(gpu: Gpu, nsPerTick: number, reps = 20): P
   const data = device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE });
   const groups = bytes / 16 / 256 / 8;
   const sink = device.createBuffer({ size: groups * 4, usage: GPUBufferUsage.STORAGE });
-  const module = device.createShaderModule({ label: "roofline", code: SOURCE });
+  const module = device.createShaderModule({ label: "roofline", code: READ_KERNEL });
   const pipeline = device.createComputePipeline({
     layout: "auto",
     compute: { module, entryPoint: "main" },
