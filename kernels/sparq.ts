@@ -18,8 +18,9 @@
  *    V_mean.
  *
  * With one query head per KV head stages 1 and 2a run as one kernel (`sparq_scores_candidates`,
- * sparq_scores.ts). Where the target allows, stages 2b and 3 run as one kernel and, at few
- * blocks, 2a–3 as one (sparq_attend.ts; {@link SPARQ_ARRANGEMENTS}). What they share is in
+ * sparq_scores.ts), and at few rows and positions all four (`sparq_scores_attend`). Where the
+ * target allows, stages 2b and 3 run as one kernel and, at few blocks, 2a–3 as one
+ * (sparq_attend.ts; {@link SPARQ_ARRANGEMENTS}). What they share is in
  * sparq_common.ts.
  *
  * @module
@@ -52,8 +53,10 @@ export {
 } from "./sparq_select.ts";
 export {
   attendLayout,
+  scoresAttendFits,
   selectAttendFits,
   sparqAttendKernel,
+  sparqScoresAttendKernel,
   sparqSelectAttendKernel,
   sparqTopkAttendKernel,
   topkAttendFits,

@@ -1,7 +1,8 @@
 /**
  * SparQ stage 3 (`sparq_attend`: exact attention over the gathered rows, mean-value
  * reallocation) and the kernels that fuse it with the selection: stages 2b+3
- * (`sparq_topk_attend`) and 2a–3 (`sparq_select_attend`).
+ * (`sparq_topk_attend`), 2a–3 (`sparq_select_attend`) and, with one query head per KV head, all
+ * four (`sparq_scores_attend`).
  *
  * @module
  */
@@ -34,9 +35,16 @@ import {
   keysBytes,
   rowsOrWarm,
   selectionBytes,
+  selectionCommon,
   selectionPrelude,
   topkParts,
 } from "./sparq_select.ts";
+import {
+  scoresAttendBindings,
+  scoresAttendKernel,
+  scoresCandidatesBytes,
+  scoresCandidatesFits,
+} from "./sparq_scores.ts";
 
 /**
  * Gathered V rows each stage-3 invocation loads before using any: at batch 1 the stage is a
@@ -136,7 +144,11 @@ ${
  * Stage 3's WGSL without an entry point: its workgroup memory and `fn attend_row(local_row,
  * tid)` (the kernel declares LANES, SLICES, TILE, SCALE and WG).
  */
-function attendParts(s: AttentionKernelShape, layout: ReturnType<typeof attendLayout>): string {
+function attendParts(
+  s: AttentionKernelShape,
+  layout: ReturnType<typeof attendLayout>,
+  valueRowsInFlight = ATTEND_VALUE_ROWS,
+): string {
   const group = s.heads / s.kvHeads;
   const bySubgroups = subgroupRowsFit(s.headDim, s.subgroupSize ?? null);
   return `const LANES = ${layout.lanes}u;${
@@ -201,7 +213,7 @@ ${
     }
     workgroupBarrier();
 ${unroll(group, (h) => `acc${h} *= rescale[${h}u];`, "    ")}
-${valueRows(group, "TILE", "(base + idx_sh[ROW]) * LANES + lane", "count", ATTEND_VALUE_ROWS)}
+${valueRows(group, "TILE", "(base + idx_sh[ROW]) * LANES + lane", "count", valueRowsInFlight)}
   }
 
 ${
@@ -475,4 +487,76 @@ fn main(
 }
 `;
   return spec("sparq_select_attend", source, storage);
+}
+
+/** Stages 1–3 in one kernel: stage 2b's parts, the bindings, and stage 1's memory. */
+function scoresAttendParts(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig,
+  warm: boolean,
+) {
+  const topk = topkParts(s, warm);
+  const storage = mergeBindings(
+    scoresAttendBindings(s, c),
+    topk.storage,
+    ATTEND_BINDINGS,
+    [["arrivals", "read_write", "atomic<u32>"]],
+  );
+  return { topk, storage, before: scoresCandidatesBytes(s, p, c) };
+}
+
+/**
+ * Whether all four SparQ stages fit one kernel on a target ({@link sparqScoresAttendKernel}):
+ * stage 2a inside stage 1, and stage 3's tile in the workgroup memory that stages 1–2b leave.
+ *
+ * @example
+ * ```ts
+ * import { scoresAttendFits } from "./sparq.ts";
+ * scoresAttendFits({ batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 16384,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 },
+ *   { block: 2048, attendWorkgroup: 256, candidateBlock: 2048 }, 16, true); // true
+ * ```
+ */
+export function scoresAttendFits(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig,
+  maxStorageBuffers: number,
+  warm: boolean,
+): boolean {
+  return scoresCandidatesFits(s, p, c) &&
+    fusedFits(s, c, scoresAttendParts(s, p, c, warm), maxStorageBuffers);
+}
+
+/**
+ * All four SparQ stages in one kernel, for one query head per KV head: each workgroup scores
+ * one block and keeps its candidates as `sparq_scores_candidates` does, then counts itself in its
+ * row's `arrivals`; the row's last block to arrive resets the counter, selects the top k and
+ * attends as {@link sparqTopkAttendKernel}. One dispatch per layer; `arrivals` must be a buffer of
+ * its own, zero before the first call. Dispatch rows · blocks workgroups (then the warm-up's).
+ * Bindings: stage 1's (scores as f32), stage 2b's, stage 3's, arrivals, params. Only where
+ * {@link scoresAttendFits}.
+ *
+ * @example
+ * ```ts
+ * import { sparqScoresAttendKernel } from "./sparq.ts";
+ * sparqScoresAttendKernel({ batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 16384,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 },
+ *   { block: 2048, attendWorkgroup: 256, candidateBlock: 2048 }).name; // "sparq_scores_attend"
+ * ```
+ */
+export function sparqScoresAttendKernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig,
+  warm = false,
+): KernelSpec {
+  const { topk, storage, before } = scoresAttendParts(s, p, c, warm);
+  const layout = fusedLayout("sparq_scores_attend", s, c, before);
+  return scoresAttendKernel(s, p, c, {
+    storage,
+    warm,
+    declarations: `${selectionCommon(1)}\n${topk.wgsl}\n${attendParts(s, layout)}`,
+  });
 }

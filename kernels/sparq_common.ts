@@ -27,11 +27,12 @@ export interface SparqConfig {
 }
 
 /**
- * The kernels a SparQ attention call can lower to, by how far its stages are fused: 1 and 2a
- * in one (one query head per KV head), 2a–3 chained, 2b and 3 paired, all four apart (see
- * compiler/passes/lower_attention.ts).
+ * The kernels a SparQ attention call can lower to, by how far its stages are fused: all four in
+ * one (one query head per KV head, few rows), 1 and 2a in one (one query head per KV head), 2a–3
+ * chained, 2b and 3 paired, all four apart (see compiler/passes/lower_attention.ts).
  */
 export const SPARQ_ARRANGEMENTS: readonly (readonly string[])[] = [
+  ["sparq_scores_attend"],
   ["sparq_scores_candidates", "sparq_topk_attend"],
   ["sparq_scores_candidates", "sparq_topk", "sparq_attend"],
   ["sparq_scores", "sparq_select_attend"],

@@ -60,6 +60,7 @@ function scoresPreamble(
   subgroupSize: number | null | undefined,
   extra: ScoresExtra,
   declarations = "",
+  warm = false,
 ): string {
   return `${bindingDeclarations(storage)}
 
@@ -81,7 +82,9 @@ fn main(
   ${FLAT_ID}
   let block = flat % BLOCKS;
   let local_row = flat / BLOCKS;
-  if (local_row >= params.rows) { return; }
+  if (local_row >= params.rows) {${
+    warm ? " warm_translations(flat - params.rows * BLOCKS, tid);" : ""
+  } return; }
   let row = params.first_row + local_row;
 ${
     extra === "arrivals"
@@ -148,9 +151,23 @@ ${
 
 /**
  * What a stage-1 kernel writes besides the scores and block statistics: nothing, the arrival
- * counters it zeroes for the chained kernel, or each block's candidates (stage 2a fused in).
+ * counters it zeroes for the chained kernel, each block's candidates (stage 2a fused in), or
+ * those and then, in the row's last block, stages 2b and 3 (see {@link ScoresTail}).
  */
-type ScoresExtra = null | "arrivals" | "candidates";
+type ScoresExtra = null | "arrivals" | "candidates" | "attend";
+
+/**
+ * What a kernel that runs stages 2b and 3 after stage 1 and 2a, in the last block of each row to
+ * finish (sparq_attend.ts), adds to stage 1: its bindings (all the kernel's, stage 1's among them
+ * with `scores` as f32, and `arrivals`), its WGSL declarations (the selection's and stage 3's,
+ * `fn select_top_k` and `fn attend_row`; stage 1 brings the reductions and the keys), and whether
+ * workgroups past the blocks warm the caches' translations (`fn warm_translations`).
+ */
+export interface ScoresTail {
+  storage: Binding[];
+  declarations: string;
+  warm: boolean;
+}
 
 /** The bindings of the stage-1 kernels (Kᵀ and the scores typed per kernel). */
 function scoresBindings(ktType: string, scoresType: string, extra: ScoresExtra): Binding[] {
@@ -265,6 +282,14 @@ export function scoresWidth(s: AttentionKernelShape, c: SparqConfig): 4 | 8 | nu
   return null;
 }
 
+/** {@link keepCandidates} as `fn keep_block_candidates`, whose returns leave only the function. */
+function keepCandidatesFunction(): string {
+  return `fn keep_block_candidates(block_range: vec2<f32>, n: u32, out: u32, start: u32, tid: u32) {
+  var range = block_range;
+${keepCandidates()}
+}`;
+}
+
 /** Kᵀ rows whose loads stage 1 issues before it uses any of them. */
 const ROWS_IN_FLIGHT = 8;
 
@@ -346,6 +371,70 @@ export function scoresCandidatesFits(
     scoresBytes(s, p, c, "candidates") <= s.workgroupStorage;
 }
 
+/**
+ * Stage 1 with stage 2a in it ({@link sparqScoresCandidatesKernel}), then, in the last block of
+ * each row to finish, stages 2b and 3 as `tail` declares them (sparq_attend.ts assembles it:
+ * `sparqScoresAttendKernel`). Blocks count themselves in `arrivals`, whose buffer must be the
+ * kernel's alone and zero at the first call: the last block resets its row's counter.
+ *
+ * @example
+ * ```ts
+ * import { sparqScoresAttendKernel } from "./sparq.ts";
+ * sparqScoresAttendKernel({ batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 16384,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 },
+ *   { block: 2048, attendWorkgroup: 256, candidateBlock: 2048 }).name; // "sparq_scores_attend"
+ * ```
+ */
+export function scoresAttendKernel(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig,
+  tail: ScoresTail,
+): KernelSpec {
+  if (!scoresCandidatesFits(s, p, c)) {
+    throw new RangeError(
+      "sparq_scores_attend: stage 2a must fit into stage 1 (scoresCandidatesFits)",
+    );
+  }
+  return scoresVec4(s, p, c, "attend", tail);
+}
+
+/**
+ * Stage 1's bindings where stages 2b and 3 follow it in the same kernel: as
+ * {@link sparqScoresCandidatesKernel}'s, with the scores as the f32 array the selection reads.
+ *
+ * @example
+ * ```ts
+ * import { scoresAttendBindings } from "./sparq_scores.ts";
+ * scoresAttendBindings({ batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 16384,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { block: 2048, attendWorkgroup: 256 })[3];
+ * // ["scores", "read_write", "f32"]
+ * ```
+ */
+export function scoresAttendBindings(s: AttentionKernelShape, c: SparqConfig): Binding[] {
+  return scoresBindings(scoresWidth(s, c) === 8 ? "vec4<u32>" : "KV4", "f32", "candidates");
+}
+
+/**
+ * Workgroup memory of stage 1 with stage 2a in it (bytes): what comes before stage 3's in a kernel
+ * that goes on to it.
+ *
+ * @example
+ * ```ts
+ * import { scoresCandidatesBytes } from "./sparq_scores.ts";
+ * scoresCandidatesBytes({ batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 16384,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 },
+ *   { block: 2048, attendWorkgroup: 256, candidateBlock: 2048 }) > 8192; // true: 2048 keys
+ * ```
+ */
+export function scoresCandidatesBytes(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig,
+): number {
+  return scoresBytes(s, p, c, "candidates");
+}
+
 /** Workgroup memory of a vec4 stage-1 kernel (bytes). */
 function scoresBytes(
   s: AttentionKernelShape,
@@ -354,24 +443,34 @@ function scoresBytes(
   extra: ScoresExtra,
 ): number {
   const workgroup = Math.min(256, c.block / (scoresWidth(s, c) ?? 4));
-  const selection = extra === "candidates" ? keysBytes(s, c) + selectionBytes(1) : 0;
+  const selection = extra === "candidates" || extra === "attend"
+    ? keysBytes(s, c) + selectionBytes(1)
+    : 0;
   return querySelectionBytes(s, p.r) + workgroup * 12 + selection;
 }
 
-/** The vec4 stage-1 kernel, writing `extra` besides the scores and block statistics. */
+/**
+ * The vec4 stage-1 kernel, writing `extra` besides the scores and block statistics (with
+ * "attend", `tail` completes it).
+ */
 function scoresVec4(
   s: AttentionKernelShape,
   p: SparqKernelParams,
   c: SparqConfig,
   extra: ScoresExtra,
+  tail?: ScoresTail,
 ): KernelSpec {
   const group = s.heads / s.kvHeads;
   const width = scoresWidth(s, c);
   if (width === null) throw new RangeError("sparq_scores: S and the block must be multiples of 4");
   const workgroup = Math.min(256, c.block / width);
   fitTile("sparq_scores", s.workgroupStorage, () => scoresBytes(s, p, c, extra), [c.block]);
-  const candidates = extra === "candidates";
-  const storage = scoresBindings(width === 8 ? "vec4<u32>" : "KV4", "vec4<f32>", extra);
+  const candidates = extra === "candidates" || extra === "attend";
+  if ((extra === "attend") !== (tail !== undefined)) {
+    throw new Error("sparq_scores: a tail of stages 2b and 3 goes with extra 'attend' only");
+  }
+  const storage = tail?.storage ??
+    scoresBindings(width === 8 ? "vec4<u32>" : "KV4", "vec4<f32>", extra);
   const vecs = width / 4;
   const heads = [...Array(group).keys()];
   const parts = [...Array(vecs).keys()];
@@ -409,8 +508,13 @@ function scoresVec4(
   );
   // With stage 2a in, stage 2b takes each candidate's logit from its key: only the local
   // window's keys (any of whose four positions is in it) need the scores.
+  // With stages 2b and 3 in the kernel, scores is bound as their f32 array: four stores.
   const store = (h: number, v: number) =>
-    `scores[((head0 + ${h}u) * MAX_SEQ + pos0) / 4u + ${v}u] = ${acc(h, v)};`;
+    tail
+      ? components.map((x, e) =>
+        `scores[(head0 + ${h}u) * MAX_SEQ + pos0 + ${v * 4 + e}u] = ${acc(h, v)}.${x};`
+      ).join(" ")
+      : `scores[((head0 + ${h}u) * MAX_SEQ + pos0) / 4u + ${v}u] = ${acc(h, v)};`;
   const statistics = heads.flatMap((h) => [
     ...parts.map((v) =>
       candidates
@@ -419,16 +523,16 @@ function scoresVec4(
     ),
     ...parts.flatMap((v) =>
       components.map((x, e) =>
-        `if (pos0 + ${v * 4 + e}u < len) { let m${h}_${v}${x} = online_update(run_max[${h}u], ` +
-        `run_sum[${h}u], ${acc(h, v)}.${x}); run_max[${h}u] = m${h}_${v}${x}.x; ` +
-        `run_sum[${h}u] = m${h}_${v}${x}.y; }`
+        `if (pos0 + ${v * 4 + e}u < len) { let m${h}_${v}${x} = online_update(stat_max[${h}u], ` +
+        `stat_sum[${h}u], ${acc(h, v)}.${x}); stat_max[${h}u] = m${h}_${v}${x}.x; ` +
+        `stat_sum[${h}u] = m${h}_${v}${x}.y; }`
       )
     ),
   ]);
   const source =
     `// sparqc SparQ stage 1 (${width} positions per invocation, unrolled over r): approximate scores${
       candidates ? ", and stage 2a: each block's candidates" : ""
-    }
+    }${tail ? "; the row's last block to finish selects the top k and attends" : ""}
 ${kvPrelude(s.kvDtype)}
 ${constants(s, p, c)}
 ${ktIndexWgsl(s.headDim, s.maxSeq)}
@@ -447,13 +551,18 @@ ${
         workgroup,
         s.subgroupSize,
         extra,
-        candidates ? `${rankingPrelude()}\n${KEYS_WGSL}` : "",
+        tail
+          ? `${KEYS_WGSL}\n${keepCandidatesFunction()}\n${tail.declarations}\nvar<workgroup> last_block: u32;`
+          : candidates
+          ? `${rankingPrelude()}\n${KEYS_WGSL}`
+          : "",
+        tail?.warm,
       )
     }
 
-  var run_max = array<f32, GROUP>();${candidates ? "\n  var range = NO_RANGE;" : ""}
-  var run_sum = array<f32, GROUP>();
-  for (var h = 0u; h < GROUP; h++) { run_max[h] = NEG; }
+  var stat_max = array<f32, GROUP>();${candidates ? "\n  var range = NO_RANGE;" : ""}
+  var stat_sum = array<f32, GROUP>();
+  for (var h = 0u; h < GROUP; h++) { stat_max[h] = NEG; }
   for (var slot = 0u; slot < PER; slot++) {
     let pos0 = start + (slot * WG + tid) * WIDTH;
     if (pos0 >= len) { break; }
@@ -465,13 +574,35 @@ ${indentLines(lines, "    ")}
 ${indentLines([...statistics, ...keys], "    ")}
   }
   for (var h = 0u; h < GROUP; h++) {
-    let stats = reduce_softmax(run_max[h], run_sum[h], tid);
+    let stats = reduce_softmax(stat_max[h], stat_sum[h], tid);
     if (tid == 0u) {
       block_stats[((head0 + h) * BLOCKS + block) * 2u] = stats.x;
       block_stats[((head0 + h) * BLOCKS + block) * 2u + 1u] = stats.y;
     }
   }${
-      candidates
+      tail
+        ? `
+  // Stage 2a on the block's keys (k ≥ length: stage 2b takes every position; nothing to rank).
+  if (K_SEL < len) {
+    keep_block_candidates(range, min(CBLOCK, len - start), (row * CBLOCKS + block) * CK, start, tid);
+  }
+  // Release this block's candidates and statistics at device scope, then count it among the
+  // row's ⌈len / BLOCK⌉ blocks; the last to arrive goes on. No workgroup waits for another.
+  storageBarrier();
+  if (tid == 0u) {
+    let used = (len + BLOCK - 1u) / BLOCK;
+    last_block = select(0u, 1u, atomicAdd(&arrivals[row], 1u) == used - 1u);
+  }
+  if (workgroupUniformLoad(&last_block) == 0u) { return; }
+  // The counter back to zero for the next call (its buffer is this tensor's alone), then the
+  // other blocks' candidates acquired.
+  if (tid == 0u) { atomicStore(&arrivals[row], 0u); }
+  storageBarrier();
+  select_top_k(row, tid);
+  // Stage 3 reads the indices and alpha that this workgroup's invocations just wrote.
+  storageBarrier();
+  attend_row(local_row, tid);`
+        : candidates
         ? `
   // Stage 2a on the block's keys (k ≥ length: stage 2b takes every position; nothing to rank).
   if (K_SEL >= len) { return; }
@@ -482,5 +613,10 @@ ${keepCandidates()}`
     }
 }
 `;
-  return spec(candidates ? "sparq_scores_candidates" : "sparq_scores", source, storage);
+  const name = tail
+    ? "sparq_scores_attend"
+    : candidates
+    ? "sparq_scores_candidates"
+    : "sparq_scores";
+  return spec(name, source, storage);
 }

@@ -130,9 +130,16 @@ fn radix_round(want: u32, tid: u32) -> vec3<u32> {
 /**
  * WGSL shared by the two selection stages: head statistics, ranking keys and {@link
  * rankingPrelude}. `group` decides the ranking key: with one query head per KV head, Σ_group ŝ is
- * monotone in the logit, so the logit itself ranks (no softmax needed).
+ * monotone in the logit, so the logit itself ranks (no softmax needed). Needs a 256-invocation
+ * workgroup's reductions and the SparQ constants.
+ *
+ * @example
+ * ```ts
+ * import { selectionCommon } from "./sparq_select.ts";
+ * selectionCommon(1).includes("fn head_statistics"); // true
+ * ```
  */
-function selectionCommon(group: number): string {
+export function selectionCommon(group: number): string {
   if (group > SPARQ_TOPK_WORKGROUP) {
     throw new RangeError("SparQ: more query heads per KV head than 256");
   }

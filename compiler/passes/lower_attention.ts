@@ -24,6 +24,7 @@ import { grid1d } from "../../kernels/grid.ts";
 import { KV_APPEND_DEFAULT, type KvAppendConfig, kvAppendKernel } from "../../kernels/kv_append.ts";
 import {
   candidatesBytes,
+  scoresAttendFits,
   scoresCandidatesFits,
   scoresWidth,
   selectAttendFits,
@@ -33,6 +34,7 @@ import {
   sparqCandidatesKernel,
   type SparqConfig,
   type SparqKernelParams,
+  sparqScoresAttendKernel,
   sparqScoresCandidatesKernel,
   sparqScoresKernel,
   sparqScoresVec4Kernel,
@@ -143,6 +145,15 @@ const CANDIDATE_BLOCKS = [2048, 4096];
  */
 const LONG_ROW = 32768;
 
+/**
+ * Largest cache (positions) for which all four SparQ stages run as one kernel at few rows, one
+ * query head per KV head. H100, llama2-7b, against stage 1 + 2a then 2b + 3 (docs/performance.md):
+ * B=1 S=4k 34.0 → 29.9 µs, 8k 35.8 → 31.5, 16k 43.2 → 38.4, B=2 S=4k 36.9 → 32.4, the decode step at
+ * S=4k 6.78 → 6.72 ms (16k unchanged); at S=32k (stage 1's blocks of two slots) 68.7 → 86.2 µs,
+ * 128k 172.7 → 203.3.
+ */
+const FUSED_MAX_SEQ = 16384;
+
 /** Where stage 2a runs: inside stage 1, chained with 2b and 3, or in a dispatch of its own. */
 type Stage2a = "in_scores" | "chained" | "apart";
 
@@ -191,9 +202,19 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
   const allRows = B * kvHeads;
   const ranges = shardRanges(ctx, cache);
   const maxPerDim = ctx.target.limits.maxComputeWorkgroupsPerDimension;
-  const scratch = (suffix: string, tensorShape: number[], dtype: "f32" | "u32") => {
+  const scratch = (
+    suffix: string,
+    tensorShape: number[],
+    dtype: "f32" | "u32",
+    persistent = false,
+  ) => {
     const name = `${node.id}.${suffix}`;
-    ctx.scratch.set(name, { shape: tensorShape, dtype, node: node.id });
+    ctx.scratch.set(name, {
+      shape: tensorShape,
+      dtype,
+      node: node.id,
+      ...(persistent ? { persistent } : {}),
+    });
     return name;
   };
   const perShard = (
@@ -292,6 +313,36 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     ...(warm ? [kCache, vCache] : []),
   ];
   const candidateBlocks = allRows * sizes.candidateBlocks;
+  // Few rows and positions, one query head per KV head: all four stages in one dispatch, the last
+  // block of each row going on to stages 2b and 3. Its counters live from call to call (the last
+  // block resets them), in a buffer of their own.
+  if (
+    stage2a === "in_scores" && warm && shape.maxSeq <= FUSED_MAX_SEQ &&
+    scoresAttendFits(shape, method, config, maxStorage, warm)
+  ) {
+    const counters = scratch("arrivals", [allRows], "u32", true);
+    return [whole(
+      build(ctx, () => sparqScoresAttendKernel(shape, method, config, warm)),
+      [
+        q,
+        positions,
+        ktCache,
+        scores,
+        blockStats,
+        candidates,
+        indices,
+        alpha,
+        ...(warm ? [kCache, vCache] : []), // the caches whose translations it warms
+        kCache,
+        vCache,
+        vMean,
+        y,
+        counters,
+      ],
+      allRows,
+      sizes.blocks * allRows + warmCount,
+    )];
+  }
   const arrivals = chained ? [scratch("arrivals", [allRows], "u32")] : [];
   const scores1 = perShard(
     // Four or eight positions per invocation where S allows (measured faster on the H100 for both one

@@ -29,6 +29,12 @@ export interface Invocation {
 /** A tensor that exists only inside one node's lowering. */
 export interface ScratchTensor extends TensorType {
   node: string;
+  /**
+   * Kept in a buffer of its own, never shared with another tensor: zero when first used (WebGPU
+   * zeroes new buffers), and holding what its kernels leave in it from one call to the next
+   * (counters that the last user of each call resets).
+   */
+  persistent?: boolean;
 }
 
 /** The output of lowering. */

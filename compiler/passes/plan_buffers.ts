@@ -1,7 +1,7 @@
 /**
  * Pass 5: buffer planning. Every weight and state shard gets a buffer of its own; graph inputs
- * get theirs; activations and scratch tensors share a pool, a buffer being reused once the last
- * dispatch that reads its tenant is done (never within one dispatch, where WebGPU forbids a
+ * and persistent scratch tensors get theirs; activations and other scratch tensors share a pool, a
+ * buffer being reused once the last dispatch that reads its tenant is done (never within one dispatch, where WebGPU forbids a
  * writable binding to alias another). All dispatch params live in one uniform buffer, one
  * 256-byte slot per dispatch. The total is checked against the target's memory budget.
  *
@@ -185,6 +185,16 @@ function planPool(
           `[${type.shape.join(", ")}] needs ${formatBytes(bytes)}, more than one binding on ` +
           `target ${target.name} (${formatBytes(limit)}); lower --batch or --max-seq`,
       );
+    }
+    if (scratch?.persistent) {
+      const buffer = newBuffer(name, "activation", bytes);
+      tensors.set(name, {
+        shape: type.shape,
+        dtype: type.dtype,
+        role: "scratch",
+        shards: [{ buffer: buffer.id, firstRow: 0, rows: 1, bytes }],
+      });
+      continue;
     }
     // Best fit among free buffers; else grow the largest free one; else a new buffer.
     const free = pool.filter((entry) => entry.freeAfter < step);
