@@ -16,7 +16,7 @@ import {
   MAIN_ARGS,
   reductions,
 } from "./wgsl_common.ts";
-import { indentLines } from "./unrolled.ts";
+import { indentLines, unroll } from "./unrolled.ts";
 import {
   keepCandidates,
   KEYS_WGSL,
@@ -55,13 +55,16 @@ function querySelectionBytes(s: AttentionKernelShape, r: number): number {
  * the dependent dispatch a separate stage took (13 µs at batch 1 on the H100).
  */
 function scoresPreamble(
+  s: AttentionKernelShape,
   storage: Binding[],
   workgroup: number,
-  subgroupSize: number | null | undefined,
   extra: ScoresExtra,
   declarations = "",
   warm = false,
 ): string {
+  const quads = s.headDim / 4;
+  // Quads of |q| each ranking round loads at once: 4 where they divide the head (d = 128: 32).
+  const RANK_QUADS = [4, 2, 1].find((n) => quads % n === 0)!;
   return `${bindingDeclarations(storage)}
 
 const QUADS = HEAD_DIM / 4u;
@@ -73,8 +76,13 @@ var<workgroup> i1: array<u32, R>;
 var<workgroup> picked_mask: array<f32, HEAD_DIM>;
 var<workgroup> abs_sums: array<vec2<f32>, GROUP * TAU_PARTS>;
 var<workgroup> q_sel: array<f32, GROUP * R>;
-${reductions(workgroup, subgroupSize ?? null)}
+${reductions(workgroup, s.subgroupSize ?? null)}
 ${declarations}
+// Which of quad c's four components outrank component j (value aj): larger, or equal and lower.
+fn outranks(a: vec4<f32>, c: u32, aj: vec4<f32>, j: u32) -> vec4<u32> {
+  let i = vec4<u32>(c * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
+  return select(vec4<u32>(0u), vec4<u32>(1u), a > aj | (a == aj & i < vec4<u32>(j)));
+}
 @compute @workgroup_size(WG)
 fn main(
   ${MAIN_ARGS},
@@ -111,10 +119,11 @@ ${
   for (var j = tid; j < HEAD_DIM; j += WG) {
     let aj = vec4<f32>(abs_q[j / 4u][j % 4u]);
     var ranks = vec4<u32>(0u);
-    for (var c = 0u; c < QUADS; c++) {
-      let a = abs_q[c];
-      let i = vec4<u32>(c * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
-      ranks += select(vec4<u32>(0u), vec4<u32>(1u), a > aj | (a == aj & i < vec4<u32>(j)));
+    // ${RANK_QUADS} quads a round: their loads issued together (one a round took ~2 µs per workgroup
+    // of waiting on workgroup memory at B=1).
+    for (var c = 0u; c < QUADS; c += ${RANK_QUADS}u) {
+${unroll(RANK_QUADS, (u) => `let a${u} = abs_q[c + ${u}u];`, "      ")}
+${unroll(RANK_QUADS, (u) => `ranks += outranks(a${u}, c + ${u}u, aj, j);`, "      ")}
     }
     let rank = ranks.x + ranks.y + ranks.z + ranks.w;
     if (rank < R) { i1[rank] = j; }
@@ -229,7 +238,7 @@ ${constants(s, p, c)}
 ${ktIndexWgsl(s.headDim, s.maxSeq)}
 const WG = ${workgroup}u;
 const PER = ${perThread}u;
-${scoresPreamble(storage, workgroup, s.subgroupSize, extra)}
+${scoresPreamble(s, storage, workgroup, extra)}
 
   var z = array<f32, GROUP * PER>();
   for (var i = 0u; i < R; i++) {
@@ -547,9 +556,9 @@ fn online_update(m: f32, sum: f32, v: f32) -> vec2<f32> {
 }
 ${
       scoresPreamble(
+        s,
         storage,
         workgroup,
-        s.subgroupSize,
         extra,
         tail
           ? `${KEYS_WGSL}\n${keepCandidatesFunction()}\n${tail.declarations}\nvar<workgroup> last_block: u32;`
