@@ -348,13 +348,23 @@ export function sparqScoresCandidatesKernel(
   p: SparqKernelParams,
   c: SparqConfig,
 ): KernelSpec {
+  requireCandidatesFit("sparq_scores_candidates", s, p, c);
+  return scoresVec4(s, p, c, "candidates");
+}
+
+/** A RangeError naming `kernel` unless {@link scoresCandidatesFits}. */
+function requireCandidatesFit(
+  kernel: string,
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig,
+): void {
   if (!scoresCandidatesFits(s, p, c)) {
     throw new RangeError(
-      "sparq_scores_candidates: needs one query head per KV head, a block of whole " +
-        "256-invocation slots that is the candidate block, and room for its keys",
+      `${kernel}: needs one query head per KV head, a block of whole 256-invocation slots ` +
+        "that is the candidate block, and room for its keys",
     );
   }
-  return scoresVec4(s, p, c, "candidates");
 }
 
 /**
@@ -400,11 +410,7 @@ export function scoresAttendKernel(
   c: SparqConfig,
   tail: ScoresTail,
 ): KernelSpec {
-  if (!scoresCandidatesFits(s, p, c)) {
-    throw new RangeError(
-      "sparq_scores_attend: stage 2a must fit into stage 1 (scoresCandidatesFits)",
-    );
-  }
+  requireCandidatesFit("sparq_scores_attend", s, p, c);
   return scoresVec4(s, p, c, "attend", tail);
 }
 
