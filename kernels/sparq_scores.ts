@@ -160,10 +160,10 @@ ${unroll(RANK_QUADS, (u) => `ranks += outranks(a${u}, c + ${u}u, aj, j);`, "    
 
 /**
  * What a stage-1 kernel writes besides the scores and block statistics: nothing, the arrival
- * counters it zeroes for the chained kernel, each block's candidates (stage 2a fused in), or
- * those and then, in the row's last block, stages 2b and 3 (see {@link ScoresTail}).
+ * counters it zeroes for the chained kernel, or each block's candidates (stage 2a fused in; with
+ * a {@link ScoresTail}, the row's last block then goes on to stages 2b and 3).
  */
-type ScoresExtra = null | "arrivals" | "candidates" | "attend";
+type ScoresExtra = null | "arrivals" | "candidates";
 
 /**
  * What a kernel that runs stages 2b and 3 after stage 1 and 2a, in the last block of each row to
@@ -411,7 +411,7 @@ export function scoresAttendKernel(
   tail: ScoresTail,
 ): KernelSpec {
   requireCandidatesFit("sparq_scores_attend", s, p, c);
-  return scoresVec4(s, p, c, "attend", tail);
+  return scoresVec4(s, p, c, "candidates", tail);
 }
 
 /**
@@ -458,15 +458,13 @@ function scoresBytes(
   extra: ScoresExtra,
 ): number {
   const workgroup = Math.min(256, c.block / (scoresWidth(s, c) ?? 4));
-  const selection = extra === "candidates" || extra === "attend"
-    ? keysBytes(s, c) + selectionBytes(1)
-    : 0;
+  const selection = extra === "candidates" ? keysBytes(s, c) + selectionBytes(1) : 0;
   return querySelectionBytes(s, p.r) + workgroup * 12 + selection;
 }
 
 /**
- * The vec4 stage-1 kernel, writing `extra` besides the scores and block statistics (with
- * "attend", `tail` completes it).
+ * The vec4 stage-1 kernel, writing `extra` besides the scores and block statistics; `tail` (with
+ * the candidates) completes it with stages 2b and 3.
  */
 function scoresVec4(
   s: AttentionKernelShape,
@@ -480,10 +478,7 @@ function scoresVec4(
   if (width === null) throw new RangeError("sparq_scores: S and the block must be multiples of 4");
   const workgroup = Math.min(256, c.block / width);
   fitTile("sparq_scores", s.workgroupStorage, () => scoresBytes(s, p, c, extra), [c.block]);
-  const candidates = extra === "candidates" || extra === "attend";
-  if ((extra === "attend") !== (tail !== undefined)) {
-    throw new Error("sparq_scores: a tail of stages 2b and 3 goes with extra 'attend' only");
-  }
+  const candidates = extra === "candidates";
   const storage = tail?.storage ??
     scoresBindings(width === 8 ? "vec4<u32>" : "KV4", "vec4<f32>", extra);
   const vecs = width / 4;

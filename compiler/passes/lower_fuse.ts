@@ -42,6 +42,17 @@ export function useCounts(graph: Graph): Map<string, number> {
   return uses;
 }
 
+/** Whether `consumer` is an `op` node and the only reader of `producer`'s output. */
+function onlyInto(
+  uses: ReadonlyMap<string, number>,
+  producer: Node,
+  consumer: Node | undefined,
+  op: string,
+): consumer is Node {
+  return consumer?.op === op && uses.get(producer.outputs[0]) === 1 &&
+    consumer.inputs.includes(producer.outputs[0]);
+}
+
 /** A fusion found at a node: how many nodes it consumes and its dispatches. */
 export interface Fused {
   nodes: number;
@@ -64,9 +75,6 @@ export function fuseAt(
 ): Fused | undefined {
   const node = nodes[at];
   const next = nodes[at + 1];
-  const onlyInto = (consumer: Node | undefined, op: string) =>
-    consumer?.op === op && uses.get(node.outputs[0]) === 1 &&
-    consumer.inputs.includes(node.outputs[0]);
   if (node.op === "rms_norm") {
     const fused = matmulsAt(nodes, at + 1, { ...ctx, node: next }, uses, node);
     if (fused) return { nodes: fused.nodes + 1, invocations: fused.invocations };
@@ -105,7 +113,8 @@ export function fuseAt(
     };
   }
   if (
-    (node.op === "silu" || node.op === "gelu" || node.op === "gelu_tanh") && onlyInto(next, "mul")
+    (node.op === "silu" || node.op === "gelu" || node.op === "gelu_tanh") &&
+    onlyInto(uses, node, next, "mul")
   ) {
     const up = next.inputs.find((name) => name !== node.outputs[0]) ?? node.outputs[0];
     const [batch, width] = ctx.types.get(next.outputs[0])!.shape;
@@ -155,9 +164,7 @@ function matmulsAt(
   }
   if (!vectorMatmul(ctx, first)) return undefined;
   const add = nodes[at + 1];
-  if (
-    add?.op === "add" && add.inputs.includes(first.outputs[0]) && uses.get(first.outputs[0]) === 1
-  ) {
+  if (onlyInto(uses, first, add, "add")) {
     const residual = add.inputs.find((name) => name !== first.outputs[0]) ?? first.outputs[0];
     return {
       nodes: 2,

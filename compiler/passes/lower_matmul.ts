@@ -54,6 +54,7 @@ export function rowSplit(
   norm?: FoldedNorm,
 ): Invocation[] {
   const { node } = ctx;
+  const folded = normParts(norm);
   const weight = node.inputs[1];
   const output = node.outputs[0];
   const [batch, outer] = ctx.types.get(output)!.shape;
@@ -67,10 +68,10 @@ export function rowSplit(
     subgroupSize: ctx.target.subgroupSize,
     residual: residual !== undefined,
     rowsPerWorkgroup: rowsPerWorkgroup(ctx),
-    ...normParts(norm).option,
+    ...folded.option,
   });
   const ranges = shardRanges(ctx, [weight]);
-  const inputs = norm ? [...normParts(norm).inputs, ...node.inputs.slice(1)] : node.inputs;
+  const inputs = norm ? [...folded.inputs, ...node.inputs.slice(1)] : node.inputs;
   return ranges.map((range, shard) => {
     const rows = range.rows || ctx.types.get(weight)!.shape[0];
     return {
