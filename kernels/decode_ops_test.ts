@@ -214,9 +214,9 @@ for (
         outputs: ["h"],
         attrs: { eps, weightOffset: offset },
       };
-      const matmul = (i: number, id = `m${i}`): Node => ({
+      const matmul = (i: number): Node => ({
         op: "matmul",
-        id,
+        id: `m${i}`,
         inputs: bias ? ["h", `w${i}`, `b${i}`] : ["h", `w${i}`],
         outputs: [`y${i}`],
         attrs: {},
@@ -227,7 +227,7 @@ for (
       // q, k, v: one grouped dispatch with the norm in it.
       const grouped = await runGraph(
         tensors,
-        [norm, 0, 1, 2].map((i) => typeof i === "number" ? matmul(i) : i),
+        [norm, matmul(0), matmul(1), matmul(2)],
         values,
         ["y0", "y1", "y2"],
       );
