@@ -144,11 +144,7 @@ ${
  * Stage 3's WGSL without an entry point: its workgroup memory and `fn attend_row(local_row,
  * tid)` (the kernel declares LANES, SLICES, TILE, SCALE and WG).
  */
-function attendParts(
-  s: AttentionKernelShape,
-  layout: ReturnType<typeof attendLayout>,
-  valueRowsInFlight = ATTEND_VALUE_ROWS,
-): string {
+function attendParts(s: AttentionKernelShape, layout: ReturnType<typeof attendLayout>): string {
   const group = s.heads / s.kvHeads;
   const bySubgroups = subgroupRowsFit(s.headDim, s.subgroupSize ?? null);
   return `const LANES = ${layout.lanes}u;${
@@ -213,7 +209,7 @@ ${
     }
     workgroupBarrier();
 ${unroll(group, (h) => `acc${h} *= rescale[${h}u];`, "    ")}
-${valueRows(group, "TILE", "(base + idx_sh[ROW]) * LANES + lane", "count", valueRowsInFlight)}
+${valueRows(group, "TILE", "(base + idx_sh[ROW]) * LANES + lane", "count", ATTEND_VALUE_ROWS)}
   }
 
 ${
