@@ -10,10 +10,10 @@
  *
  * @module
  */
+import { BUFFER_READ_KERNEL, bufferReadGrid } from "../kernels/buffer_read.ts";
 import { openGpu } from "../runtime/device.ts";
 import { summarize } from "../runtime/stats.ts";
 import { calibrateTicks, gpuProbe } from "../runtime/tick_calibration.ts";
-import { READ_KERNEL } from "./roofline.ts";
 import { timePasses } from "./timed_passes.ts";
 
 const gpu = await openGpu();
@@ -22,7 +22,7 @@ const MiB = 1 << 20;
 const TOTAL = 1024 * MiB;
 const data = device.createBuffer({ size: TOTAL, usage: GPUBufferUsage.STORAGE });
 const sink = device.createBuffer({ size: MiB, usage: GPUBufferUsage.STORAGE });
-const module = device.createShaderModule({ label: "dispatch probe", code: READ_KERNEL });
+const module = device.createShaderModule({ label: "dispatch probe", code: BUFFER_READ_KERNEL });
 const pipeline = device.createComputePipeline({
   layout: "auto",
   compute: { module, entryPoint: "main" },
@@ -48,10 +48,10 @@ for (const mib of [4, 8, 16, 32, 64, 128, 256, 1024]) {
         { binding: 1, resource: { buffer: sink } },
       ],
     }));
-  const workgroups = bytes / 16 / 256 / 8;
+  const { grid } = bufferReadGrid(bytes);
   const read = (pass: GPUComputePassEncoder, region: GPUBindGroup) => {
     pass.setBindGroup(0, region);
-    pass.dispatchWorkgroups(Math.min(workgroups, 32768), Math.ceil(workgroups / 32768));
+    pass.dispatchWorkgroups(...grid);
   };
   // Alone: one dispatch per pass, each repetition over the next region (not a cached one).
   const alone = median(

@@ -1,8 +1,9 @@
 /**
  * Measures one group of points: compiles each method's attention graph, fills it with the
  * bench's seeded data on the GPU, checks SparQ's output against dense attention on the same
- * data (both data modes), and times the call with timestamp queries — rotating among copies of
- * the inputs when they would fit in the L2, so every repetition reads from memory.
+ * data (both data modes), and times the call with timestamp queries — with an untimed pass
+ * before each repetition that reads other data through the L2 (runtime/l2_scrub.ts), so every
+ * repetition reads from memory, however few bytes it reads.
  *
  * @module
  */
@@ -16,6 +17,7 @@ import { UserError } from "../compiler/user_error.ts";
 import { relativeL2 } from "../kernels/compare.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { Executor } from "../runtime/executor.ts";
+import { scrubBytesFor } from "../runtime/l2_scrub.ts";
 import { summarize } from "../runtime/stats.ts";
 import { DATA_MODES, type DataMode, generateAttentionData } from "./data.ts";
 import type { PointLine, ResultLine, RunHeader } from "./results.ts";
@@ -30,9 +32,6 @@ export interface MeasureContext {
   data: DataMode;
   seed: number;
 }
-
-/** Inputs smaller than this are copied into several sets, so a repetition never hits the L2. */
-const COLD_BYTES = 256 << 20;
 
 function programOf(p: Point, target: Target): Program {
   const graph = buildAttentionGraph({
@@ -69,7 +68,7 @@ interface Measured {
   stages: Record<string, ReturnType<typeof summarize>>;
   outputs: Record<string, Float32Array>;
   shards: number;
-  inputSets: number;
+  scrubL2Bytes: number;
 }
 
 /** Runs one point's program: outputs on every data mode, then timings on the timing mode. */
@@ -95,19 +94,14 @@ async function runPoint(ctx: MeasureContext, p: Point, program: Program): Promis
       ctx.gpu.info.isFallbackAdapter ? 3 : 5,
       Math.min(40, Math.floor(budgetNs / estimateNs)),
     );
-    const inputBytes = executor.inputBytes();
-    const inputSets = inputBytes < COLD_BYTES
-      ? Math.min(16, Math.ceil(COLD_BYTES / inputBytes))
-      : 1;
-    // The input copies first: their allocations idle the GPU. Then clocks up: about 100 ms of
-    // this work on a GPU (a few runs on a software adapter).
-    await executor.prepareInputSets(inputSets);
+    const scrubL2Bytes = scrubBytesFor(ctx.gpu);
+    // Clocks up first: about 100 ms of this work on a GPU (a few runs on a software adapter).
     await executor.warmUp(ctx.gpu.info.isFallbackAdapter ? 0 : 100e6, estimateNs);
     const profile = await executor.profile({
       reps,
       nsPerTick: ctx.header.nsPerTick,
       stageOf: (d) => d.kernel,
-      inputSets,
+      scrubL2Bytes,
     });
     const stages: Record<string, ReturnType<typeof summarize>> = {};
     for (const s of profile.stages) stages[s.stage] = summarize(s.samplesNs);
@@ -116,7 +110,7 @@ async function runPoint(ctx: MeasureContext, p: Point, program: Program): Promis
       stages,
       outputs,
       shards: program.tensors[T.kCache].shards.length,
-      inputSets,
+      scrubL2Bytes,
     };
   } finally {
     executor.destroy();
@@ -213,7 +207,7 @@ export async function measureGroup(
       theoreticalSpeedup: denseBytes / bytes,
       errorVsDense: errors,
       shards: m.shards,
-      inputSets: m.inputSets,
+      scrubL2Bytes: m.scrubL2Bytes,
     };
   };
   if (!done.has(group.dense.key)) await emit(line(group.dense, dense, 1, {}));

@@ -97,8 +97,14 @@ export const PointLine = z.strictObject({
   errorVsDense: z.record(z.string(), z.number()),
   /** Buffers the KV cache was split over (more than one past a binding's limit). */
   shards: z.int().positive(),
-  /** Input sets rotated for a cold L2 (1 = none needed: the inputs exceed the L2). */
-  inputSets: z.int().positive(),
+  /**
+   * Bytes of other data read through the L2 before each timed repetition (0: none, on a
+   * software adapter). Absent from runs before 2026-11-24, which rotated `inputSets` copies of
+   * the inputs instead — and so timed SparQ warm wherever its bytes, not its inputs, fit the L2.
+   */
+  scrubL2Bytes: z.int().nonnegative().optional(),
+  /** Legacy (see `scrubL2Bytes`): input copies rotated for a cold L2. */
+  inputSets: z.int().positive().optional(),
 });
 /** A measured point. */
 export type PointLine = z.infer<typeof PointLine>;

@@ -5,30 +5,10 @@
  *
  * @module
  */
+import { BUFFER_READ_KERNEL, bufferReadGrid } from "../kernels/buffer_read.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { type Stats, summarize } from "../runtime/stats.ts";
 import { timePasses } from "./timed_passes.ts";
-
-/** The read kernel (bindings data, sink): each invocation XORs 8 coalesced 16-byte loads. */
-export const READ_KERNEL = `
-@group(0) @binding(0) var<storage, read> data: array<vec4<u32>>;
-@group(0) @binding(1) var<storage, read_write> sink: array<u32>;
-const WG = 256u;
-const LOADS = 8u;
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n: vec3u,
-        @builtin(local_invocation_index) tid: u32) {
-  let group = wid.y * n.x + wid.x;
-  let base = group * WG * LOADS + tid;
-  var acc = vec4<u32>(0u);
-  for (var i = 0u; i < LOADS; i++) {
-    let at = base + i * WG;
-    if (at < arrayLength(&data)) { acc ^= data[at]; }
-  }
-  // Written only if the data happen to XOR to this value: keeps the loads alive.
-  if (all(acc == vec4<u32>(0x9e3779b9u))) { sink[group] = acc.x; }
-}
-`;
 
 /** The measured ceiling. */
 export interface Roofline {
@@ -51,9 +31,9 @@ export async function measureRoofline(gpu: Gpu, nsPerTick: number, reps = 20): P
   const device = gpu.device;
   const bytes = gpu.info.isFallbackAdapter ? 64 << 20 : 1 << 30;
   const data = device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE });
-  const groups = bytes / 16 / 256 / 8;
+  const { groups, grid } = bufferReadGrid(bytes);
   const sink = device.createBuffer({ size: groups * 4, usage: GPUBufferUsage.STORAGE });
-  const module = device.createShaderModule({ label: "roofline", code: READ_KERNEL });
+  const module = device.createShaderModule({ label: "roofline", code: BUFFER_READ_KERNEL });
   const pipeline = device.createComputePipeline({
     layout: "auto",
     compute: { module, entryPoint: "main" },
@@ -66,12 +46,11 @@ export async function measureRoofline(gpu: Gpu, nsPerTick: number, reps = 20): P
     }],
   });
   gpu.doing("measuring the read roofline");
-  const x = Math.min(groups, 32768);
   const ticks = await timePasses(device, reps, (encoder, timestampWrites) => {
     const pass = encoder.beginComputePass({ timestampWrites });
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, group);
-    pass.dispatchWorkgroups(x, Math.ceil(groups / x));
+    pass.dispatchWorkgroups(...grid);
     pass.end();
   });
   const samples = ticks.map((t) => t * nsPerTick);

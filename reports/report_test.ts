@@ -47,7 +47,7 @@ function fakeRun(model: string, isFallbackAdapter: boolean): Run {
         theoreticalSpeedup: r ? 6.4 : 1,
         errorVsDense: r ? { realistic: 0.01, gaussian: 0.5 } : {},
         shards: 1,
-        inputSets: 1,
+        scrubL2Bytes: 256 << 20,
       });
       lines.push(point("dense"), point("sparq", 32));
     }

@@ -10,6 +10,7 @@ import { deviceTarget } from "./device_target.ts";
 import { Plan, type PlanDispatch, type PlanTensor, type Program } from "../compiler/plan.ts";
 import { UserError, zodErrorLine } from "../compiler/user_error.ts";
 import type { Gpu } from "./device.ts";
+import { L2Scrub } from "./l2_scrub.ts";
 import { decodeValues, encodeValues, type HostValues } from "./tensor_bytes.ts";
 
 const ACCESS_TYPE = {
@@ -25,8 +26,7 @@ const MAX_QUERIES = 4096;
 interface Step {
   dispatch: PlanDispatch;
   pipeline: GPUComputePipeline;
-  /** One bind group per input set (set 0 is the program's own buffers). */
-  groups: GPUBindGroup[];
+  group: GPUBindGroup;
 }
 
 /** Options of {@link Executor.profile}. */
@@ -40,10 +40,10 @@ export interface ProfileOptions {
   /** Time only these nodes' dispatches (default: the whole schedule). */
   nodes?: ReadonlySet<string>;
   /**
-   * Cold cache: rotate among this many copies of the input and state buffers, so that no
-   * repetition finds the previous one's data in the GPU's L2.
+   * Cold cache: before each repetition, an untimed pass reads this many bytes of other data
+   * (see l2_scrub.ts), so that no repetition finds the previous one's data in the GPU's L2.
    */
-  inputSets?: number;
+  scrubL2Bytes?: number;
 }
 
 /** GPU time of each stage, one sample per repetition, in nanoseconds. */
@@ -120,7 +120,7 @@ export class Executor {
     const steps = program.schedule.map((d, i) => {
       params.set(d.params, i * 64);
       const pipeline = pipelines.get(d.kernel)!;
-      return { dispatch: d, pipeline, groups: [bindGroup(device, pipeline, d, buffers)] };
+      return { dispatch: d, pipeline, group: bindGroup(device, pipeline, d, buffers) };
     });
     const paramsBuffer = program.buffers.find((b) => b.role === "params");
     if (paramsBuffer) device.queue.writeBuffer(buffers[paramsBuffer.id], 0, params);
@@ -262,7 +262,7 @@ export class Executor {
    */
   encode(pass: GPUComputePassEncoder, nodes?: ReadonlySet<string>): void {
     for (const step of this.steps) {
-      if (!nodes || nodes.has(step.dispatch.node)) encodeStep(pass, step, 0);
+      if (!nodes || nodes.has(step.dispatch.node)) encodeStep(pass, step);
     }
   }
 
@@ -301,8 +301,7 @@ export class Executor {
       if (groups.at(-1)?.stage === stage) groups.at(-1)!.steps.push(step);
       else groups.push({ stage, steps: [step] });
     }
-    const sets = Math.max(1, options.inputSets ?? 1);
-    await this.prepareInputSets(sets);
+    const scrub = options.scrubL2Bytes ? L2Scrub.create(device, options.scrubL2Bytes) : undefined;
 
     const queriesPerRep = 2 * groups.length;
     const repsPerSubmit = Math.floor(MAX_QUERIES / queriesPerRep);
@@ -321,7 +320,7 @@ export class Executor {
       const reps = Math.min(repsPerSubmit, options.reps - first);
       const encoder = device.createCommandEncoder();
       for (let r = 0; r < reps; r++) {
-        const set = (first + r) % sets;
+        scrub?.encode(encoder);
         groups.forEach((group, g) => {
           const at = (r * groups.length + g) * 2;
           const pass = encoder.beginComputePass({
@@ -331,7 +330,7 @@ export class Executor {
               endOfPassWriteIndex: at + 1,
             },
           });
-          for (const step of group.steps) encodeStep(pass, step, set);
+          for (const step of group.steps) encodeStep(pass, step);
           pass.end();
         });
       }
@@ -350,6 +349,7 @@ export class Executor {
     readback.destroy();
     querySet.destroy();
     resolve.destroy();
+    scrub?.destroy();
     this.gpu.throwIfErrors();
 
     const stages = groups.map((group) => ({ stage: group.stage, samplesNs: [] as number[] }));
@@ -386,59 +386,9 @@ export class Executor {
     }));
   }
 
-  /** Bytes of the program's input and state buffers: what a cold-cache copy duplicates. */
-  inputBytes(): number {
-    return this.program.buffers
-      .filter((b) => b.role === "input" || b.role === "state")
-      .reduce((sum, b) => sum + b.bytes, 0);
-  }
-
-  private extraBuffers: GPUBuffer[][] = [];
-
-  /**
-   * Makes sure `count` input sets exist: copies of input and state buffers, data included.
-   * `profile` makes them too, but a caller that warms the GPU up should make them first: the
-   * allocations leave the GPU idle, and its clocks may drop (on the H100 now and then a point
-   * with several input sets read 1.3–2× slow in every stage when they were made after the
-   * warm-up).
-   *
-   * @example
-   * ```ts
-   * // await executor.prepareInputSets(3); await executor.warmUp(100e6, 9e3);
-   * ```
-   */
-  async prepareInputSets(count: number): Promise<void> {
-    const device = this.gpu.device;
-    const copied = this.program.buffers.filter((b) => b.role === "input" || b.role === "state");
-    if (this.extraBuffers.length + 1 >= count) return;
-    this.gpu.doing(`copying inputs into ${count} sets for cold-cache timing`);
-    device.pushErrorScope("out-of-memory");
-    const encoder = device.createCommandEncoder();
-    while (this.extraBuffers.length + 1 < count) {
-      const set = [...this.buffers];
-      for (const b of copied) {
-        set[b.id] = device.createBuffer({
-          label: `${b.label} (set ${this.extraBuffers.length + 1})`,
-          size: b.bytes,
-          usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
-        });
-        encoder.copyBufferToBuffer(this.buffers[b.id], 0, set[b.id], 0, b.bytes);
-      }
-      this.extraBuffers.push(set);
-      for (const step of this.steps) {
-        step.groups.push(bindGroup(device, step.pipeline, step.dispatch, set));
-      }
-    }
-    device.queue.submit([encoder.finish()]);
-    const oom = await device.popErrorScope();
-    if (oom) throw new UserError(`no room for ${count} cold-cache input sets: ${oom.message}`);
-  }
-
   /** Frees the program's buffers. */
   destroy(): void {
     for (const buffer of this.buffers) buffer.destroy();
-    const own = new Set(this.buffers);
-    for (const set of this.extraBuffers) for (const b of set) if (!own.has(b)) b.destroy();
   }
 }
 
@@ -458,9 +408,9 @@ function bindGroup(
   });
 }
 
-function encodeStep(pass: GPUComputePassEncoder, step: Step, set: number): void {
+function encodeStep(pass: GPUComputePassEncoder, step: Step): void {
   pass.setPipeline(step.pipeline);
-  pass.setBindGroup(0, step.groups[set]);
+  pass.setBindGroup(0, step.group);
   const [x, y, z] = step.dispatch.dispatch;
   pass.dispatchWorkgroups(x, y, z);
 }

@@ -77,7 +77,7 @@ Deno.test("a compiled tiny model's plan runs, and its attention equals the float
       reps: 4,
       nsPerTick: 1,
       nodes: new Set(["layers.0.attention"]),
-      inputSets: 2,
+      scrubL2Bytes: 1 << 20,
     });
     deepStrictEqual(profile.stages.map((s) => s.stage), [
       "layers.0.attention sparq_scores",

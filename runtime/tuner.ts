@@ -27,6 +27,7 @@ import { SPARQ_DEFAULT, SPARQ_SPACE } from "../kernels/sparq.ts";
 import { relativeL2 } from "../kernels/compare.ts";
 import type { Gpu } from "./device.ts";
 import { Executor } from "./executor.ts";
+import { scrubBytesFor } from "./l2_scrub.ts";
 import { fillUniform } from "./fill.ts";
 import { summarize } from "./stats.ts";
 import { adapterId, type TuneCache } from "./tune_cache.ts";
@@ -145,6 +146,7 @@ async function measure(
       nsPerTick: options.ticks,
       nodes: new Set([bench.node]),
       stageOf: (d) => d.kernel,
+      scrubL2Bytes: scrubBytesFor(gpu),
     });
     const kernelsNs: Record<string, number> = {};
     for (const stage of profile.stages) {
