@@ -2,8 +2,9 @@
  * Dense decode attention as flash-decoding: `attention_dense_partial` splits each sequence into
  * chunks; one workgroup per (chunk, sequence, KV head) reads each K and V row of its chunk once
  * for every query head of the KV group and writes the chunk's output, max and Σexp;
- * `attention_dense_reduce` merges the chunks of each query head. Positions at or beyond a
- * sequence's length are never read.
+ * `attention_dense_reduce` merges the chunks of each query head — or, at few rows with one query
+ * head per KV head, `attention_dense_partial_reduce` does both: the last chunk of each row to
+ * finish merges it. Positions at or beyond a sequence's length are never read.
  *
  * Partials layout: [B, H, chunks, d + 2] f32 — d outputs (unnormalized), then max, then Σexp.
  *
@@ -147,15 +148,18 @@ const STORE_PARTIAL =
   }
 }`;
 
+/** What both partial kernels bind before params. */
+const PARTIAL_BINDINGS: [string, "read" | "read_write"][] = [
+  ["q", "read"],
+  ["positions", "read"],
+  ["k_cache", "read"],
+  ["v_cache", "read"],
+  ["partials", "read_write"],
+];
+
 /** The spec of a partial kernel: both variants bind q, positions, K, V, partials, params. */
 function partialSpec(name: string, source: string): KernelSpec {
-  return computeKernel(name, "attention", source, [
-    ["q", "read"],
-    ["positions", "read"],
-    ["k_cache", "read"],
-    ["v_cache", "read"],
-    ["partials", "read_write"],
-  ]);
+  return computeKernel(name, "attention", source, PARTIAL_BINDINGS);
 }
 
 /**
@@ -261,6 +265,61 @@ export const DENSE_REDUCE_WIDE_WORKGROUP = 1024;
 const REDUCE_LOADS = 16;
 
 /**
+ * The body of the reduction of query head `flat` (a (sequence, query head) index) by RWG
+ * invocations, RSLICES slices of chunks at a time, through workgroup arrays `weight` and `sliced`.
+ */
+const REDUCE_HEAD = `  let b = flat / HEADS;
+  let len = min(positions[b] + 1u, MAX_SEQ);
+  let used = (len + CHUNK - 1u) / CHUNK;
+  let base = flat * CHUNKS * (HEAD_DIM + 2u);
+  var m = NEG;
+  var sum = 0.0;
+  for (var c = tid; c < used; c += RWG) {
+    let at = base + c * (HEAD_DIM + 2u) + HEAD_DIM;
+    let mc = partials[at];
+    let top = max(m, mc);
+    sum = sum * exp(m - top) + partials[at + 1u] * exp(mc - top);
+    m = top;
+  }
+  let stats = reduce_softmax(m, sum, tid);
+  for (var c = tid; c < used; c += RWG) {
+    weight[c] = exp(partials[base + c * (HEAD_DIM + 2u) + HEAD_DIM] - stats.x) / stats.y;
+  }
+  workgroupBarrier();
+  // ${REDUCE_LOADS} chunks' loads in flight per invocation (straight-line): at batch 1 and
+  // S = 32k one load per iteration made this kernel 34 µs on the H100.
+  for (var i = tid; i < RSLICES * HEAD_DIM; i += RWG) {
+    let j = i % HEAD_DIM;
+    var o = 0.0;
+    for (var c0 = i / HEAD_DIM; c0 < used; c0 += RSLICES * ${REDUCE_LOADS}u) {
+${
+  indentLines(
+    unroll(REDUCE_LOADS, (u) => `let c${u} = min(c0 + ${u}u * RSLICES, used - 1u);`).split("\n")
+      .concat(
+        unroll(
+          REDUCE_LOADS,
+          (u) => `let p${u} = partials[base + c${u} * (HEAD_DIM + 2u) + j];`,
+        ).split("\n"),
+        unroll(
+          REDUCE_LOADS,
+          (u) => `o += select(0.0, p${u} * weight[c${u}], c0 + ${u}u * RSLICES < used);`,
+        ).split("\n"),
+      ),
+    "      ",
+  )
+}
+    }
+    sliced[i] = o;
+  }
+  workgroupBarrier();
+  for (var j = tid; j < HEAD_DIM; j += RWG) {
+    var o = 0.0;
+    for (var r = 0u; r < RSLICES; r++) { o += sliced[r * HEAD_DIM + j]; }
+    y[flat * HEAD_DIM + j] = o;
+  }
+`;
+
+/**
  * The reduction: one workgroup per (sequence, query head); bindings partials, positions, y,
  * params (rows = B·H). The chunks' statistics merge in a tree, each chunk's weight
  * exp(m_c − M) / L goes to workgroup memory, then (component, slice of chunks) pairs sum the
@@ -299,56 +358,7 @@ fn main(
 ) {
   ${FLAT_ID}
   if (flat >= params.rows) { return; }
-  let b = flat / HEADS;
-  let len = min(positions[b] + 1u, MAX_SEQ);
-  let used = (len + CHUNK - 1u) / CHUNK;
-  let base = flat * CHUNKS * (HEAD_DIM + 2u);
-  var m = NEG;
-  var sum = 0.0;
-  for (var c = tid; c < used; c += RWG) {
-    let at = base + c * (HEAD_DIM + 2u) + HEAD_DIM;
-    let mc = partials[at];
-    let top = max(m, mc);
-    sum = sum * exp(m - top) + partials[at + 1u] * exp(mc - top);
-    m = top;
-  }
-  let stats = reduce_softmax(m, sum, tid);
-  for (var c = tid; c < used; c += RWG) {
-    weight[c] = exp(partials[base + c * (HEAD_DIM + 2u) + HEAD_DIM] - stats.x) / stats.y;
-  }
-  workgroupBarrier();
-  // ${REDUCE_LOADS} chunks' loads in flight per invocation (straight-line): at batch 1 and
-  // S = 32k one load per iteration made this kernel 34 µs on the H100.
-  for (var i = tid; i < RSLICES * HEAD_DIM; i += RWG) {
-    let j = i % HEAD_DIM;
-    var o = 0.0;
-    for (var c0 = i / HEAD_DIM; c0 < used; c0 += RSLICES * ${REDUCE_LOADS}u) {
-${
-      indentLines(
-        unroll(REDUCE_LOADS, (u) => `let c${u} = min(c0 + ${u}u * RSLICES, used - 1u);`).split("\n")
-          .concat(
-            unroll(
-              REDUCE_LOADS,
-              (u) => `let p${u} = partials[base + c${u} * (HEAD_DIM + 2u) + j];`,
-            ).split("\n"),
-            unroll(
-              REDUCE_LOADS,
-              (u) => `o += select(0.0, p${u} * weight[c${u}], c0 + ${u}u * RSLICES < used);`,
-            ).split("\n"),
-          ),
-        "      ",
-      )
-    }
-    }
-    sliced[i] = o;
-  }
-  workgroupBarrier();
-  for (var j = tid; j < HEAD_DIM; j += RWG) {
-    var o = 0.0;
-    for (var r = 0u; r < RSLICES; r++) { o += sliced[r * HEAD_DIM + j]; }
-    y[flat * HEAD_DIM + j] = o;
-  }
-}
+${REDUCE_HEAD}}
 `;
   return computeKernel("attention_dense_reduce", "attention", source, [
     ["partials", "read"],
@@ -491,8 +501,9 @@ export function densePartialSubgroupKernel(
   layout: DenseLayout,
   subgroupSize: number,
   workgroup = 256,
+  reduceTail = false,
 ): KernelSpec {
-  const wg = Math.max(subgroupSize, Math.floor(workgroup / subgroupSize) * subgroupSize);
+  const wg = teamWorkgroup(subgroupSize, workgroup);
   const group = s.heads / s.kvHeads;
   const per = s.headDim / 4 / subgroupSize;
   // Straight-line WGSL generated here: one `let`/`var` per row, head and lane part, no private
@@ -563,19 +574,29 @@ ${
     workgroupBarrier();
   }`
   ).join("\n");
-  const source = `// sparqc dense attention, split-K partial, one subgroup per row at a time
+  const source = `// sparqc dense attention, split-K partial, one subgroup per row at a time${
+    reduceTail ? "; the row's last chunk to finish reduces its heads" : ""
+  }
 ${header(s, layout)}
 const SG = ${subgroupSize}u;
 const TEAM_WG = ${wg}u;
 const TEAMS = TEAM_WG / SG;
-const NEG = -3.0e38;
+${reduceTail ? reduceTailDeclarations(s, wg, subgroupSize) : "const NEG = -3.0e38;"}
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<storage, read> k_cache: array<KV4>;
 @group(0) @binding(3) var<storage, read> v_cache: array<KV4>;
 @group(0) @binding(4) var<storage, read_write> partials: array<f32>;
 ${STORE_PARTIAL}
-@group(0) @binding(5) var<uniform> params: Params;
+${
+    reduceTail
+      ? `@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(6) var<storage, read_write> arrivals: array<atomic<u32>>;
+@group(0) @binding(7) var<uniform> params: Params;
+fn reduce_head(flat: u32, tid: u32) {
+${REDUCE_HEAD}}`
+      : "@group(0) @binding(5) var<uniform> params: Params;"
+  }
 
 var<workgroup> team_max: array<f32, TEAMS>;
 var<workgroup> team_sum: array<f32, TEAMS>;
@@ -610,8 +631,72 @@ ${indentLines(update, "    ")}
   }
 
   // Merge the teams: every team holds the same statistics in all its invocations.
-${merge}
+${merge}${reduceTail ? REDUCE_TAIL : ""}
 }
 `;
-  return partialSpec("attention_dense_partial_sg", source);
+  return reduceTail
+    ? computeKernel("attention_dense_partial_reduce", "attention", source, [
+      ...PARTIAL_BINDINGS,
+      ["y", "read_write"],
+      ["arrivals", "read_write"],
+    ])
+    : partialSpec("attention_dense_partial_sg", source);
+}
+
+/** The subgroup partial kernel's workgroup: whole subgroups, about `workgroup` invocations. */
+function teamWorkgroup(subgroupSize: number, workgroup: number): number {
+  return Math.max(subgroupSize, Math.floor(workgroup / subgroupSize) * subgroupSize);
+}
+
+/** Workgroup memory of the reduction in the partial kernel's workgroup of `wg` invocations. */
+function reduceTailDeclarations(s: AttentionKernelShape, wg: number, subgroupSize: number) {
+  return `const RWG = TEAM_WG;
+const RSLICES = ${Math.max(1, Math.floor(wg / s.headDim))}u;
+var<workgroup> weight: array<f32, CHUNKS>;
+var<workgroup> sliced: array<f32, RSLICES * HEAD_DIM>;
+var<workgroup> last_chunk: u32;
+${reductions(wg, subgroupSize)}`;
+}
+
+/**
+ * The end of the partial kernel with the reduction in it: the partials released at device scope,
+ * the chunk counted among its row's ⌈len / CHUNK⌉, and the last to arrive resets the counter (its
+ * buffer is this tensor's alone, zero when made) and reduces the row's query heads. No workgroup
+ * waits for another.
+ */
+const REDUCE_TAIL = `
+  storageBarrier();
+  if (tid == 0u) {
+    let used = (len + CHUNK - 1u) / CHUNK;
+    last_chunk = select(0u, 1u, atomicAdd(&arrivals[row], 1u) == used - 1u);
+  }
+  if (workgroupUniformLoad(&last_chunk) == 0u) { return; }
+  if (tid == 0u) { atomicStore(&arrivals[row], 0u); }
+  storageBarrier();
+  for (var h = 0u; h < GROUP; h++) { reduce_head(head0 + h, tid); }`;
+
+/**
+ * Whether the subgroup partial kernel with the reduction in it fits the target's workgroup
+ * memory (the reduction's chunk weights grow with the cache).
+ *
+ * @example
+ * ```ts
+ * import { denseLayout, densePartialReduceFits } from "./attention_dense.ts";
+ * const shape = { batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 16384,
+ *   kvDtype: "f16" as const, workgroupStorage: 49152 };
+ * densePartialReduceFits(shape, denseLayout(shape), 32); // true
+ * ```
+ */
+export function densePartialReduceFits(
+  s: AttentionKernelShape,
+  layout: DenseLayout,
+  subgroupSize: number,
+  workgroup = 256,
+): boolean {
+  const wg = teamWorkgroup(subgroupSize, workgroup);
+  const teams = wg / subgroupSize;
+  const partial = teams * 8 + teams * layout.lanes * 16;
+  const reduce = layout.chunks * 4 + Math.max(1, Math.floor(wg / s.headDim)) * s.headDim * 4 + 4;
+  const reductions = 3 * wg * 4; // the tree reductions' arrays, the largest form
+  return partial + reduce + reductions <= s.workgroupStorage;
 }

@@ -169,6 +169,48 @@ Deno.test("without subgroups (tree reductions, the tiled dense kernel) results m
   }
 });
 
+Deno.test("dense attention with the reduction in its partial kernel stays exact call after call", async () => {
+  // One query head per KV head, few rows: the last chunk of each row reduces it and resets the
+  // row's counter for the next call; a counter left behind would leave the second call's y unset.
+  const graph = buildAttentionGraph({
+    batch: 2,
+    heads: 3,
+    kvHeads: 3,
+    headDim: 64,
+    maxSeq: 700,
+    kvDtype: "f16",
+    method: { kind: "dense" },
+    append: false,
+  });
+  const program = compileGraph(graph, target);
+  ok(program.schedule.map((d) => d.kernel).join() === "attention_dense_partial_reduce");
+  const executor = await Executor.create(gpu, program);
+  try {
+    for (let call = 0; call < 3; call++) {
+      const seed = freshSeed();
+      const p = randomProblem({
+        batch: 2,
+        heads: 3,
+        kvHeads: 3,
+        seqCapacity: 700,
+        headDim: 64,
+        ragged: true,
+        seed,
+        kvDtype: "f16",
+      });
+      executor.write(T.q, p.q);
+      executor.write(T.positions, Array.from(p.lengths, (length) => length - 1));
+      executor.write(T.kCache, p.k);
+      executor.write(T.vCache, p.v);
+      executor.run();
+      const error = relativeL2(await executor.read(T.y) as Float32Array, denseReference(p));
+      ok(error <= 2e-3, `call ${call} seed ${seed}: relative L2 ${error}`);
+    }
+  } finally {
+    executor.destroy();
+  }
+});
+
 Deno.test("SparQ's stages give the same results chained, paired and apart", async () => {
   // 14 storage buffers chain stages 2a–3 in one kernel (rows this few warm the caches), 13 pair
   // 2b with 3, 8 keep the four stages apart. With one query head per KV head stage 2a runs inside
