@@ -18,10 +18,13 @@ Deno.test("every preset compiles with both attention methods, and its plan round
       // Attention lowers to the split-K pair (dense) or SparQ's stages, fused where the target
       // and the shape allow, per layer.
       const attention = plan.schedule.filter((d) => d.node === "layers.0.attention");
-      // Dense: the subgroup partial kernel where the h100 target's subgroups fit the rows.
-      const denseKernels = model.headDim % 128 === 0
-        ? ["attention_dense_partial_sg", "attention_dense_reduce"]
-        : ["attention_dense_partial", "attention_dense_reduce"];
+      // Dense: the subgroup partial kernel where the h100 target's subgroups fit the rows, with
+      // the reduction in it at one query head per KV head (batch 1: few rows).
+      const denseKernels = model.headDim % 128 !== 0
+        ? ["attention_dense_partial", "attention_dense_reduce"]
+        : model.numHeads === model.numKvHeads
+        ? ["attention_dense_partial_reduce"]
+        : ["attention_dense_partial_sg", "attention_dense_reduce"];
       const kernels = attention.map((d) => d.kernel);
       if (method === "dense") deepStrictEqual(kernels, denseKernels);
       else {
@@ -196,8 +199,7 @@ Deno.test("matmuls of the same x share one dispatch, within the target's binding
     [
       "rms_matmul_vec_x3",
       "rope_kv_append_dense", // rope of q and k, and the append of k and v
-      "attention_dense_partial_sg",
-      "attention_dense_reduce",
+      "attention_dense_partial_reduce", // the last chunk of each row reduces it
       "matmul_vec_residual",
       "rms_matmul_vec_x2",
       "silu_mul",
