@@ -6,6 +6,7 @@
 import { ok } from "node:assert/strict";
 import { openGpu } from "../runtime/device.ts";
 import { deviceTarget } from "../runtime/device_target.ts";
+import { dispatchOnce } from "./dispatch_once.ts";
 import { reductions } from "./wgsl_common.ts";
 
 const gpu = await openGpu();
@@ -43,47 +44,7 @@ fn main(@builtin(local_invocation_index) tid: u32) {
 }
 
 async function run(wg: number, sg: number | null, lanes: number, x: Float32Array<ArrayBuffer>) {
-  const module = device.createShaderModule({ code: kernel(wg, sg, lanes) });
-  const pipeline = device.createComputePipeline({
-    layout: "auto",
-    compute: { module, entryPoint: "main" },
-  });
-  const input = device.createBuffer({
-    size: x.byteLength,
-    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
-  });
-  device.queue.writeBuffer(input, 0, x);
-  const size = wg * OUTPUTS * 4;
-  const out = device.createBuffer({
-    size,
-    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
-  });
-  const read = device.createBuffer({
-    size,
-    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-  });
-  const encoder = device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(
-    0,
-    device.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [{ binding: 0, resource: { buffer: input } }, {
-        binding: 1,
-        resource: { buffer: out },
-      }],
-    }),
-  );
-  pass.dispatchWorkgroups(1);
-  pass.end();
-  encoder.copyBufferToBuffer(out, 0, read, 0, size);
-  device.queue.submit([encoder.finish()]);
-  await read.mapAsync(GPUMapMode.READ);
-  const result = new Float32Array(read.getMappedRange().slice(0));
-  read.unmap();
-  for (const b of [input, out, read]) b.destroy();
-  return result;
+  return new Float32Array(await dispatchOnce(device, kernel(wg, sg, lanes), x, wg * OUTPUTS * 4));
 }
 
 /** The softmax statistics (max, Σ exp(v − max)) of pairs (m, s), merged in float64. */
