@@ -17,7 +17,7 @@ import { UserError } from "../compiler/user_error.ts";
 import { relativeL2 } from "../kernels/compare.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { Executor } from "../runtime/executor.ts";
-import { scrubBytesFor } from "../runtime/l2_scrub.ts";
+import type { L2Scrub } from "../runtime/l2_scrub.ts";
 import { summarize } from "../runtime/stats.ts";
 import { DATA_MODES, type DataMode, generateAttentionData } from "./data.ts";
 import type { PointLine, ResultLine, RunHeader } from "./results.ts";
@@ -31,6 +31,8 @@ export interface MeasureContext {
   /** Data mode the timings run on; errors are measured on every mode. */
   data: DataMode;
   seed: number;
+  /** The cold-L2 pass before each timed repetition (none on a software adapter). */
+  scrub?: L2Scrub;
 }
 
 function programOf(p: Point, target: Target): Program {
@@ -68,7 +70,6 @@ interface Measured {
   stages: Record<string, ReturnType<typeof summarize>>;
   outputs: Record<string, Float32Array>;
   shards: number;
-  scrubL2Bytes: number;
 }
 
 /** Runs one point's program: outputs on every data mode, then timings on the timing mode. */
@@ -94,14 +95,13 @@ async function runPoint(ctx: MeasureContext, p: Point, program: Program): Promis
       ctx.gpu.info.isFallbackAdapter ? 3 : 5,
       Math.min(40, Math.floor(budgetNs / estimateNs)),
     );
-    const scrubL2Bytes = scrubBytesFor(ctx.gpu);
     // Clocks up first: about 100 ms of this work on a GPU (a few runs on a software adapter).
     await executor.warmUp(ctx.gpu.info.isFallbackAdapter ? 0 : 100e6, estimateNs);
     const profile = await executor.profile({
       reps,
       nsPerTick: ctx.header.nsPerTick,
       stageOf: (d) => d.kernel,
-      scrubL2Bytes,
+      scrub: ctx.scrub,
     });
     const stages: Record<string, ReturnType<typeof summarize>> = {};
     for (const s of profile.stages) stages[s.stage] = summarize(s.samplesNs);
@@ -110,7 +110,6 @@ async function runPoint(ctx: MeasureContext, p: Point, program: Program): Promis
       stages,
       outputs,
       shards: program.tensors[T.kCache].shards.length,
-      scrubL2Bytes,
     };
   } finally {
     executor.destroy();
@@ -207,7 +206,7 @@ export async function measureGroup(
       theoreticalSpeedup: denseBytes / bytes,
       errorVsDense: errors,
       shards: m.shards,
-      scrubL2Bytes: m.scrubL2Bytes,
+      scrubL2Bytes: ctx.scrub?.bytes ?? 0,
     };
   };
   if (!done.has(group.dense.key)) await emit(line(group.dense, dense, 1, {}));

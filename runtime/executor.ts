@@ -10,7 +10,7 @@ import { deviceTarget } from "./device_target.ts";
 import { Plan, type PlanDispatch, type PlanTensor, type Program } from "../compiler/plan.ts";
 import { UserError, zodErrorLine } from "../compiler/user_error.ts";
 import type { Gpu } from "./device.ts";
-import { L2Scrub } from "./l2_scrub.ts";
+import type { L2Scrub } from "./l2_scrub.ts";
 import { decodeValues, encodeValues, type HostValues } from "./tensor_bytes.ts";
 
 const ACCESS_TYPE = {
@@ -40,10 +40,10 @@ export interface ProfileOptions {
   /** Time only these nodes' dispatches (default: the whole schedule). */
   nodes?: ReadonlySet<string>;
   /**
-   * Cold cache: before each repetition, an untimed pass reads this many bytes of other data
-   * (see l2_scrub.ts), so that no repetition finds the previous one's data in the GPU's L2.
+   * Cold cache: encoded before each repetition, an untimed pass that reads other data through
+   * the L2 (see l2_scrub.ts), so that no repetition finds the previous one's data there.
    */
-  scrubL2Bytes?: number;
+  scrub?: L2Scrub;
 }
 
 /** GPU time of each stage, one sample per repetition, in nanoseconds. */
@@ -301,8 +301,6 @@ export class Executor {
       if (groups.at(-1)?.stage === stage) groups.at(-1)!.steps.push(step);
       else groups.push({ stage, steps: [step] });
     }
-    const scrub = options.scrubL2Bytes ? L2Scrub.create(device, options.scrubL2Bytes) : undefined;
-
     const queriesPerRep = 2 * groups.length;
     const repsPerSubmit = Math.floor(MAX_QUERIES / queriesPerRep);
     if (repsPerSubmit < 1) throw new Error(`${groups.length} stages exceed one query set`);
@@ -320,7 +318,7 @@ export class Executor {
       const reps = Math.min(repsPerSubmit, options.reps - first);
       const encoder = device.createCommandEncoder();
       for (let r = 0; r < reps; r++) {
-        scrub?.encode(encoder);
+        options.scrub?.encode(encoder);
         groups.forEach((group, g) => {
           const at = (r * groups.length + g) * 2;
           const pass = encoder.beginComputePass({
@@ -349,7 +347,6 @@ export class Executor {
     readback.destroy();
     querySet.destroy();
     resolve.destroy();
-    scrub?.destroy();
     this.gpu.throwIfErrors();
 
     const stages = groups.map((group) => ({ stage: group.stage, samplesNs: [] as number[] }));

@@ -9,6 +9,7 @@ import { openGpu } from "./device.ts";
 import { deviceTarget } from "./device_target.ts";
 import { UserError } from "../compiler/user_error.ts";
 import { Executor } from "./executor.ts";
+import { L2Scrub } from "./l2_scrub.ts";
 import { transposeCache, valueMean } from "./run_attention.ts";
 
 Deno.test("a compiled tiny model's plan runs, and its attention equals the float64 reference", async () => {
@@ -77,7 +78,7 @@ Deno.test("a compiled tiny model's plan runs, and its attention equals the float
       reps: 4,
       nsPerTick: 1,
       nodes: new Set(["layers.0.attention"]),
-      scrubL2Bytes: 1 << 20,
+      scrub: L2Scrub.create(gpu.device, 1 << 20),
     });
     deepStrictEqual(profile.stages.map((s) => s.stage), [
       "layers.0.attention sparq_scores",

@@ -11,27 +11,32 @@
 import { BUFFER_READ_KERNEL, bufferReadGrid } from "../kernels/buffer_read.ts";
 import type { Gpu } from "./device.ts";
 
-/**
- * Bytes to scrub with on `gpu`: 256 MiB, five times the H100's L2 (50 MB) and more than any
- * current GPU's; none on a software adapter (a CPU's caches are not what its timings are for).
- *
- * @example
- * ```ts
- * import { scrubBytesFor } from "./l2_scrub.ts";
- * // await executor.profile({ reps: 20, nsPerTick: 1, scrubL2Bytes: scrubBytesFor(gpu) });
- * ```
- */
-export function scrubBytesFor(gpu: Gpu): number {
-  return gpu.info.isFallbackAdapter ? 0 : 256 << 20;
-}
-
 /** A scrub pass ready to encode between timed passes. */
 export class L2Scrub {
   private constructor(
+    /** Bytes each pass reads. */
+    readonly bytes: number,
     private readonly pipeline: GPUComputePipeline,
     private readonly parts: { group: GPUBindGroup; grid: [number, number] }[],
     private readonly buffers: GPUBuffer[],
   ) {}
+
+  /**
+   * The scrub a timing run on `gpu` uses, made once before its first warm-up (an allocation
+   * between warm-up and timing idles the GPU): 256 MiB, five times the H100's L2 (50 MB) and more
+   * than any current GPU's; none on a software adapter (a CPU's caches are not what its timings
+   * are for).
+   *
+   * @example
+   * ```ts
+   * import { L2Scrub } from "./l2_scrub.ts";
+   * // const scrub = L2Scrub.forTiming(gpu);
+   * // await executor.profile({ reps: 20, nsPerTick: 1, scrub });
+   * ```
+   */
+  static forTiming(gpu: Gpu): L2Scrub | undefined {
+    return gpu.info.isFallbackAdapter ? undefined : L2Scrub.create(gpu.device, 256 << 20);
+  }
 
   /**
    * Allocates `bytes` of scrub data, in buffers no larger than one storage binding.
@@ -68,7 +73,7 @@ export class L2Scrub {
       });
       parts.push({ group, grid });
     }
-    return new L2Scrub(pipeline, parts, buffers);
+    return new L2Scrub(bytes, pipeline, parts, buffers);
   }
 
   /**

@@ -27,7 +27,7 @@ import { SPARQ_DEFAULT, SPARQ_SPACE } from "../kernels/sparq.ts";
 import { relativeL2 } from "../kernels/compare.ts";
 import type { Gpu } from "./device.ts";
 import { Executor } from "./executor.ts";
-import { scrubBytesFor } from "./l2_scrub.ts";
+import { L2Scrub } from "./l2_scrub.ts";
 import { fillUniform } from "./fill.ts";
 import { summarize } from "./stats.ts";
 import { adapterId, type TuneCache } from "./tune_cache.ts";
@@ -115,7 +115,7 @@ async function measure(
   gpu: Gpu,
   p: TuningProblem,
   program: Program,
-  options: TuneOptions & { ticks: number },
+  options: TuneOptions & { ticks: number; scrub?: L2Scrub },
 ): Promise<
   { output: Float32Array | Uint32Array | Int32Array; ns: number; kernelsNs: Record<string, number> }
 > {
@@ -146,7 +146,7 @@ async function measure(
       nsPerTick: options.ticks,
       nodes: new Set([bench.node]),
       stageOf: (d) => d.kernel,
-      scrubL2Bytes: scrubBytesFor(gpu),
+      scrub: options.scrub,
     });
     const kernelsNs: Record<string, number> = {};
     for (const stage of profile.stages) {
@@ -182,6 +182,8 @@ export async function tune(
   const records: TuneRecord[] = [];
   const progress = options.progress ?? (() => {});
   let ticks: number | undefined;
+  // Made with the first measurement, for all of them: a cold L2 before each timed repetition.
+  let scrub: L2Scrub | undefined;
   for (const [index, p] of problems.entries()) {
     const bucket = tuningBucket(p);
     const family = SPACES[p.family];
@@ -205,8 +207,11 @@ export async function tune(
       progress(`tuning ${index + 1}/${problems.length} ${bucket}: from the cache`);
       continue;
     }
-    ticks ??= await options.nsPerTick();
-    const measuring = { ...options, ticks };
+    if (ticks === undefined) {
+      ticks = await options.nsPerTick();
+      scrub = L2Scrub.forTiming(gpu);
+    }
+    const measuring = { ...options, ticks, scrub };
     const base = await measure(gpu, p, defaults, measuring);
     // Each signature measured once, by the first configuration that compiled to it.
     const seen = new Map([[signature(defaults), defaultConfig]]);
@@ -275,6 +280,7 @@ export async function tune(
       measuredAt: new Date().toISOString(),
     });
   }
+  scrub?.destroy();
   if (ticks !== undefined) await options.cache.save();
   return { choices, records };
 }
