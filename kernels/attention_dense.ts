@@ -17,6 +17,8 @@ import {
   FLAT_ID,
   floatLiteral,
   kvPrelude,
+  LAST_ARRIVAL_DECL,
+  lastArrivalGoesOn,
   MAIN_ARGS,
   PARAMS_DECL,
   reductions,
@@ -264,6 +266,24 @@ export const DENSE_REDUCE_WIDE_WORKGROUP = 1024;
 /** Chunks each reduction invocation loads before using any. */
 const REDUCE_LOADS = 16;
 
+/** Slices of chunks the reduction's `workgroup` invocations sum at once (one component each). */
+function reduceSlices(headDim: number, workgroup: number): number {
+  return Math.max(1, Math.floor(workgroup / headDim));
+}
+
+/** The reduction's constants and workgroup memory (see {@link REDUCE_HEAD}). */
+function reduceDeclarations(
+  s: AttentionKernelShape,
+  workgroup: number,
+  subgroupSize: number | null,
+): string {
+  return `const RWG = ${workgroup}u;
+const RSLICES = ${reduceSlices(s.headDim, workgroup)}u;
+var<workgroup> weight: array<f32, CHUNKS>;
+var<workgroup> sliced: array<f32, RSLICES * HEAD_DIM>;
+${reductions(workgroup, subgroupSize)}`;
+}
+
 /**
  * The body of the reduction of query head `flat` (a (sequence, query head) index) by RWG
  * invocations, RSLICES slices of chunks at a time, through workgroup arrays `weight` and `sliced`.
@@ -338,20 +358,15 @@ export function denseReduceKernel(
   layout: DenseLayout,
   workgroup = DENSE_REDUCE_WORKGROUP,
 ): KernelSpec {
-  const slices = Math.max(1, Math.floor(workgroup / s.headDim));
   const source =
     `// sparqc dense attention, split-K reduction: one workgroup per (sequence, query head)
 ${header(s, layout)}
-const RWG = ${workgroup}u;
-const RSLICES = ${slices}u;
 @group(0) @binding(0) var<storage, read> partials: array<f32>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
 
-var<workgroup> weight: array<f32, CHUNKS>;
-var<workgroup> sliced: array<f32, RSLICES * HEAD_DIM>;
-${reductions(workgroup, s.subgroupSize ?? null)}
+${reduceDeclarations(s, workgroup, s.subgroupSize ?? null)}
 @compute @workgroup_size(RWG)
 fn main(
   ${MAIN_ARGS},
@@ -581,7 +596,11 @@ ${header(s, layout)}
 const SG = ${subgroupSize}u;
 const TEAM_WG = ${wg}u;
 const TEAMS = TEAM_WG / SG;
-${reduceTail ? reduceTailDeclarations(s, wg, subgroupSize) : "const NEG = -3.0e38;"}
+${
+    reduceTail
+      ? `${reduceDeclarations(s, wg, subgroupSize)}\n${LAST_ARRIVAL_DECL}`
+      : "const NEG = -3.0e38;"
+  }
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<storage, read> k_cache: array<KV4>;
@@ -648,31 +667,12 @@ function teamWorkgroup(subgroupSize: number, workgroup: number): number {
   return Math.max(subgroupSize, Math.floor(workgroup / subgroupSize) * subgroupSize);
 }
 
-/** Workgroup memory of the reduction in the partial kernel's workgroup of `wg` invocations. */
-function reduceTailDeclarations(s: AttentionKernelShape, wg: number, subgroupSize: number) {
-  return `const RWG = TEAM_WG;
-const RSLICES = ${Math.max(1, Math.floor(wg / s.headDim))}u;
-var<workgroup> weight: array<f32, CHUNKS>;
-var<workgroup> sliced: array<f32, RSLICES * HEAD_DIM>;
-var<workgroup> last_chunk: u32;
-${reductions(wg, subgroupSize)}`;
-}
-
 /**
- * The end of the partial kernel with the reduction in it: the partials released at device scope,
- * the chunk counted among its row's ⌈len / CHUNK⌉, and the last to arrive resets the counter (its
- * buffer is this tensor's alone, zero when made) and reduces the row's query heads. No workgroup
- * waits for another.
+ * The end of the partial kernel with the reduction in it: the last chunk of the row's ⌈len /
+ * CHUNK⌉ to finish reduces the row's query heads.
  */
 const REDUCE_TAIL = `
-  storageBarrier();
-  if (tid == 0u) {
-    let used = (len + CHUNK - 1u) / CHUNK;
-    last_chunk = select(0u, 1u, atomicAdd(&arrivals[row], 1u) == used - 1u);
-  }
-  if (workgroupUniformLoad(&last_chunk) == 0u) { return; }
-  if (tid == 0u) { atomicStore(&arrivals[row], 0u); }
-  storageBarrier();
+${lastArrivalGoesOn("(len + CHUNK - 1u) / CHUNK")}
   for (var h = 0u; h < GROUP; h++) { reduce_head(head0 + h, tid); }`;
 
 /**
@@ -696,7 +696,7 @@ export function densePartialReduceFits(
   const wg = teamWorkgroup(subgroupSize, workgroup);
   const teams = wg / subgroupSize;
   const partial = teams * 8 + teams * layout.lanes * 16;
-  const reduce = layout.chunks * 4 + Math.max(1, Math.floor(wg / s.headDim)) * s.headDim * 4 + 4;
+  const reduce = layout.chunks * 4 + reduceSlices(s.headDim, wg) * s.headDim * 4 + 4;
   const reductions = 3 * wg * 4; // the tree reductions' arrays, the largest form
   return partial + reduce + reductions <= s.workgroupStorage;
 }

@@ -13,6 +13,8 @@ import {
   fitTile,
   FLAT_ID,
   kvPrelude,
+  LAST_ARRIVAL_DECL,
+  lastArrivalGoesOn,
   MAIN_ARGS,
   reductions,
 } from "./wgsl_common.ts";
@@ -562,7 +564,7 @@ ${
         workgroup,
         extra,
         tail
-          ? `${KEYS_WGSL}\n${keepCandidatesFunction()}\n${tail.declarations}\nvar<workgroup> last_block: u32;`
+          ? `${KEYS_WGSL}\n${keepCandidatesFunction()}\n${tail.declarations}\n${LAST_ARRIVAL_DECL}`
           : candidates
           ? `${rankingPrelude()}\n${KEYS_WGSL}`
           : "",
@@ -596,18 +598,8 @@ ${indentLines([...statistics, ...keys], "    ")}
   if (K_SEL < len) {
     keep_block_candidates(range, min(CBLOCK, len - start), (row * CBLOCKS + block) * CK, start, tid);
   }
-  // Release this block's candidates and statistics at device scope, then count it among the
-  // row's ⌈len / BLOCK⌉ blocks; the last to arrive goes on. No workgroup waits for another.
-  storageBarrier();
-  if (tid == 0u) {
-    let used = (len + BLOCK - 1u) / BLOCK;
-    last_block = select(0u, 1u, atomicAdd(&arrivals[row], 1u) == used - 1u);
-  }
-  if (workgroupUniformLoad(&last_block) == 0u) { return; }
-  // The counter back to zero for the next call (its buffer is this tensor's alone), then the
-  // other blocks' candidates acquired.
-  if (tid == 0u) { atomicStore(&arrivals[row], 0u); }
-  storageBarrier();
+  // The last of the row's ⌈len / BLOCK⌉ blocks to finish goes on with all their candidates.
+${lastArrivalGoesOn("(len + BLOCK - 1u) / BLOCK")}
   select_top_k(row, tid);
   // Stage 3 reads the indices and alpha that this workgroup's invocations just wrote.
   storageBarrier();

@@ -39,6 +39,33 @@ export const MAIN_ARGS = `@builtin(workgroup_id) wid: vec3u,
 /** The statement that defines `flat`, the workgroup's linear id. */
 export const FLAT_ID = "let flat = wid.y * groups.x + wid.x;";
 
+/** The workgroup flag of {@link lastArrivalGoesOn}: declare it once per kernel that uses it. */
+export const LAST_ARRIVAL_DECL = "var<workgroup> last_arrival: u32;";
+
+/**
+ * WGSL by which the workgroups of one row (`row`, of `arrivals: array<atomic<u32>>` in a buffer
+ * that lives from call to call, zero when made) hand over to the last of them to finish: each
+ * releases what it wrote at device scope and counts itself among the row's `parts` (a WGSL
+ * expression); all but the last return; the last sets the counter back to zero for the next call
+ * and acquires the others' writes. No workgroup waits for another.
+ *
+ * @example
+ * ```ts
+ * import { lastArrivalGoesOn } from "./wgsl_common.ts";
+ * const wgsl = lastArrivalGoesOn("(len + CHUNK - 1u) / CHUNK");
+ * ```
+ */
+export function lastArrivalGoesOn(parts: string): string {
+  return `  storageBarrier();
+  if (tid == 0u) {
+    let row_parts = ${parts};
+    last_arrival = select(0u, 1u, atomicAdd(&arrivals[row], 1u) == row_parts - 1u);
+  }
+  if (workgroupUniformLoad(&last_arrival) == 0u) { return; }
+  if (tid == 0u) { atomicStore(&arrivals[row], 0u); }
+  storageBarrier();`;
+}
+
 /** The smallest power of two ≥ n. */
 export function nextPowerOfTwo(n: number): number {
   let p = 1;
