@@ -10,7 +10,12 @@ import type { Target } from "../compiler/target.ts";
 import { openGpu } from "../runtime/device.ts";
 import { deviceTarget } from "../runtime/device_target.ts";
 import { Executor } from "../runtime/executor.ts";
-import { runAttention, transposeCache, valueMean } from "../runtime/run_attention.ts";
+import {
+  runAttention,
+  transposeCache,
+  valueMean,
+  writeAttentionInputs,
+} from "../runtime/run_attention.ts";
 import { compareIndices, relativeL2 } from "./compare.ts";
 import { type RandomProblem, randomProblem } from "./random_problem.ts";
 import {
@@ -198,10 +203,7 @@ Deno.test("dense attention with the reduction in its partial kernel stays exact 
         seed,
         kvDtype: "f16",
       });
-      executor.write(T.q, p.q);
-      executor.write(T.positions, Array.from(p.lengths, (length) => length - 1));
-      executor.write(T.kCache, p.k);
-      executor.write(T.vCache, p.v);
+      writeAttentionInputs(executor, p, { kind: "dense" });
       executor.run();
       const error = relativeL2(await executor.read(T.y) as Float32Array, denseReference(p));
       ok(error <= 2e-3, `call ${call} seed ${seed}: relative L2 ${error}`);

@@ -76,6 +76,32 @@ export function valueMean(
 }
 
 /**
+ * Uploads a problem into an attention graph's program: q, positions (each sequence's last),
+ * the K and V caches and, for SparQ, Kᵀ and the mean of V.
+ *
+ * @example
+ * ```ts
+ * import { writeAttentionInputs } from "./run_attention.ts";
+ * // writeAttentionInputs(executor, problem, { kind: "dense" }); executor.run();
+ * ```
+ */
+export function writeAttentionInputs(
+  executor: Executor,
+  p: AttentionProblem,
+  method: AttentionMethod,
+): void {
+  const { batch, kvHeads, headDim: d, seqCapacity: S } = p;
+  executor.write(T.q, p.q);
+  executor.write(T.positions, Array.from(p.lengths, (length) => length - 1));
+  executor.write(T.kCache, p.k);
+  executor.write(T.vCache, p.v);
+  if (method.kind === "sparq") {
+    executor.write(T.ktCache, transposeCache(p.k, batch * kvHeads, S, d));
+    executor.write(T.vMean, valueMean(p.v, batch, kvHeads, S, d, p.lengths));
+  }
+}
+
+/**
  * Runs one dense or SparQ attention call on the device.
  *
  * @example
@@ -104,14 +130,7 @@ export async function runAttention(
   });
   const executor = await Executor.create(gpu, compileGraph(graph, target));
   try {
-    executor.write(T.q, p.q);
-    executor.write(T.positions, Array.from(p.lengths, (length) => length - 1));
-    executor.write(T.kCache, p.k);
-    executor.write(T.vCache, p.v);
-    if (method.kind === "sparq") {
-      executor.write(T.ktCache, transposeCache(p.k, batch * kvHeads, S, d));
-      executor.write(T.vMean, valueMean(p.v, batch, kvHeads, S, d, p.lengths));
-    }
+    writeAttentionInputs(executor, p, method);
     executor.run();
     const y = await executor.read(T.y) as Float32Array;
     if (method.kind !== "sparq") return { y };
