@@ -142,16 +142,17 @@ const CANDIDATE_BLOCKS = [2048, 4096];
  * (4096 positions for an f16 cache): half the candidates for stage 2b, and at B=1 half the
  * workgroups of stage 1, which then run in one wave. H100, llama2-7b (docs/performance.md): B=1
  * S=32k 80.4 → 68.4 µs, S=64k 113.5 → 106.6, S=128k 175.6 → 172.8, B=16 S=32k 767.6 → 709.1;
- * at S=24k equal, and shorter rows lose (B=1 S=4k 34.0 → 38.5, B=64 S=4k 348.7 → 362.8).
+ * at S=24k equal, and shorter rows lose (B=64 S=4k 348.7 → 362.8; re-measured with a cold L2,
+ * B=1 in the four-stage kernel: S=8k 41.9 → 45.8 µs, 16k 48.8 → 73.3).
  */
 const LONG_ROW = 32768;
 
 /**
  * Largest cache (positions) for which all four SparQ stages run as one kernel at few rows, one
- * query head per KV head. H100, llama2-7b, against stage 1 + 2a then 2b + 3 (docs/performance.md):
- * B=1 S=4k 34.0 → 29.9 µs, 8k 35.8 → 31.5, 16k 43.2 → 38.4, B=2 S=4k 36.9 → 32.4, the decode step at
- * S=4k 6.78 → 6.72 ms (16k unchanged); at S=32k (stage 1's blocks of two slots) 68.7 → 86.2 µs,
- * 128k 172.7 → 203.3.
+ * query head per KV head. H100, llama2-7b, against stage 1 + 2a then 2b + 3 (docs/performance.md),
+ * with a cold L2: B=1 S=4k 45.2 → 39.4 µs, 8k 48.1 → 41.9, 16k 66.0 → 48.8; the decode step at S=4k
+ * 6.78 → 6.72 ms (16k unchanged); at S=32k (stage 1's blocks of two slots) 68.7 → 86.2 µs, 128k
+ * 172.7 → 203.3 (those two with the L2 rotation of the time, whose B=1 figures up to 16k were warm).
  */
 const FUSED_MAX_SEQ = 16384;
 
@@ -192,9 +193,9 @@ function candidateLayout(
 
 /**
  * (sequence, query head) rows up to which dense attention's reduction runs inside the partial
- * kernel (the last chunk of each row to finish reduces it: one dispatch fewer where a few
- * workgroups' latency is the reduction's whole cost), or, where that does not fit, takes wide
- * workgroups.
+ * kernel at one query head per KV head (the last chunk of each row to finish reduces it: one
+ * dispatch fewer where a few workgroups' latency is the reduction's whole cost), or else takes
+ * wide workgroups.
  */
 const WIDE_REDUCE_ROWS = 128;
 
