@@ -217,3 +217,39 @@ Deno.test("matmuls of the same x share one dispatch, within the target's binding
   const kernels = small.schedule.filter((d) => d.node.startsWith("layers.0.")).map((d) => d.kernel);
   ok(kernels.includes("matmul_bias_vec_x2"), kernels.join());
 });
+
+Deno.test("SparQ at batch 1 reads o_proj ahead into a known L2; dense and many rows do not", () => {
+  const llama = PRESETS.get("llama2-7b")!;
+  const attention = (method: "dense" | "sparq", target = h100, batch = 1, maxSeq = 4096) =>
+    compile(llama, { ...defaultOptions(llama, method), batch, maxSeq }, target).schedule
+      .filter((d) => d.node === "layers.3.attention")
+      .map((d) => ({
+        kernel: d.kernel,
+        prefetch: d.bindings.filter((b) => b.tensor.endsWith("o_proj.weight"))
+          .map((b) => `${b.tensor} ${b.size}`),
+      }));
+  // All 32 MiB of o_proj fit three quarters of the H100's 50 MiB L2.
+  const oProj = [`layers.3.o_proj.weight ${4096 * 4096 * 2}`];
+  deepStrictEqual(attention("sparq"), [{ kernel: "sparq_scores_attend", prefetch: oProj }]);
+  deepStrictEqual(attention("sparq", h100, 1, 32768), [
+    { kernel: "sparq_scores_candidates", prefetch: [] },
+    { kernel: "sparq_topk_attend", prefetch: oProj },
+  ]);
+  deepStrictEqual(attention("dense"), [{ kernel: "attention_dense_partial_reduce", prefetch: [] }]);
+  // No L2 size known, or many rows (no kernel ends in a few workgroups): none.
+  const { l2Bytes: _, ...unknown } = h100;
+  deepStrictEqual(attention("sparq", unknown), [{ kernel: "sparq_scores_attend", prefetch: [] }]);
+  deepStrictEqual(attention("sparq", h100, 16).flatMap((a) => a.prefetch), []);
+});
+
+Deno.test("no dispatch sets params.extra0, which guards the stores that keep warm-up and prefetch reads", () => {
+  for (const model of ["llama2-7b", "llama3-8b"]) {
+    const config = PRESETS.get(model)!;
+    for (const method of ["dense", "sparq"] as const) {
+      for (const batch of [1, 16]) {
+        const plan = compile(config, { ...defaultOptions(config, method), batch }, h100);
+        deepStrictEqual(plan.schedule.filter((d) => d.params[2] !== 0).map((d) => d.kernel), []);
+      }
+    }
+  }
+});

@@ -32,11 +32,34 @@ export const Target = z.strictObject({
   subgroupSize: z.int().positive().nullable(),
   /** Bytes the plan may allocate in all. */
   memoryBudget: positiveInt,
+  /**
+   * The L2 cache's bytes where known (WebGPU does not report it): kernels that end in few
+   * workgroups then read the next matmul's weights into it (kernels/l2_prefetch.ts).
+   */
+  l2Bytes: positiveInt.optional(),
 });
 /** A compilation target. */
 export type Target = z.infer<typeof Target>;
 
 const GiB = 1024 ** 3;
+
+/** The H100's L2: 50 MB (NVIDIA's H100 whitepaper), SXM5 and PCIe alike. */
+const H100_L2_BYTES = 50 * 1024 ** 2;
+
+/**
+ * The L2 bytes of a GPU known by its adapter's description, for targets read off a device
+ * (WebGPU reports no cache sizes); undefined for any other GPU.
+ *
+ * @example
+ * ```ts
+ * import { knownL2Bytes } from "./target.ts";
+ * knownL2Bytes("NVIDIA H100 80GB HBM3"); // 52428800
+ * knownL2Bytes("llvmpipe (LLVM 17.0.6, 256 bits)"); // undefined
+ * ```
+ */
+export function knownL2Bytes(description: string): number | undefined {
+  return /\bH100\b/.test(description) ? H100_L2_BYTES : undefined;
+}
 
 /** The targets known by name; `h100` is the default. */
 export const TARGETS: ReadonlyMap<string, Target> = new Map([
@@ -54,6 +77,7 @@ export const TARGETS: ReadonlyMap<string, Target> = new Map([
     subgroupSize: 32,
     // 81559 MiB reported by the driver, less 1 GiB for the runtime and other processes.
     memoryBudget: 81559 * 1024 ** 2 - GiB,
+    l2Bytes: H100_L2_BYTES,
   }],
   ["webgpu-default", {
     name: "webgpu-default",

@@ -23,10 +23,14 @@ export async function dispatchOnce(
   outputBytes: number,
   grid: [number, number] = [1, 1],
 ): Promise<ArrayBuffer> {
+  // A kernel that fails to compile must fail the test, not leave its output zero.
+  device.pushErrorScope("validation");
   const pipeline = device.createComputePipeline({
     layout: "auto",
     compute: { module: device.createShaderModule({ code }), entryPoint: "main" },
   });
+  const error = await device.popErrorScope();
+  if (error) throw new Error(`the kernel does not compile: ${error.message}`);
   const buffer = (size: number, usage: number) => device.createBuffer({ size, usage });
   const data = buffer(input.byteLength, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
   device.queue.writeBuffer(data, 0, input);

@@ -53,6 +53,7 @@ export {
 } from "./sparq_select.ts";
 export {
   attendLayout,
+  type ExtraPrefetch,
   scoresAttendFits,
   selectAttendFits,
   sparqAttendKernel,

@@ -7,6 +7,7 @@
  * @module
  */
 import { type KernelSpec } from "./kernel_spec.ts";
+import { PREFETCH_BINDING, prefetchWgsl } from "./l2_prefetch.ts";
 import {
   type AttentionKernelShape,
   bindingDeclarations,
@@ -32,6 +33,7 @@ import {
 } from "./sparq_common.ts";
 import {
   candidatesParts,
+  type ExtraWorkgroups,
   keysBytes,
   rowsOrWarm,
   selectionBytes,
@@ -231,6 +233,20 @@ ${
 `;
 }
 
+/**
+ * A prefetch by workgroups dispatched past a kernel's own (after its warm-up's): the weights'
+ * vec4s to read and the workgroups that count.
+ */
+export interface ExtraPrefetch {
+  words: number;
+  extra: ExtraWorkgroups;
+}
+
+/** The prefetch's WGSL where a kernel has one (its sink: alpha, which stage 2b writes). */
+function prefetchDeclarations(prefetch?: ExtraPrefetch): string {
+  return prefetch ? `\n${prefetchWgsl(prefetch.words, "alpha[0] = 0.0;")}` : "";
+}
+
 /** Stage 3's bindings (KV4: the cache's vec4 type). */
 const ATTEND_BINDINGS: Binding[] = [
   ["q", "read", "vec4<f32>"],
@@ -298,8 +314,9 @@ export function topkAttendFits(
   c: SparqConfig,
   maxStorageBuffers: number,
   warm: boolean,
+  prefetch = false,
 ): boolean {
-  return fusedFits(s, c, topkAttendParts(s, warm), maxStorageBuffers);
+  return fusedFits(s, c, topkAttendParts(s, warm, prefetch), maxStorageBuffers);
 }
 
 /** What a kernel that runs stage 3 after other stages takes: bindings, workgroup memory before. */
@@ -338,9 +355,13 @@ function fusedFits(
 }
 
 /** Stages 2b and 3 in one kernel: stage 2b's parts, the bindings and stage 2b's memory. */
-function topkAttendParts(s: AttentionKernelShape, warm: boolean) {
+function topkAttendParts(s: AttentionKernelShape, warm: boolean, prefetch: boolean) {
   const topk = topkParts(s, warm);
-  const storage = mergeBindings(topk.storage, ATTEND_BINDINGS);
+  const storage = mergeBindings(
+    topk.storage,
+    ATTEND_BINDINGS,
+    prefetch ? [[...PREFETCH_BINDING]] : [],
+  );
   return { topk, storage, before: selectionBytes(s.heads / s.kvHeads) };
 }
 
@@ -348,8 +369,10 @@ function topkAttendParts(s: AttentionKernelShape, warm: boolean) {
  * Stages 2b and 3 in one kernel, per (sequence, KV head): the top k and alpha as in
  * {@link sparqTopkKernel} (still written out: they are the plan's outputs for checking), then,
  * after a storage barrier, the attention of {@link sparqAttendKernel} over them — one dependent
- * dispatch fewer per layer. Bindings: stage 2b's, then q, k_cache, v_cache, v_mean, y, params.
- * Only where {@link topkAttendFits}.
+ * dispatch fewer per layer. Bindings: stage 2b's, then q, k_cache, v_cache, v_mean, y, with
+ * `prefetch` `prefetch` (the next kernel's weights, read into the L2 by workgroups dispatched
+ * after the rows' and the warm-up's: `prefetch.extra`), params. Only where
+ * {@link topkAttendFits}.
  *
  * @example
  * ```ts
@@ -363,20 +386,21 @@ export function sparqTopkAttendKernel(
   p: SparqKernelParams,
   c: SparqConfig = SPARQ_DEFAULT,
   warm = false,
+  prefetch?: ExtraPrefetch,
 ): KernelSpec {
-  const { topk, storage, before } = topkAttendParts(s, warm);
+  const { topk, storage, before } = topkAttendParts(s, warm, prefetch !== undefined);
   const layout = fusedLayout("sparq_topk_attend", s, c, before);
   const source = `// sparqc SparQ stages 2b and 3: the top k and alpha, then attention over them${
     warm ? "; workgroups past the rows warm the K and V caches' translations" : ""
   }
 ${selectionPrelude(s, p, c, storage, true)}
 ${topk.wgsl}
-${attendParts(s, layout)}
+${attendParts(s, layout)}${prefetchDeclarations(prefetch)}
 @compute @workgroup_size(WG)
 fn main(
   ${MAIN_ARGS},
 ) {
-  ${rowsOrWarm(warm)}
+  ${rowsOrWarm(warm, prefetch?.extra)}
   select_top_k(flat, tid);
   // Stage 3 reads the indices and alpha that this workgroup's invocations just wrote.
   storageBarrier();
@@ -491,6 +515,7 @@ function scoresAttendParts(
   p: SparqKernelParams,
   c: SparqConfig,
   warm: boolean,
+  prefetch: boolean,
 ) {
   const topk = topkParts(s, warm);
   const storage = mergeBindings(
@@ -498,6 +523,7 @@ function scoresAttendParts(
     topk.storage,
     ATTEND_BINDINGS,
     [["arrivals", "read_write", "atomic<u32>"]],
+    prefetch ? [[...PREFETCH_BINDING]] : [],
   );
   return { topk, storage, before: scoresCandidatesBytes(s, p, c) };
 }
@@ -520,9 +546,10 @@ export function scoresAttendFits(
   c: SparqConfig,
   maxStorageBuffers: number,
   warm: boolean,
+  prefetch = false,
 ): boolean {
   return scoresCandidatesFits(s, p, c) &&
-    fusedFits(s, c, scoresAttendParts(s, p, c, warm), maxStorageBuffers);
+    fusedFits(s, c, scoresAttendParts(s, p, c, warm, prefetch), maxStorageBuffers);
 }
 
 /**
@@ -531,7 +558,9 @@ export function scoresAttendFits(
  * row's `arrivals`; the row's last block to arrive resets the counter, selects the top k and
  * attends as {@link sparqTopkAttendKernel}. One dispatch per layer; `arrivals` must be a buffer of
  * its own, zero before the first call. Dispatch rows · blocks workgroups (then the warm-up's).
- * Bindings: stage 1's (scores as f32), stage 2b's, stage 3's, arrivals, params. Only where
+ * Bindings: stage 1's (scores as f32), stage 2b's, stage 3's, arrivals, then with
+ * `prefetchWords` `prefetch` (the next kernel's weights, whose first `prefetchWords` vec4s the
+ * blocks that are not their row's last read into the L2 before they return), params. Only where
  * {@link scoresAttendFits}.
  *
  * @example
@@ -547,12 +576,20 @@ export function sparqScoresAttendKernel(
   p: SparqKernelParams,
   c: SparqConfig,
   warm = false,
+  prefetchWords = 0,
 ): KernelSpec {
-  const { topk, storage, before } = scoresAttendParts(s, p, c, warm);
+  const prefetch = prefetchWords > 0;
+  const { topk, storage, before } = scoresAttendParts(s, p, c, warm, prefetch);
   const layout = fusedLayout("sparq_scores_attend", s, c, before);
   return scoresAttendKernel(s, p, c, {
     storage,
     warm,
-    declarations: `${selectionCommon(1)}\n${topk.wgsl}\n${attendParts(s, layout)}`,
+    prefetch,
+    declarations: [
+      selectionCommon(1),
+      topk.wgsl,
+      attendParts(s, layout),
+      ...(prefetch ? [prefetchWgsl(prefetchWords, "alpha[0] = 0.0;")] : []),
+    ].join("\n"),
   });
 }

@@ -6,6 +6,7 @@
  * @module
  */
 import { ktIndexWgsl } from "./kt_layout.ts";
+import { prefetchOnArrival } from "./l2_prefetch.ts";
 import { type KernelSpec } from "./kernel_spec.ts";
 import {
   type AttentionKernelShape,
@@ -171,13 +172,16 @@ type ScoresExtra = null | "arrivals" | "candidates";
  * What a kernel that runs stages 2b and 3 after stage 1 and 2a, in the last block of each row to
  * finish (sparq_attend.ts), adds to stage 1: its bindings (all the kernel's, stage 1's among them
  * with `scores` as f32, and `arrivals`), its WGSL declarations (the selection's and stage 3's,
- * `fn select_top_k` and `fn attend_row`; stage 1 brings the reductions and the keys), and whether
- * workgroups past the blocks warm the caches' translations (`fn warm_translations`).
+ * `fn select_top_k` and `fn attend_row`; stage 1 brings the reductions and the keys), whether
+ * workgroups past the blocks warm the caches' translations (`fn warm_translations`), and whether
+ * the blocks that are not their row's last prefetch the next kernel's weights (`fn prefetch_slice`,
+ * l2_prefetch.ts) before they return.
  */
 export interface ScoresTail {
   storage: Binding[];
   declarations: string;
   warm: boolean;
+  prefetch: boolean;
 }
 
 /** The bindings of the stage-1 kernels (Kᵀ and the scores typed per kernel). */
@@ -599,7 +603,12 @@ ${indentLines([...statistics, ...keys], "    ")}
     keep_block_candidates(range, min(CBLOCK, len - start), (row * CBLOCKS + block) * CK, start, tid);
   }
   // The last of the row's ⌈len / BLOCK⌉ blocks to finish goes on with all their candidates.
-${lastArrivalGoesOn("(len + BLOCK - 1u) / BLOCK")}
+${
+          lastArrivalGoesOn(
+            "(len + BLOCK - 1u) / BLOCK",
+            tail.prefetch ? prefetchOnArrival("local_row", "params.rows") : undefined,
+          )
+        }
   select_top_k(row, tid);
   // Stage 3 reads the indices and alpha that this workgroup's invocations just wrote.
   storageBarrier();

@@ -670,11 +670,40 @@ ${
  * rowsOrWarm(false).includes("return;"); // true
  * ```
  */
-export function rowsOrWarm(warm: boolean): string {
+export function rowsOrWarm(warm: boolean, extra?: ExtraWorkgroups): string {
   return `${FLAT_ID}
-  if (flat >= params.rows) {${
-    warm ? " warm_translations(flat - params.rows, tid);" : ""
-  } return; }`;
+  if (flat >= params.rows) {${warmOrPrefetch("flat - params.rows", warm, extra)} return; }`;
+}
+
+/**
+ * The workgroups a kernel dispatches past its own: `warm` of them warm translations, then
+ * `prefetchSlices` read the next kernel's weights into the L2 (`fn prefetch_slice`,
+ * l2_prefetch.ts).
+ */
+export interface ExtraWorkgroups {
+  warm: number;
+  prefetchSlices: number;
+}
+
+/**
+ * WGSL for the workgroup numbered `index` (a WGSL expression) past a kernel's own: it warms
+ * translations (with `warm`), or, given `extra`, prefetches once the warm-up's are counted.
+ *
+ * @example
+ * ```ts
+ * import { warmOrPrefetch } from "./sparq_select.ts";
+ * warmOrPrefetch("flat - params.rows", true); // " warm_translations(flat - params.rows, tid);"
+ * ```
+ */
+export function warmOrPrefetch(index: string, warm: boolean, extra?: ExtraWorkgroups): string {
+  if (!extra?.prefetchSlices) return warm ? ` warm_translations(${index}, tid);` : "";
+  const prefetch = `prefetch_slice(extra - ${extra.warm}u, ${extra.prefetchSlices}u, tid);`;
+  return warm
+    ? `
+    let extra = ${index};
+    if (extra < ${extra.warm}u) { warm_translations(extra, tid); } else { ${prefetch} }
+   `
+    : `\n    let extra = ${index} + ${extra.warm}u;\n    ${prefetch}\n   `;
 }
 
 /**

@@ -8,7 +8,9 @@ import { buildDecodeGraph } from "../compiler/build_graph.ts";
 import type { BuildOptions } from "../compiler/build_options.ts";
 import { compile } from "../compiler/compile.ts";
 import type { AttentionMethod, Graph } from "../compiler/ir.ts";
+import type { ModelConfig } from "../compiler/model_config.ts";
 import { PRESETS } from "../compiler/presets.ts";
+import type { Target } from "../compiler/target.ts";
 import { relativeL2 } from "../kernels/compare.ts";
 import { argmaxReference } from "../kernels/decode_reference.ts";
 import { runGraphReference, type TensorValues } from "../kernels/graph_reference.ts";
@@ -100,6 +102,60 @@ cases.push({ model: "tiny-llama", attention: dense, dtype: "f16", tolerance: 2e-
 
 const LENGTHS = [5, 11];
 
+/**
+ * Steps a model's compiled plan from a prefilled cache of `lengths` and checks each step's
+ * logits against the float64 reference (and, for SparQ with k ≥ S, the dense graph's).
+ */
+async function expectReferenceLogits(
+  config: ModelConfig,
+  options: BuildOptions,
+  t: Target,
+  lengths: number[],
+  steps: number,
+  tolerance: number,
+): Promise<void> {
+  const plan = compile(config, options, t);
+  const decoder = await Decoder.create(gpu, plan);
+  try {
+    decoder.randomWeights(7);
+    const values = await weightValues(decoder);
+    prefillCache(decoder, plan.graph, values, lengths, 11);
+    // SparQ with k ≥ S must equal dense: check it against the dense graph's reference too.
+    const attention = options.attention;
+    const denseGraph = attention.kind === "sparq" && attention.k >= options.maxSeq
+      ? buildDecodeGraph(config, { ...options, attention: dense })
+      : undefined;
+    const denseValues = denseGraph ? new Map(values) : undefined;
+    if (denseValues) { for (const [n, v] of values) denseValues.set(n, Float64Array.from(v)); }
+
+    const next = uniformStream(3);
+    let tokens = lengths.map(() => Math.floor(next() * config.vocabSize));
+    let positions = [...lengths];
+    for (let step = 0; step < steps; step++) {
+      decoder.step(tokens, positions);
+      const logits = await decoder.logits();
+      for (const [graph, vals] of [[plan.graph, values], [denseGraph, denseValues]] as const) {
+        if (!graph || !vals) continue;
+        vals.set("tokens", Float64Array.from(tokens));
+        vals.set("positions", Float64Array.from(positions));
+        const expected = runGraphReference(graph, vals).get("logits")!;
+        const error = relativeL2(logits, expected);
+        ok(
+          error <= tolerance,
+          `step ${step}${graph === denseGraph ? " vs dense" : ""}: relative L2 ${error}`,
+        );
+      }
+      const chosen = await decoder.nextTokens();
+      deepStrictEqual(chosen, argmaxReference(logits, config.vocabSize));
+      tokens = chosen;
+      positions = positions.map((p) => p + 1);
+    }
+    deepStrictEqual(gpu.uncaptured, []);
+  } finally {
+    decoder.destroy();
+  }
+}
+
 for (const c of cases) {
   const method = c.attention.kind === "dense"
     ? "dense"
@@ -108,7 +164,6 @@ for (const c of cases) {
     }`;
   Deno.test(`${c.model} ${c.dtype}, ${method}: logits equal the float64 reference over ${STEPS} steps`, async () => {
     if (c.dtype === "f16" && !gpu.features.has("shader-f16")) return;
-    const config = PRESETS.get(c.model)!;
     const options: BuildOptions = {
       batch: LENGTHS.length,
       maxSeq: 32,
@@ -116,47 +171,60 @@ for (const c of cases) {
       kvDtype: c.dtype,
       weightDtype: c.dtype,
     };
-    const plan = compile(config, options, target);
-    const decoder = await Decoder.create(gpu, plan);
-    try {
-      decoder.randomWeights(7);
-      const values = await weightValues(decoder);
-      prefillCache(decoder, plan.graph, values, LENGTHS, 11);
-      // SparQ with k ≥ S must equal dense: check it against the dense graph's reference too.
-      const denseGraph = c.attention.kind === "sparq" && c.attention.k >= options.maxSeq
-        ? buildDecodeGraph(config, { ...options, attention: dense })
-        : undefined;
-      const denseValues = denseGraph ? new Map(values) : undefined;
-      if (denseValues) { for (const [n, v] of values) denseValues.set(n, Float64Array.from(v)); }
-
-      const next = uniformStream(3);
-      let tokens = LENGTHS.map(() => Math.floor(next() * config.vocabSize));
-      let positions = [...LENGTHS];
-      for (let step = 0; step < STEPS; step++) {
-        decoder.step(tokens, positions);
-        const logits = await decoder.logits();
-        for (const [graph, vals] of [[plan.graph, values], [denseGraph, denseValues]] as const) {
-          if (!graph || !vals) continue;
-          vals.set("tokens", Float64Array.from(tokens));
-          vals.set("positions", Float64Array.from(positions));
-          const expected = runGraphReference(graph, vals).get("logits")!;
-          const error = relativeL2(logits, expected);
-          ok(
-            error <= c.tolerance,
-            `step ${step}${graph === denseGraph ? " vs dense" : ""}: relative L2 ${error}`,
-          );
-        }
-        const chosen = await decoder.nextTokens();
-        deepStrictEqual(chosen, argmaxReference(logits, config.vocabSize));
-        tokens = chosen;
-        positions = positions.map((p) => p + 1);
-      }
-      deepStrictEqual(gpu.uncaptured, []);
-    } finally {
-      decoder.destroy();
-    }
+    await expectReferenceLogits(
+      PRESETS.get(c.model)!,
+      options,
+      target,
+      LENGTHS,
+      STEPS,
+      c.tolerance,
+    );
   });
 }
+
+Deno.test("attention kernels that read o_proj into the L2 for the next matmul leave the logits exact", async () => {
+  // Few rows, caches longer than a SparQ block (2048): SparQ's kernels end in a few workgroups
+  // per row, and read as much of o_proj as a 64 KiB L2 takes (48 KiB of its 64) — all four
+  // stages in one kernel (its blocks that are not their row's last read it), or stages 2b–3
+  // (workgroups dispatched past the rows and the warm-up read it). Dense reads none.
+  const mha: ModelConfig = {
+    ...PRESETS.get("tiny-llama")!,
+    name: "tiny-mha",
+    numHeads: 2,
+    numKvHeads: 2,
+    headDim: 64,
+    hiddenSize: 128,
+  };
+  const sparq: AttentionMethod = { kind: "sparq", r: 16, k: 40, localWindow: 0 };
+  const cases: [ModelConfig, AttentionMethod, number, string][] = [
+    [mha, dense, 16, "attention_dense_partial_reduce"],
+    [mha, sparq, 16, "sparq_scores_attend + o_proj"],
+    [mha, sparq, 14, "sparq_scores_candidates, sparq_topk_attend + o_proj"],
+  ];
+  for (const [config, attention, storage, expected] of cases) {
+    const withL2: Target = {
+      ...target,
+      limits: { ...target.limits, maxStorageBuffersPerShaderStage: storage },
+      l2Bytes: 65536,
+    };
+    const options: BuildOptions = {
+      batch: 2,
+      maxSeq: 3072,
+      attention,
+      kvDtype: "f32",
+      weightDtype: "f32",
+    };
+    const kernels = compile(config, options, withL2).schedule
+      .filter((d) => d.node === "layers.0.attention")
+      .map((d) =>
+        `${d.kernel}${
+          d.bindings.some((b) => b.tensor === "layers.0.o_proj.weight") ? " + o_proj" : ""
+        }`
+      );
+    deepStrictEqual(kernels.join(", "), expected);
+    await expectReferenceLogits(config, options, withL2, [2100, 3000], 2, 1e-4);
+  }
+});
 
 Deno.test("generation on the GPU chooses the tokens a host loop chooses", async () => {
   const config = PRESETS.get("tiny-llama")!;

@@ -1,10 +1,11 @@
 /**
- * A compilation target read off an open device: its granted limits, and a memory budget that
- * the caller states (WebGPU does not report how much memory a GPU has).
+ * A compilation target read off an open device: its granted limits, a memory budget that the
+ * caller states (WebGPU does not report how much memory a GPU has), and the L2's size where the
+ * GPU is one sparqc knows.
  *
  * @module
  */
-import type { Target } from "../compiler/target.ts";
+import { knownL2Bytes, type Target } from "../compiler/target.ts";
 import type { Gpu } from "./device.ts";
 
 /**
@@ -21,9 +22,11 @@ import type { Gpu } from "./device.ts";
 export function deviceTarget(gpu: Gpu, memoryBudget: number): Target {
   const l = gpu.device.limits;
   const info = gpu.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
+  const description = gpu.info.description || `${gpu.info.vendor} ${gpu.info.architecture}`.trim();
+  const l2Bytes = knownL2Bytes(description);
   return {
     name: "device",
-    description: gpu.info.description || `${gpu.info.vendor} ${gpu.info.architecture}`.trim(),
+    description,
     limits: {
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
       maxBufferSize: l.maxBufferSize,
@@ -37,5 +40,6 @@ export function deviceTarget(gpu: Gpu, memoryBudget: number): Target {
       ? info.subgroupMinSize
       : null,
     memoryBudget: Math.floor(memoryBudget),
+    ...(l2Bytes ? { l2Bytes } : {}),
   };
 }

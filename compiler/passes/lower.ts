@@ -33,6 +33,7 @@ import {
   weightDtype,
 } from "./lower_context.ts";
 import { fuseAt, useCounts } from "./lower_fuse.ts";
+import { prefetchAfter } from "./lower_prefetch.ts";
 import { rowSplit } from "./lower_matmul.ts";
 import type { Shardings } from "./plan_shards.ts";
 
@@ -159,12 +160,20 @@ export function lower(
   const invocations: Invocation[] = [];
   const uses = useCounts(graph);
   for (let i = 0; i < graph.nodes.length; i++) {
-    const ctx = { node: graph.nodes[i], types, shardings, target, scratch, tuning };
+    const prefetch = prefetchAfter(graph, i, types, shardings, target);
+    const ctx = { node: graph.nodes[i], types, shardings, target, scratch, tuning, prefetch };
     const fused = fuseAt(graph.nodes, i, ctx, uses);
     if (fused) i += fused.nodes - 1;
     const node = ctx.node;
     for (const invocation of fused?.invocations ?? lowerNode(ctx)) {
       const storageBindings = invocation.kernel.bindings.filter((b) => b.access !== "uniform");
+      // A lowering rule's bug, not the user's: each storage binding takes one tensor, in order.
+      if (invocation.args.length !== storageBindings.length) {
+        throw new Error(
+          `${node.id}: kernel '${invocation.kernel.name}' has ${storageBindings.length} storage ` +
+            `bindings; the lowering bound ${invocation.args.length} tensors`,
+        );
+      }
       if (storageBindings.length > target.limits.maxStorageBuffersPerShaderStage) {
         throw new NodeError(
           node,

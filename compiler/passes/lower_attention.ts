@@ -22,9 +22,11 @@ import {
   subgroupRowsFit,
 } from "../../kernels/attention_dense.ts";
 import { grid1d } from "../../kernels/grid.ts";
+import { prefetchWorkgroups } from "../../kernels/l2_prefetch.ts";
 import { KV_APPEND_DEFAULT, type KvAppendConfig, kvAppendKernel } from "../../kernels/kv_append.ts";
 import {
   candidatesBytes,
+  type ExtraPrefetch,
   scoresAttendFits,
   scoresCandidatesFits,
   scoresWidth,
@@ -273,6 +275,7 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
       densePartialReduceFits(shape, layout, sg!, config?.workgroup)
     ) {
       const counters = scratch("arrivals", [allRows], "u32", true);
+      // No prefetch of o_proj here (lower_prefetch.ts): dense is bound by its bytes to the end.
       return perShard(
         densePartialSubgroupKernel(shape, layout, sg!, config?.workgroup, true),
         [q, positions, kCache, vCache, partials, y, counters],
@@ -344,8 +347,13 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     scoresAttendFits(shape, method, config, maxStorage, warm)
   ) {
     const counters = scratch("arrivals", [allRows], "u32", true);
+    // The blocks that finish before their row's last read the next matmul's weights.
+    const prefetch = ctx.prefetch &&
+        scoresAttendFits(shape, method, config, maxStorage, warm, true)
+      ? ctx.prefetch
+      : undefined;
     return [whole(
-      build(ctx, () => sparqScoresAttendKernel(shape, method, config, warm)),
+      build(ctx, () => sparqScoresAttendKernel(shape, method, config, warm, prefetch?.words)),
       [
         q,
         positions,
@@ -361,6 +369,7 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
         vMean,
         y,
         counters,
+        ...(prefetch ? [prefetch.tensor] : []),
       ],
       allRows,
       sizes.blocks * allRows + warmCount,
@@ -391,6 +400,8 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     (rows) => sizes.blocks * rows,
   );
   if (chained) {
+    // No prefetch of o_proj here: dispatched with stage 2a's blocks, its workgroups made the
+    // llama3-8b decode step slower at S = 4k and 16k (H100: 8.05 → 8.25, 8.14 → 8.27 ms).
     return [
       ...scores1,
       whole(
@@ -401,6 +412,15 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
       ),
     ];
   }
+  // Stages 2b and 3 end in a few workgroups per row: workgroups dispatched after the warm-up's
+  // read the next matmul's weights into the L2 while those select and gather.
+  const topkPrefetch: ExtraPrefetch | undefined =
+    ctx.prefetch && warm && topkAttendFits(shape, config, maxStorage, warm, true)
+      ? {
+        words: ctx.prefetch.words,
+        extra: { warm: warmCount, prefetchSlices: prefetchWorkgroups(ctx.prefetch.words) },
+      }
+      : undefined;
   return [
     ...scores1,
     ...(stage2a === "apart"
@@ -414,10 +434,10 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     ...(topkAttendFits(shape, config, maxStorage, warm) && ranges.length === 1
       // Stages 2b and 3 in one dispatch where their bindings fit (one dependent dispatch fewer).
       ? [whole(
-        build(ctx, () => sparqTopkAttendKernel(shape, method, config, warm)),
-        [...topkArgs, q, kCache, vCache, vMean, y],
+        build(ctx, () => sparqTopkAttendKernel(shape, method, config, warm, topkPrefetch)),
+        [...topkArgs, q, kCache, vCache, vMean, y, ...(topkPrefetch ? [ctx.prefetch!.tensor] : [])],
         allRows,
-        allRows + warmCount,
+        allRows + warmCount + (topkPrefetch?.extra.prefetchSlices ?? 0),
       )]
       : [
         whole(sparqTopkKernel(shape, method, config, warm), topkArgs, allRows, allRows + warmCount),

@@ -11,6 +11,7 @@ import type { Target } from "../target.ts";
 import type { TuningChoices } from "../tuning.ts";
 import { NodeError } from "./graph_error.ts";
 import type { TensorTypes } from "./infer_shapes.ts";
+import type { Prefetch } from "./lower_prefetch.ts";
 import type { Shardings } from "./plan_shards.ts";
 
 /** One dispatch of one kernel. */
@@ -52,6 +53,8 @@ export interface LowerContext {
   scratch: Map<string, ScratchTensor>;
   /** Tuned launch configurations by shape bucket; absent entries use kernel defaults. */
   tuning?: TuningChoices;
+  /** Weights the node's kernels may read ahead into the L2 for the next node (lower_prefetch.ts). */
+  prefetch?: Prefetch;
 }
 
 /**
