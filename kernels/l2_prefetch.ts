@@ -109,6 +109,16 @@ fn prefetch_slice(slice: u32, slices: u32, tid: u32) {
 }
 
 /**
+ * A prefetch by workgroups dispatched past a kernel's own: the weights' vec4s to read, the
+ * workgroups dispatched before them past the kernel's own (a warm-up's), and their number.
+ */
+export interface ExtraPrefetch {
+  words: number;
+  after: number;
+  slices: number;
+}
+
+/**
  * The early-arrival hook of `lastArrivalGoesOn` (wgsl_common.ts) that prefetches: the workgroups
  * of a row that are not its last share the slices, `rowsExpr` rows of them in the dispatch.
  *

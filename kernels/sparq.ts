@@ -53,7 +53,6 @@ export {
 } from "./sparq_select.ts";
 export {
   attendLayout,
-  type ExtraPrefetch,
   scoresAttendFits,
   selectAttendFits,
   sparqAttendKernel,

@@ -7,7 +7,7 @@
  * @module
  */
 import { type KernelSpec } from "./kernel_spec.ts";
-import { PREFETCH_BINDING, prefetchWgsl } from "./l2_prefetch.ts";
+import { type ExtraPrefetch, PREFETCH_BINDING, prefetchWgsl } from "./l2_prefetch.ts";
 import {
   type AttentionKernelShape,
   bindingDeclarations,
@@ -33,7 +33,6 @@ import {
 } from "./sparq_common.ts";
 import {
   candidatesParts,
-  type ExtraWorkgroups,
   keysBytes,
   rowsOrWarm,
   selectionBytes,
@@ -233,15 +232,6 @@ ${
 `;
 }
 
-/**
- * A prefetch by workgroups dispatched past a kernel's own (after its warm-up's): the weights'
- * vec4s to read and the workgroups that count.
- */
-export interface ExtraPrefetch {
-  words: number;
-  extra: ExtraWorkgroups;
-}
-
 /** The prefetch's WGSL where a kernel has one (its sink: alpha, which stage 2b writes). */
 function prefetchDeclarations(prefetch?: ExtraPrefetch): string {
   return prefetch ? `\n${prefetchWgsl(prefetch.words, "alpha[0] = 0.0;")}` : "";
@@ -370,8 +360,8 @@ function topkAttendParts(s: AttentionKernelShape, warm: boolean, prefetch: boole
  * {@link sparqTopkKernel} (still written out: they are the plan's outputs for checking), then,
  * after a storage barrier, the attention of {@link sparqAttendKernel} over them — one dependent
  * dispatch fewer per layer. Bindings: stage 2b's, then q, k_cache, v_cache, v_mean, y, with
- * `prefetch` `prefetch` (the next kernel's weights, read into the L2 by workgroups dispatched
- * after the rows' and the warm-up's: `prefetch.extra`), params. Only where
+ * `prefetch` `prefetch` (the next kernel's weights, read into the L2 by `prefetch.slices`
+ * workgroups dispatched after the rows' and the warm-up's), params. Only where
  * {@link topkAttendFits}.
  *
  * @example
@@ -400,7 +390,7 @@ ${attendParts(s, layout)}${prefetchDeclarations(prefetch)}
 fn main(
   ${MAIN_ARGS},
 ) {
-  ${rowsOrWarm(warm, prefetch?.extra)}
+  ${rowsOrWarm(warm, prefetch)}
   select_top_k(flat, tid);
   // Stage 3 reads the indices and alpha that this workgroup's invocations just wrote.
   storageBarrier();

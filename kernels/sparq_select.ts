@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { ExtraPrefetch } from "./l2_prefetch.ts";
 import { type KernelSpec } from "./kernel_spec.ts";
 import {
   type AttentionKernelShape,
@@ -662,7 +663,9 @@ ${
 }
 
 /**
- * The entry point's opening: workgroups past the rows warm translations (if any) and leave.
+ * The entry point's opening: workgroups past the rows warm translations (if any) and leave; with
+ * `prefetch` (and `warm`), those past the warm-up's read their slice of the next kernel's weights
+ * into the L2 first (`fn prefetch_slice`, l2_prefetch.ts).
  *
  * @example
  * ```ts
@@ -670,40 +673,19 @@ ${
  * rowsOrWarm(false).includes("return;"); // true
  * ```
  */
-export function rowsOrWarm(warm: boolean, extra?: ExtraWorkgroups): string {
-  return `${FLAT_ID}
-  if (flat >= params.rows) {${warmOrPrefetch("flat - params.rows", warm, extra)} return; }`;
-}
-
-/**
- * The workgroups a kernel dispatches past its own: `warm` of them warm translations, then
- * `prefetchSlices` read the next kernel's weights into the L2 (`fn prefetch_slice`,
- * l2_prefetch.ts).
- */
-export interface ExtraWorkgroups {
-  warm: number;
-  prefetchSlices: number;
-}
-
-/**
- * WGSL for the workgroup numbered `index` (a WGSL expression) past a kernel's own: it warms
- * translations (with `warm`), or, given `extra`, prefetches once the warm-up's are counted.
- *
- * @example
- * ```ts
- * import { warmOrPrefetch } from "./sparq_select.ts";
- * warmOrPrefetch("flat - params.rows", true); // " warm_translations(flat - params.rows, tid);"
- * ```
- */
-export function warmOrPrefetch(index: string, warm: boolean, extra?: ExtraWorkgroups): string {
-  if (!extra?.prefetchSlices) return warm ? ` warm_translations(${index}, tid);` : "";
-  const prefetch = `prefetch_slice(extra - ${extra.warm}u, ${extra.prefetchSlices}u, tid);`;
-  return warm
+export function rowsOrWarm(warm: boolean, prefetch?: ExtraPrefetch): string {
+  const past = prefetch
     ? `
-    let extra = ${index};
-    if (extra < ${extra.warm}u) { warm_translations(extra, tid); } else { ${prefetch} }
+    let past = flat - params.rows;
+    if (past < ${prefetch.after}u) { warm_translations(past, tid); } else {
+      prefetch_slice(past - ${prefetch.after}u, ${prefetch.slices}u, tid);
+    }
    `
-    : `\n    let extra = ${index} + ${extra.warm}u;\n    ${prefetch}\n   `;
+    : warm
+    ? " warm_translations(flat - params.rows, tid);"
+    : "";
+  return `${FLAT_ID}
+  if (flat >= params.rows) {${past} return; }`;
 }
 
 /**

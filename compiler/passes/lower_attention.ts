@@ -22,11 +22,10 @@ import {
   subgroupRowsFit,
 } from "../../kernels/attention_dense.ts";
 import { grid1d } from "../../kernels/grid.ts";
-import { prefetchWorkgroups } from "../../kernels/l2_prefetch.ts";
+import { type ExtraPrefetch, prefetchWorkgroups } from "../../kernels/l2_prefetch.ts";
 import { KV_APPEND_DEFAULT, type KvAppendConfig, kvAppendKernel } from "../../kernels/kv_append.ts";
 import {
   candidatesBytes,
-  type ExtraPrefetch,
   scoresAttendFits,
   scoresCandidatesFits,
   scoresWidth,
@@ -418,7 +417,8 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     ctx.prefetch && warm && topkAttendFits(shape, config, maxStorage, warm, true)
       ? {
         words: ctx.prefetch.words,
-        extra: { warm: warmCount, prefetchSlices: prefetchWorkgroups(ctx.prefetch.words) },
+        after: warmCount,
+        slices: prefetchWorkgroups(ctx.prefetch.words),
       }
       : undefined;
   return [
@@ -437,7 +437,7 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
         build(ctx, () => sparqTopkAttendKernel(shape, method, config, warm, topkPrefetch)),
         [...topkArgs, q, kCache, vCache, vMean, y, ...(topkPrefetch ? [ctx.prefetch!.tensor] : [])],
         allRows,
-        allRows + warmCount + (topkPrefetch?.extra.prefetchSlices ?? 0),
+        allRows + warmCount + (topkPrefetch?.slices ?? 0),
       )]
       : [
         whole(sparqTopkKernel(shape, method, config, warm), topkArgs, allRows, allRows + warmCount),
