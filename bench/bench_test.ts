@@ -34,6 +34,8 @@ Deno.test("the bench writes a header, one line per point, the HTML report and th
   deepStrictEqual(files.map((f) => f.replace(/^.*\./, "")), ["csv", "html", "jsonl"]);
   const run = await readRun(join(out, files.find((f) => f.endsWith(".jsonl"))!));
   deepStrictEqual(run.header.options.models, ["tiny-llama", "tiny-qwen2"]);
+  // No L2 size is known for the software adapter: none recorded, no kernel reads ahead.
+  deepStrictEqual(run.header.options.l2Bytes, 0);
   ok(run.header.roofline.gbps > 0);
   ok(run.header.commit.length > 0);
   // 2 models × 2 contexts × 2 batches × (dense + 2 SparQ) points, each once.
@@ -124,6 +126,8 @@ Deno.test("bad bench options give one line and exit 2", async () => {
     [["--weights", "x"], "--weights needs --decode"],
     [["--decode", "tiny-llama", "--generate", "many"], "--generate: 'many' is not a whole number"],
     [["--decode", "tiny-llama", "--weight-dtype", "bf16"], "--weight-dtype must be one of"],
+    [["--l2=-1"], "--l2 must be a number ≥ 0, got '-1'"],
+    [["--l2", "big"], "--l2 must be a number ≥ 0, got 'big'"],
   ];
   for (const [args, expected] of cases) {
     const io = memoryIo();

@@ -22,6 +22,11 @@ export const SweepOptions = z.strictObject({
   kvDtype: z.enum(["f16", "f32"]),
   data: z.enum(["realistic", "gaussian"]),
   memoryBudget: z.number().positive(),
+  /**
+   * The L2 bytes the plans were compiled for (0: none known, so no kernel read weights ahead into
+   * it). Absent from runs before the L2 prefetch (2026-11-24).
+   */
+  l2Bytes: z.int().nonnegative().optional(),
   /** Set for `--decode` runs: whole decode steps instead of attention calls. */
   decode: z.strictObject({
     /** A Hugging Face checkpoint the weights came from; null: seeded random weights. */

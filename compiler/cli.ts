@@ -88,6 +88,24 @@ export function positiveNumberOption(name: string, raw: string | undefined): num
 }
 
 /**
+ * Reads an option that is a number ≥ 0 (a size that may be none).
+ *
+ * @example
+ * ```ts
+ * import { nonNegativeNumberOption } from "./cli.ts";
+ * nonNegativeNumberOption("--l2", "0"); // 0
+ * ```
+ */
+export function nonNegativeNumberOption(name: string, raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const value = Number(raw);
+  if (!/^[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(raw.trim()) || !(value >= 0)) {
+    throw new UserError(`${name} must be a number ≥ 0, got '${raw}'`);
+  }
+  return value;
+}
+
+/**
  * Reads an option restricted to a list of words.
  *
  * @example

@@ -11,6 +11,7 @@ import {
   choiceOption,
   integerOption,
   type Io,
+  nonNegativeNumberOption,
   parseOptions,
   positiveNumberOption,
   processIo,
@@ -20,7 +21,7 @@ import { compile } from "./compile.ts";
 import { loadModel } from "./load_model.ts";
 import { PRESETS } from "./presets.ts";
 import { summaryLines } from "./summary.ts";
-import { type Target, TARGETS, withBudget } from "./target.ts";
+import { type Target, TARGETS, withBudget, withL2 } from "./target.ts";
 import { tuningProblems } from "./tuning.ts";
 import type { ModelConfig } from "./model_config.ts";
 import { adapterLine, openGpu } from "../runtime/device.ts";
@@ -51,6 +52,10 @@ Options:
   --weight-dtype f16|f32    weight element type (default f16)
   --target NAME             ${[...TARGETS.keys()].join(", ")} (default h100)
   --memory-budget GIB       memory the plan may use, overriding the target's
+  --l2 MIB                  the GPU's L2 cache (WebGPU does not report it; default: the target's,
+                            50 for h100, or the adapter's with --tune where sparqc knows it);
+                            SparQ at batch 1 reads the next matmul's weights into it while its
+                            last workgroups select and gather. 0: none
   --out DIR                 output folder (default out/plans/<model>-<attention>)
   --tune                    tune launch parameters on this machine's adapter: measure each
                             tunable kernel's candidates (or reuse the cache) and compile for
@@ -73,6 +78,7 @@ const OPTIONS = {
   "weight-dtype": { type: "string" },
   target: { type: "string" },
   "memory-budget": { type: "string" },
+  l2: { type: "string" },
   out: { type: "string" },
   tune: { type: "boolean" },
   "no-tune": { type: "boolean" },
@@ -198,6 +204,8 @@ export function compileCommand(args: string[], io: Io = processIo): Promise<numb
     }
     const budget = positiveNumberOption("--memory-budget", values["memory-budget"]);
     if (budget !== undefined) target = withBudget(target, budget * 1024 ** 3);
+    const l2 = nonNegativeNumberOption("--l2", values.l2);
+    if (l2 !== undefined) target = withL2(target, l2 * 1024 ** 2);
 
     const { config, warnings } = await loadModel(positionals[0]);
     warnings.forEach((w) => io.err(`sparqc compile: note: ${w}`));
@@ -232,7 +240,7 @@ export function compileCommand(args: string[], io: Io = processIo): Promise<numb
     let tuning;
     if (values.tune) {
       const tuned = await tuneForAdapter(config, options, target, values["tune-cache"], io);
-      target = tuned.target;
+      target = l2 !== undefined ? withL2(tuned.target, l2 * 1024 ** 2) : tuned.target;
       tuning = tuned.tuning;
       options = tuned.options;
     }

@@ -38,6 +38,7 @@ Deno.test("compile writes plan.json and one .wgsl per kernel, and prints the sum
   deepStrictEqual([code, stderr], [0, []]);
   const plan = Plan.parse(JSON.parse(await Deno.readTextFile(join(out, "plan.json"))));
   deepStrictEqual(plan.options.attention, { kind: "sparq", r: 4, k: 8, localWindow: 0 });
+  deepStrictEqual(plan.target.l2Bytes, 50 * 2 ** 20);
   const files = [...Deno.readDirSync(out)].map((e) => e.name).sort();
   deepStrictEqual(files, ["plan.json", ...plan.kernels.map((k) => k.file)].sort());
   for (const kernel of plan.kernels) {
@@ -56,6 +57,19 @@ Deno.test("compile writes plan.json and one .wgsl per kernel, and prints the sum
       "whole step",
     ]
   ) ok(text.includes(expected), `summary lacks '${expected}':\n${text}`);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("--l2 states the L2's size in MiB; 0 takes the target's away", async () => {
+  const dir = await Deno.makeTempDir();
+  const l2Of = async (mib: string) => {
+    const out = join(dir, mib);
+    const { code, stderr } = await run(["tiny-llama", "--l2", mib, "--out", out]);
+    deepStrictEqual([code, stderr], [0, []]);
+    return Plan.parse(JSON.parse(await Deno.readTextFile(join(out, "plan.json")))).target.l2Bytes;
+  };
+  deepStrictEqual(await l2Of("40"), 40 * 2 ** 20);
+  deepStrictEqual(await l2Of("0"), undefined);
   await Deno.remove(dir, { recursive: true });
 });
 
@@ -138,6 +152,7 @@ Deno.test("each bad input gives one line naming the fault, exit 2, and writes no
     [["llama2-7b", "--frobnicate"], "Unknown option '--frobnicate'"],
     [["llama2-7b", "--target", "tpu"], "unknown --target 'tpu'"],
     [["llama2-7b", "--memory-budget", "lots"], "--memory-budget must be a positive number"],
+    [["llama2-7b", "--l2=-50"], "--l2 must be a number ≥ 0, got '-50'"],
     [
       ["llama2-7b", "--batch", "64", "--max-seq", "4096"],
       "GiB (weights 12.6 GiB, KV cache 192.0 GiB",

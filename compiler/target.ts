@@ -107,3 +107,19 @@ export const TARGETS: ReadonlyMap<string, Target> = new Map([
 export function withBudget(target: Target, bytes: number): Target {
   return { ...target, memoryBudget: Math.floor(bytes) };
 }
+
+/**
+ * The target with an L2 of `bytes` (0: none known, so no kernel reads ahead into it).
+ *
+ * @example
+ * ```ts
+ * import { TARGETS, withL2 } from "./target.ts";
+ * withL2(TARGETS.get("h100")!, 0).l2Bytes; // undefined
+ * withL2(TARGETS.get("webgpu-default")!, 40 * 1024 ** 2).l2Bytes; // 41943040
+ * ```
+ */
+export function withL2(target: Target, bytes: number): Target {
+  const { l2Bytes: _, ...rest } = target;
+  const whole = Math.floor(bytes);
+  return whole > 0 ? { ...rest, l2Bytes: whole } : rest;
+}

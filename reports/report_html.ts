@@ -349,6 +349,14 @@ export function reportHtml(run: Run, chartJs: string, baseline?: Run): string {
       ] as [string, unknown][]
       : [["timing data", `${h.options.data} (errors on both data modes)`] as [string, unknown]]),
     ["memory budget", `${(h.options.memoryBudget / 2 ** 30).toFixed(1)} GiB`],
+    ...(h.options.l2Bytes !== undefined
+      ? [[
+        "L2 prefetch",
+        h.options.l2Bytes > 0
+          ? `SparQ reads the next weights into the L2 (${(h.options.l2Bytes / 2 ** 20).toFixed(0)} MiB)`
+          : "none (L2 size unknown)",
+      ] as [string, unknown]]
+      : []),
     ...(baseline
       ? [
         ["baseline", `${baseline.header.runId} (${baseline.header.adapter.description})`] as [
