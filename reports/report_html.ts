@@ -353,7 +353,9 @@ export function reportHtml(run: Run, chartJs: string, baseline?: Run): string {
       ? [[
         "L2 prefetch",
         h.options.l2Bytes > 0
-          ? `SparQ reads the next weights into the L2 (${(h.options.l2Bytes / 2 ** 20).toFixed(0)} MiB)`
+          ? `SparQ reads the next weights into the L2 (${
+            (h.options.l2Bytes / 2 ** 20).toFixed(0)
+          } MiB)`
           : "none (L2 size unknown)",
       ] as [string, unknown]]
       : []),
