@@ -23,6 +23,7 @@ import { deviceTarget } from "../runtime/device_target.ts";
 import { L2Scrub } from "../runtime/l2_scrub.ts";
 import { summarize } from "../runtime/stats.ts";
 import { calibrateTicks, gpuProbe } from "../runtime/tick_calibration.ts";
+import { timePasses } from "./timed_passes.ts";
 
 /** Something encoded into a compute pass. */
 type Encode = (pass: GPUComputePassEncoder) => void;
@@ -47,7 +48,8 @@ const report = (line: string) => {
 
 /**
  * A read of `bytes` of `buffer` from `offset`, into a sink made for each encoding: a sink new to
- * the command buffer brings no barrier, so the read may overlap the dispatch before it.
+ * the command buffer brings no barrier, so the read may overlap the dispatch before it (all
+ * repetitions share one command buffer, each with its own sinks).
  */
 function read(buffer: GPUBuffer, offset: number, bytes: number): Encode {
   return (pass) => {
@@ -70,47 +72,19 @@ function read(buffer: GPUBuffer, offset: number, bytes: number): Encode {
 
 /** GPU time of `timed` in one pass, after the scrub and an untimed pass of `before`: median µs. */
 async function time(label: string, timed: Encode[], before: Encode[] = []): Promise<void> {
-  const querySet = device.createQuerySet({ type: "timestamp", count: 2 * REPS });
-  const resolve = device.createBuffer({
-    size: 16 * REPS,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-  });
-  const readback = device.createBuffer({
-    size: 16 * REPS,
-    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-  });
-  for (let r = 0; r < REPS; r++) {
-    const encoder = device.createCommandEncoder();
+  const ticks = await timePasses(device, REPS, (encoder, timestampWrites) => {
     scrub.encode(encoder);
     if (before.length) {
       const pass = encoder.beginComputePass();
       for (const encode of before) encode(pass);
       pass.end();
     }
-    const pass = encoder.beginComputePass({
-      timestampWrites: {
-        querySet,
-        beginningOfPassWriteIndex: 2 * r,
-        endOfPassWriteIndex: 2 * r + 1,
-      },
-    });
+    const pass = encoder.beginComputePass({ timestampWrites });
     for (const encode of timed) encode(pass);
     pass.end();
-    if (r === REPS - 1) {
-      encoder.resolveQuerySet(querySet, 0, 2 * REPS, resolve, 0);
-      encoder.copyBufferToBuffer(resolve, 0, readback, 0, 16 * REPS);
-    }
-    device.queue.submit([encoder.finish()]);
-  }
-  await readback.mapAsync(GPUMapMode.READ);
-  const ticks = new BigUint64Array(readback.getMappedRange().slice(0));
-  for (const b of [readback, resolve]) b.destroy();
-  querySet.destroy();
-  // H100 timestamps tick in nanoseconds; the first repetitions are left out as a warm-up.
-  const ns = Array.from(
-    { length: REPS - 3 },
-    (_, i) => Number(ticks[2 * i + 7] - ticks[2 * i + 6]),
-  );
+  });
+  // The first repetitions are left out as a warm-up.
+  const ns = ticks.slice(3).map((t) => t * nsPerTick);
   report(`${label.padEnd(52)} ${(summarize(ns).median / 1000).toFixed(1).padStart(7)} µs`);
 }
 

@@ -1,11 +1,11 @@
 /**
- * Reading the next kernel's weights into the L2 while a latency-bound kernel ends. At batch 1 the
- * last workgroups of an attention kernel run alone for microseconds (SparQ's selection and
- * gather, the dense reduction), while the rest of the GPU idles; the workgroups that finish early
- * can read the weights of the matmul that follows, so that it finds them in the L2 instead of
- * memory. On the H100 (50 MB L2) o_proj of llama2-7b (32 MiB) took 17.7 µs cold and 12.2 µs after
- * a read of its weights, and the decode step at S = 16k went 7.278 → 7.133 ms with SparQ's early
- * blocks reading it (issue 7's version 22 in docs/performance.md).
+ * Reading the next kernel's weights into the L2 while a latency-bound kernel ends. At batch 1
+ * SparQ's attention ends in one workgroup per row that selects and gathers for microseconds while
+ * the rest of the GPU idles; workgroups that finish early, or are dispatched for it, read the
+ * weights of the matmul that follows, so that it finds them in the L2 instead of memory. On the
+ * H100 (50 MB L2) o_proj of llama2-7b (32 MiB) took 18.4 µs cold and 13.0 µs after a read of its
+ * weights (bench/l2_probe.ts), and the decode step at S = 16k went 7.262 → 7.148 ms with SparQ's
+ * early blocks reading it (issue 7's version 22 in docs/performance.md).
  *
  * @module
  */
