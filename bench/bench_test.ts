@@ -166,6 +166,11 @@ Deno.test("bench --decode times whole steps, dense and SparQ, and skips what doe
     ok(line.bytes.weights > 0 && line.bytes.kv > 0 && line.achievedGBps > 0);
     deepStrictEqual(line.generation.map((g) => [g.readEvery, g.steps]), [[1, 5], [5, 5]]);
     ok(line.generation.every((g) => g.tokensPerSecond > 0));
+    // Three timed runs of each loop; the line's time is their median.
+    for (const g of line.generation) {
+      deepStrictEqual(g.runsMs?.length, 3);
+      deepStrictEqual(g.wallMs, [...g.runsMs!].sort((a, b) => a - b)[1]);
+    }
     if (line.method === "dense") deepStrictEqual(line.speedup, 1);
     else ok(line.theoreticalSpeedup > 1 && line.speedup > 0);
   }

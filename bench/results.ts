@@ -127,8 +127,11 @@ export type SkippedLine = z.infer<typeof SkippedLine>;
 export const GenerationTiming = z.strictObject({
   readEvery: z.int().positive(),
   steps: z.int().positive(),
+  /** The median run's wall-clock time. */
   wallMs: z.number().nonnegative(),
   tokensPerSecond: z.number().nonnegative(),
+  /** Every run's wall-clock time (absent from runs before 2026-11-24, which ran once). */
+  runsMs: z.array(z.number().nonnegative()).optional(),
 });
 /** Wall-clock time of a generation loop. */
 export type GenerationTiming = z.infer<typeof GenerationTiming>;
