@@ -59,13 +59,13 @@ export function prefetchBytes(weightBytes: number, l2Bytes: number): number {
 }
 
 /**
- * WGSL of the prefetch (the kernel declares `prefetch` as {@link PREFETCH_BINDING} and `params`;
- * `workgroup` is a WGSL expression of its workgroup size): `fn prefetch_sum(slice, slices, tid)`, which reads this invocation's
- * share of slice `slice` of `slices` over the first `words` vec4s and returns their wrapping sum,
- * and `fn prefetch_slice(slice, slices, tid)`, which keeps the reads alive with a store (`sink`, a WGSL
- * statement) that never happens: params.extra0 is 0 in every dispatch. Slices are whole rounds
- * of WG · 8 vec4s, so the last slices may have none, and at most {@link PREFETCH_SLICE_BYTES}:
- * with too few slices, the first of the `words` are read.
+ * WGSL of the prefetch (the kernel declares `prefetch` as {@link PREFETCH_BINDING}, `params`
+ * and its workgroup size `WG`): `fn prefetch_sum(slice, slices, tid)`, which reads this
+ * invocation's share of slice `slice` of `slices` over the first `words` vec4s and returns their
+ * wrapping sum, and `fn prefetch_slice(slice, slices, tid)`, which keeps the reads alive with a
+ * store (`sink`, a WGSL statement) that never happens: params.extra0 is 0 in every dispatch.
+ * Slices are whole rounds of WG · 8 vec4s, so the last slices may have none, and at most
+ * {@link PREFETCH_SLICE_BYTES}: with too few slices, the first of the `words` are read.
  *
  * @example
  * ```ts
@@ -73,11 +73,10 @@ export function prefetchBytes(weightBytes: number, l2Bytes: number): number {
  * const wgsl = prefetchWgsl(2097152, "y[0] = 0.0;");
  * ```
  */
-export function prefetchWgsl(words: number, sink: string, workgroup = "WG"): string {
+export function prefetchWgsl(words: number, sink: string): string {
   const loads = [...Array(PREFETCH_LOADS).keys()];
   return `const PREFETCH_WORDS = ${words}u;
-const PREFETCH_WG = ${workgroup};
-const PREFETCH_ROUND = PREFETCH_WG * ${PREFETCH_LOADS}u;
+const PREFETCH_ROUND = WG * ${PREFETCH_LOADS}u;
 const PREFETCH_SLICE_MAX = max(1u, ${PREFETCH_SLICE_BYTES / 16}u / PREFETCH_ROUND) * PREFETCH_ROUND;
 fn prefetch_sum(slice: u32, slices: u32, tid: u32) -> vec4<u32> {
   let per = min(
@@ -91,12 +90,12 @@ fn prefetch_sum(slice: u32, slices: u32, tid: u32) -> vec4<u32> {
   // Every load issued before any is used (clamped, and masked past the end).
   for (var at = first + tid; at < last; at += PREFETCH_ROUND) {
 ${
-    loads.map((i) => `    let a${i} = prefetch[min(at + ${i}u * PREFETCH_WG, last - 1u)];`).join(
+    loads.map((i) => `    let a${i} = prefetch[min(at + ${i}u * WG, last - 1u)];`).join(
       "\n",
     )
   }
 ${
-    loads.map((i) => `    sum += select(vec4<u32>(0u), a${i}, at + ${i}u * PREFETCH_WG < last);`)
+    loads.map((i) => `    sum += select(vec4<u32>(0u), a${i}, at + ${i}u * WG < last);`)
       .join("\n")
   }
   }
@@ -119,20 +118,17 @@ export interface ExtraPrefetch {
 }
 
 /**
- * The early-arrival hook of `lastArrivalGoesOn` (wgsl_common.ts) that prefetches: the workgroups
- * of a row that are not its last share the slices, `rowsExpr` rows of them in the dispatch.
+ * The early-arrival hook of `lastArrivalGoesOn` (wgsl_common.ts) that prefetches: the
+ * workgroups of a row that are not its last (`others`, this one arrived `order`-th) share the
+ * slices with those of the dispatch's other rows (`local_row` of `params.rows`).
  *
  * @example
  * ```ts
  * import { prefetchOnArrival } from "./l2_prefetch.ts";
- * prefetchOnArrival("local_row", "params.rows")("order", "others");
+ * prefetchOnArrival("order", "others");
  * // "prefetch_slice(local_row * others + order, params.rows * others, tid);"
  * ```
  */
-export function prefetchOnArrival(
-  rowExpr: string,
-  rowsExpr: string,
-): (order: string, others: string) => string {
-  return (order, others) =>
-    `prefetch_slice(${rowExpr} * ${others} + ${order}, ${rowsExpr} * ${others}, tid);`;
+export function prefetchOnArrival(order: string, others: string): string {
+  return `prefetch_slice(local_row * ${others} + ${order}, params.rows * ${others}, tid);`;
 }

@@ -22,7 +22,7 @@ Deno.test("prefetchWorkgroups gives each at most PREFETCH_SLICE_BYTES", () => {
 
 Deno.test("prefetchOnArrival numbers the early workgroups of all rows apart", () => {
   strictEqual(
-    prefetchOnArrival("local_row", "params.rows")("order", "(row_parts - 1u)"),
+    prefetchOnArrival("order", "(row_parts - 1u)"),
     "prefetch_slice(local_row * (row_parts - 1u) + order, params.rows * (row_parts - 1u), tid);",
   );
 });

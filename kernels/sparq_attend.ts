@@ -232,9 +232,14 @@ ${
 `;
 }
 
-/** The prefetch's WGSL where a kernel has one (its sink: alpha, which stage 2b writes). */
-function prefetchDeclarations(prefetch?: ExtraPrefetch): string {
-  return prefetch ? `\n${prefetchWgsl(prefetch.words, "alpha[0] = 0.0;")}` : "";
+/**
+ * A kernel's prefetch of `words` vec4s where it has one: its binding and its WGSL (the sink:
+ * alpha, which stage 2b writes).
+ */
+function prefetchParts(words: number | undefined): { storage: Binding[]; wgsl: string } {
+  return words
+    ? { storage: [[...PREFETCH_BINDING]], wgsl: `\n${prefetchWgsl(words, "alpha[0] = 0.0;")}` }
+    : { storage: [], wgsl: "" };
 }
 
 /** Stage 3's bindings (KV4: the cache's vec4 type). */
@@ -306,7 +311,7 @@ export function topkAttendFits(
   warm: boolean,
   prefetch = false,
 ): boolean {
-  return fusedFits(s, c, topkAttendParts(s, warm, prefetch), maxStorageBuffers);
+  return fusedFits(s, c, topkAttendParts(s, warm, prefetch ? 1 : 0), maxStorageBuffers);
 }
 
 /** What a kernel that runs stage 3 after other stages takes: bindings, workgroup memory before. */
@@ -345,12 +350,12 @@ function fusedFits(
 }
 
 /** Stages 2b and 3 in one kernel: stage 2b's parts, the bindings and stage 2b's memory. */
-function topkAttendParts(s: AttentionKernelShape, warm: boolean, prefetch: boolean) {
+function topkAttendParts(s: AttentionKernelShape, warm: boolean, prefetchWords = 0) {
   const topk = topkParts(s, warm);
   const storage = mergeBindings(
     topk.storage,
     ATTEND_BINDINGS,
-    prefetch ? [[...PREFETCH_BINDING]] : [],
+    prefetchParts(prefetchWords).storage,
   );
   return { topk, storage, before: selectionBytes(s.heads / s.kvHeads) };
 }
@@ -378,14 +383,14 @@ export function sparqTopkAttendKernel(
   warm = false,
   prefetch?: ExtraPrefetch,
 ): KernelSpec {
-  const { topk, storage, before } = topkAttendParts(s, warm, prefetch !== undefined);
+  const { topk, storage, before } = topkAttendParts(s, warm, prefetch?.words);
   const layout = fusedLayout("sparq_topk_attend", s, c, before);
   const source = `// sparqc SparQ stages 2b and 3: the top k and alpha, then attention over them${
     warm ? "; workgroups past the rows warm the K and V caches' translations" : ""
   }
 ${selectionPrelude(s, p, c, storage, true)}
 ${topk.wgsl}
-${attendParts(s, layout)}${prefetchDeclarations(prefetch)}
+${attendParts(s, layout)}${prefetchParts(prefetch?.words).wgsl}
 @compute @workgroup_size(WG)
 fn main(
   ${MAIN_ARGS},
@@ -505,7 +510,7 @@ function scoresAttendParts(
   p: SparqKernelParams,
   c: SparqConfig,
   warm: boolean,
-  prefetch: boolean,
+  prefetchWords = 0,
 ) {
   const topk = topkParts(s, warm);
   const storage = mergeBindings(
@@ -513,7 +518,7 @@ function scoresAttendParts(
     topk.storage,
     ATTEND_BINDINGS,
     [["arrivals", "read_write", "atomic<u32>"]],
-    prefetch ? [[...PREFETCH_BINDING]] : [],
+    prefetchParts(prefetchWords).storage,
   );
   return { topk, storage, before: scoresCandidatesBytes(s, p, c) };
 }
@@ -539,7 +544,7 @@ export function scoresAttendFits(
   prefetch = false,
 ): boolean {
   return scoresCandidatesFits(s, p, c) &&
-    fusedFits(s, c, scoresAttendParts(s, p, c, warm, prefetch), maxStorageBuffers);
+    fusedFits(s, c, scoresAttendParts(s, p, c, warm, prefetch ? 1 : 0), maxStorageBuffers);
 }
 
 /**
@@ -568,18 +573,14 @@ export function sparqScoresAttendKernel(
   warm = false,
   prefetchWords = 0,
 ): KernelSpec {
-  const prefetch = prefetchWords > 0;
-  const { topk, storage, before } = scoresAttendParts(s, p, c, warm, prefetch);
+  const { topk, storage, before } = scoresAttendParts(s, p, c, warm, prefetchWords);
   const layout = fusedLayout("sparq_scores_attend", s, c, before);
   return scoresAttendKernel(s, p, c, {
     storage,
     warm,
-    prefetch,
-    declarations: [
-      selectionCommon(1),
-      topk.wgsl,
-      attendParts(s, layout),
-      ...(prefetch ? [prefetchWgsl(prefetchWords, "alpha[0] = 0.0;")] : []),
-    ].join("\n"),
+    prefetch: prefetchWords > 0,
+    declarations: `${selectionCommon(1)}\n${topk.wgsl}\n${attendParts(s, layout)}${
+      prefetchParts(prefetchWords).wgsl
+    }`,
   });
 }

@@ -184,6 +184,11 @@ export interface ScoresTail {
   prefetch: boolean;
 }
 
+/** How a vec4 stage-1 kernel reads Kᵀ: 8 f16 positions as one vec4<u32>, else 4 as one KV4. */
+function vecKtType(width: number | null): string {
+  return width === 8 ? "vec4<u32>" : "KV4";
+}
+
 /** The bindings of the stage-1 kernels (Kᵀ and the scores typed per kernel). */
 function scoresBindings(ktType: string, scoresType: string, extra: ScoresExtra): Binding[] {
   const extras: Binding[] = extra === "arrivals"
@@ -338,8 +343,9 @@ export function sparqScoresVec4Kernel(
  * memory as keys, from which the block keeps its k largest as candidates, as
  * `sparq_candidates` would from the scores it reads back. The block is the candidate block, and
  * the workgroup the selection's 256 invocations: `c.block` = `c.candidateBlock`, a whole number
- * of 256 · the positions per load (each invocation scores that many slots). Bindings q, positions, kt_cache, scores, block_stats, candidates,
- * params. Only where {@link scoresCandidatesFits}.
+ * of 256 · the positions per load (each invocation scores that many slots). Bindings q,
+ * positions, kt_cache, scores, block_stats, candidates, params. Only where
+ * {@link scoresCandidatesFits}.
  *
  * @example
  * ```ts
@@ -433,7 +439,7 @@ export function scoresAttendKernel(
  * ```
  */
 export function scoresAttendBindings(s: AttentionKernelShape, c: SparqConfig): Binding[] {
-  return scoresBindings(scoresWidth(s, c) === 8 ? "vec4<u32>" : "KV4", "f32", "candidates");
+  return scoresBindings(vecKtType(scoresWidth(s, c)), "f32", "candidates");
 }
 
 /**
@@ -486,7 +492,7 @@ function scoresVec4(
   fitTile("sparq_scores", s.workgroupStorage, () => scoresBytes(s, p, c, extra), [c.block]);
   const candidates = extra === "candidates";
   const storage = tail?.storage ??
-    scoresBindings(width === 8 ? "vec4<u32>" : "KV4", "vec4<f32>", extra);
+    scoresBindings(vecKtType(width), "vec4<f32>", extra);
   const vecs = width / 4;
   const heads = [...Array(group).keys()];
   const parts = [...Array(vecs).keys()];
@@ -606,7 +612,7 @@ ${indentLines([...statistics, ...keys], "    ")}
 ${
           lastArrivalGoesOn(
             "(len + BLOCK - 1u) / BLOCK",
-            tail.prefetch ? prefetchOnArrival("local_row", "params.rows") : undefined,
+            tail.prefetch ? prefetchOnArrival : undefined,
           )
         }
   select_top_k(row, tid);

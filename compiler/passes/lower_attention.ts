@@ -362,7 +362,8 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
         candidates,
         indices,
         alpha,
-        ...(warm ? [kCache, vCache] : []), // the caches whose translations it warms
+        kCache, // the caches whose translations it warms
+        vCache,
         kCache,
         vCache,
         vMean,
