@@ -79,10 +79,20 @@ export function integerOption(
  * ```
  */
 export function positiveNumberOption(name: string, raw: string | undefined): number | undefined {
+  return decimalOption(name, raw, (value) => value > 0, "a positive number");
+}
+
+/** A plain decimal (no sign but +, no hex, no words) meeting `valid`, or one line naming `what`. */
+function decimalOption(
+  name: string,
+  raw: string | undefined,
+  valid: (value: number) => boolean,
+  what: string,
+): number | undefined {
   if (raw === undefined) return undefined;
   const value = Number(raw);
-  if (!/^[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(raw.trim()) || !(value > 0)) {
-    throw new UserError(`${name} must be a positive number, got '${raw}'`);
+  if (!/^[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(raw.trim()) || !valid(value)) {
+    throw new UserError(`${name} must be ${what}, got '${raw}'`);
   }
   return value;
 }
@@ -97,12 +107,7 @@ export function positiveNumberOption(name: string, raw: string | undefined): num
  * ```
  */
 export function nonNegativeNumberOption(name: string, raw: string | undefined): number | undefined {
-  if (raw === undefined) return undefined;
-  const value = Number(raw);
-  if (!/^[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(raw.trim()) || !(value >= 0)) {
-    throw new UserError(`${name} must be a number ≥ 0, got '${raw}'`);
-  }
-  return value;
+  return decimalOption(name, raw, (value) => value >= 0, "a number ≥ 0");
 }
 
 /**

@@ -204,8 +204,9 @@ export function compileCommand(args: string[], io: Io = processIo): Promise<numb
     }
     const budget = positiveNumberOption("--memory-budget", values["memory-budget"]);
     if (budget !== undefined) target = withBudget(target, budget * 1024 ** 3);
-    const l2 = nonNegativeNumberOption("--l2", values.l2);
-    if (l2 !== undefined) target = withL2(target, l2 * 1024 ** 2);
+    const l2Mib = nonNegativeNumberOption("--l2", values.l2);
+    const l2Bytes = l2Mib === undefined ? undefined : l2Mib * 1024 ** 2;
+    if (l2Bytes !== undefined) target = withL2(target, l2Bytes);
 
     const { config, warnings } = await loadModel(positionals[0]);
     warnings.forEach((w) => io.err(`sparqc compile: note: ${w}`));
@@ -240,7 +241,8 @@ export function compileCommand(args: string[], io: Io = processIo): Promise<numb
     let tuning;
     if (values.tune) {
       const tuned = await tuneForAdapter(config, options, target, values["tune-cache"], io);
-      target = l2 !== undefined ? withL2(tuned.target, l2 * 1024 ** 2) : tuned.target;
+      // The adapter's own target, with the stated L2 where --l2 gave one.
+      target = l2Bytes === undefined ? tuned.target : withL2(tuned.target, l2Bytes);
       tuning = tuned.tuning;
       options = tuned.options;
     }

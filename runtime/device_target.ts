@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { knownL2Bytes, type Target } from "../compiler/target.ts";
+import { knownL2Bytes, type Target, withL2 } from "../compiler/target.ts";
 import type { Gpu } from "./device.ts";
 
 /**
@@ -23,8 +23,7 @@ export function deviceTarget(gpu: Gpu, memoryBudget: number): Target {
   const l = gpu.device.limits;
   const info = gpu.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
   const description = gpu.info.description || `${gpu.info.vendor} ${gpu.info.architecture}`.trim();
-  const l2Bytes = knownL2Bytes(description);
-  return {
+  return withL2({
     name: "device",
     description,
     limits: {
@@ -40,6 +39,5 @@ export function deviceTarget(gpu: Gpu, memoryBudget: number): Target {
       ? info.subgroupMinSize
       : null,
     memoryBudget: Math.floor(memoryBudget),
-    ...(l2Bytes ? { l2Bytes } : {}),
-  };
+  }, knownL2Bytes(description) ?? 0);
 }
