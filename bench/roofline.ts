@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { BUFFER_READ_KERNEL, bufferReadGrid } from "../kernels/buffer_read.ts";
+import { BufferReader } from "../runtime/buffer_reader.ts";
 import type { Gpu } from "../runtime/device.ts";
 import { type Stats, summarize } from "../runtime/stats.ts";
 import { timePasses } from "./timed_passes.ts";
@@ -28,33 +28,16 @@ export interface Roofline {
  * ```
  */
 export async function measureRoofline(gpu: Gpu, nsPerTick: number, reps = 20): Promise<Roofline> {
-  const device = gpu.device;
   const bytes = gpu.info.isFallbackAdapter ? 64 << 20 : 1 << 30;
-  const data = device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE });
-  const { groups, grid } = bufferReadGrid(bytes);
-  const sink = device.createBuffer({ size: groups * 4, usage: GPUBufferUsage.STORAGE });
-  const module = device.createShaderModule({ label: "roofline", code: BUFFER_READ_KERNEL });
-  const pipeline = device.createComputePipeline({
-    layout: "auto",
-    compute: { module, entryPoint: "main" },
-  });
-  const group = device.createBindGroup({
-    layout: pipeline.getBindGroupLayout(0),
-    entries: [{ binding: 0, resource: { buffer: data } }, {
-      binding: 1,
-      resource: { buffer: sink },
-    }],
-  });
+  const reader = BufferReader.create(gpu.device, bytes, "roofline");
   gpu.doing("measuring the read roofline");
-  const ticks = await timePasses(device, reps, (encoder, timestampWrites) => {
+  const ticks = await timePasses(gpu.device, reps, (encoder, timestampWrites) => {
     const pass = encoder.beginComputePass({ timestampWrites });
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, group);
-    pass.dispatchWorkgroups(...grid);
+    reader.dispatch(pass);
     pass.end();
   });
   const samples = ticks.map((t) => t * nsPerTick);
-  for (const b of [data, sink]) b.destroy();
+  reader.destroy();
   gpu.throwIfErrors();
   const time = summarize(samples);
   return { bytes, time, gbps: bytes / time.median };

@@ -8,18 +8,17 @@
  *
  * @module
  */
-import { BUFFER_READ_KERNEL, bufferReadGrid } from "../kernels/buffer_read.ts";
+import { BufferReader } from "./buffer_reader.ts";
 import type { Gpu } from "./device.ts";
 
 /** A scrub pass ready to encode between timed passes. */
 export class L2Scrub {
-  private constructor(
-    /** Bytes each pass reads. */
-    readonly bytes: number,
-    private readonly pipeline: GPUComputePipeline,
-    private readonly parts: { group: GPUBindGroup; grid: [number, number] }[],
-    private readonly buffers: GPUBuffer[],
-  ) {}
+  private constructor(private readonly reader: BufferReader) {}
+
+  /** Bytes each pass reads. */
+  get bytes(): number {
+    return this.reader.bytes;
+  }
 
   /**
    * The scrub a timing run on `gpu` uses, made once before its first warm-up (an allocation
@@ -48,32 +47,7 @@ export class L2Scrub {
    * ```
    */
   static create(device: GPUDevice, bytes: number): L2Scrub {
-    const module = device.createShaderModule({ label: "l2 scrub", code: BUFFER_READ_KERNEL });
-    const pipeline = device.createComputePipeline({
-      label: "l2 scrub",
-      layout: "auto",
-      compute: { module, entryPoint: "main" },
-    });
-    const most = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
-    const chunk = Math.floor(most / 16) * 16;
-    const buffers: GPUBuffer[] = [];
-    const parts: { group: GPUBindGroup; grid: [number, number] }[] = [];
-    for (let left = Math.ceil(bytes / 16) * 16; left > 0; left -= chunk) {
-      const size = Math.min(left, chunk);
-      const { groups, grid } = bufferReadGrid(size);
-      const data = device.createBuffer({ label: "l2 scrub", size, usage: GPUBufferUsage.STORAGE });
-      const sink = device.createBuffer({ size: groups * 4, usage: GPUBufferUsage.STORAGE });
-      buffers.push(data, sink);
-      const group = device.createBindGroup({
-        layout: pipeline.getBindGroupLayout(0),
-        entries: [{ binding: 0, resource: { buffer: data } }, {
-          binding: 1,
-          resource: { buffer: sink },
-        }],
-      });
-      parts.push({ group, grid });
-    }
-    return new L2Scrub(bytes, pipeline, parts, buffers);
+    return new L2Scrub(BufferReader.create(device, bytes, "l2 scrub"));
   }
 
   /**
@@ -86,16 +60,12 @@ export class L2Scrub {
    */
   encode(encoder: GPUCommandEncoder): void {
     const pass = encoder.beginComputePass({ label: "l2 scrub" });
-    pass.setPipeline(this.pipeline);
-    for (const { group, grid } of this.parts) {
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(...grid);
-    }
+    this.reader.dispatch(pass);
     pass.end();
   }
 
   /** Frees the scrub's buffers. */
   destroy(): void {
-    for (const b of this.buffers) b.destroy();
+    this.reader.destroy();
   }
 }
