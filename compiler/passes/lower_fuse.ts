@@ -53,6 +53,11 @@ function onlyInto(
     consumer.inputs.includes(producer.outputs[0]);
 }
 
+/** The operand of a two-input `consumer` that is not `producer`'s output (itself, if both are). */
+function otherOperand(consumer: Node, producer: Node): string {
+  return consumer.inputs.find((name) => name !== producer.outputs[0]) ?? producer.outputs[0];
+}
+
 /** A fusion found at a node: how many nodes it consumes and its dispatches. */
 export interface Fused {
   nodes: number;
@@ -116,7 +121,7 @@ export function fuseAt(
     (node.op === "silu" || node.op === "gelu" || node.op === "gelu_tanh") &&
     onlyInto(uses, node, next, "mul")
   ) {
-    const up = next.inputs.find((name) => name !== node.outputs[0]) ?? node.outputs[0];
+    const up = otherOperand(next, node);
     const [batch, width] = ctx.types.get(next.outputs[0])!.shape;
     return {
       nodes: 2,
@@ -165,10 +170,13 @@ function matmulsAt(
   if (!vectorMatmul(ctx, first)) return undefined;
   const add = nodes[at + 1];
   if (onlyInto(uses, first, add, "add")) {
-    const residual = add.inputs.find((name) => name !== first.outputs[0]) ?? first.outputs[0];
     return {
       nodes: 2,
-      invocations: rowSplit(ctx, { tensor: residual, output: add.outputs[0] }, norm),
+      invocations: rowSplit(
+        ctx,
+        { tensor: otherOperand(add, first), output: add.outputs[0] },
+        norm,
+      ),
     };
   }
   return norm ? { nodes: 1, invocations: rowSplit(ctx, undefined, norm) } : undefined;

@@ -29,9 +29,9 @@ const rowsPerWorkgroup = (ctx: LowerContext) =>
 /** An RMSNorm folded into the matmuls it feeds: its input x and gain replace their x. */
 export type FoldedNorm = NodeOf<"rms_norm">;
 
-/** The kernel's norm option and the norm's bindings (x, gain), or none. */
-function normParts(norm: FoldedNorm | undefined) {
-  if (!norm) return { option: {}, inputs: [] as string[] };
+/** The kernel's norm option and what it binds before the weights: x, or the norm's x and gain. */
+function normParts(norm: FoldedNorm | undefined, x: string) {
+  if (!norm) return { option: {}, inputs: [x] };
   return {
     option: { norm: { eps: norm.attrs.eps, weightOffset: norm.attrs.weightOffset } },
     inputs: [norm.inputs[0], norm.inputs[1]],
@@ -54,7 +54,7 @@ export function rowSplit(
   norm?: FoldedNorm,
 ): Invocation[] {
   const { node } = ctx;
-  const folded = normParts(norm);
+  const folded = normParts(norm, node.inputs[0]);
   const weight = node.inputs[1];
   const output = node.outputs[0];
   const [batch, outer] = ctx.types.get(output)!.shape;
@@ -71,7 +71,7 @@ export function rowSplit(
     ...folded.option,
   });
   const ranges = shardRanges(ctx, [weight]);
-  const inputs = norm ? [...folded.inputs, ...node.inputs.slice(1)] : node.inputs;
+  const inputs = [...folded.inputs, ...node.inputs.slice(1)];
   return ranges.map((range, shard) => {
     const rows = range.rows || ctx.types.get(weight)!.shape[0];
     return {
@@ -134,7 +134,7 @@ export function groupedMatmul(ctx: LowerContext, group: Node[], norm?: FoldedNor
   const [batch] = ctx.types.get(group[0].outputs[0])!.shape;
   const rows = group.map((n) => ctx.types.get(n.outputs[0])!.shape[1]);
   const bias = group[0].inputs.length === 3;
-  const folded = normParts(norm);
+  const folded = normParts(norm, group[0].inputs[0]);
   const kernel = matmulKernel({
     batch,
     inner: ctx.types.get(group[0].inputs[0])!.shape[1],
@@ -151,7 +151,7 @@ export function groupedMatmul(ctx: LowerContext, group: Node[], norm?: FoldedNor
     node: group[0].id,
     kernel,
     args: [
-      ...(norm ? folded.inputs : [group[0].inputs[0]]),
+      ...folded.inputs,
       ...group.map((n) => n.inputs[1]),
       ...(bias ? group.map((n) => n.inputs[2]) : []),
       ...group.map((n) => n.outputs[0]),

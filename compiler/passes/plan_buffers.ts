@@ -2,8 +2,9 @@
  * Pass 5: buffer planning. Every weight and state shard gets a buffer of its own; graph inputs
  * and persistent scratch tensors get theirs; activations and other scratch tensors share a pool,
  * a buffer being reused once the last dispatch that reads its tenant is done (never within one
- * dispatch, where WebGPU forbids a writable binding to alias another). All dispatch params live in one uniform buffer, one
- * 256-byte slot per dispatch. The total is checked against the target's memory budget.
+ * dispatch, where WebGPU forbids a writable binding to alias another). All dispatch params live
+ * in one uniform buffer, one 256-byte slot per dispatch. The total is checked against the
+ * target's memory budget.
  *
  * @module
  */
