@@ -177,13 +177,10 @@ Deno.test("without subgroups (tree reductions, the tiled dense kernel) results m
 Deno.test("dense attention with the reduction in its partial kernel stays exact call after call", async () => {
   // One query head per KV head, few rows: the last chunk of each row reduces it and resets the
   // row's counter for the next call; a counter left behind would leave the second call's y unset.
+  const shape = { batch: 2, heads: 3, kvHeads: 3, headDim: 64, kvDtype: "f16" as const };
   const graph = buildAttentionGraph({
-    batch: 2,
-    heads: 3,
-    kvHeads: 3,
-    headDim: 64,
+    ...shape,
     maxSeq: 700,
-    kvDtype: "f16",
     method: { kind: "dense" },
     append: false,
   });
@@ -193,16 +190,7 @@ Deno.test("dense attention with the reduction in its partial kernel stays exact 
   try {
     for (let call = 0; call < 3; call++) {
       const seed = freshSeed();
-      const p = randomProblem({
-        batch: 2,
-        heads: 3,
-        kvHeads: 3,
-        seqCapacity: 700,
-        headDim: 64,
-        ragged: true,
-        seed,
-        kvDtype: "f16",
-      });
+      const p = randomProblem({ ...shape, seqCapacity: 700, ragged: true, seed });
       writeAttentionInputs(executor, p, { kind: "dense" });
       executor.run();
       const error = relativeL2(await executor.read(T.y) as Float32Array, denseReference(p));
