@@ -77,11 +77,11 @@ Deno.test("SparQ's stage 2b warms the K and V caches' translations only where fe
   const tensors = (d: typeof one) => d.bindings.map((b) => b.tensor);
   deepStrictEqual(tensors(one).slice(8, 10), ["layers.0.k_cache", "layers.0.v_cache"]);
   deepStrictEqual(tensors(one).filter((t) => t === "layers.0.k_cache").length, 2);
-  // 32 rows of two stage-1 blocks, then one warm-up workgroup per 32 pages of 64 KiB of a 32 MiB
-  // K cache.
+  // 32 rows of two stage-1 blocks, then one warm-up workgroup per 32 reads 512 KiB apart in a
+  // 32 MiB K cache.
   deepStrictEqual(
     one.dispatch[0] * one.dispatch[1],
-    32 * 2 + (32 * 4096 * 128 * 2) / 65536 / 32,
+    32 * 2 + Math.ceil((32 * 4096 * 128 * 2) / (512 * 1024) / 32),
   );
   // At B·Hkv = 128 the kernel reads the caches for stage 3 only, and dispatches rows only.
   const four = topk(4);

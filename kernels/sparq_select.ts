@@ -536,8 +536,14 @@ fn main(
 
 /** Pages of {@link WARM_PAGE_BYTES} each warm-up workgroup of stage 2b reads into. */
 export const WARM_PAGES_PER_WORKGROUP = 32;
-/** The stride of the warm-up's reads: one per 64 KiB of the K and V caches. */
-export const WARM_PAGE_BYTES = 65536;
+/**
+ * The stride of the warm-up's reads: one per 512 KiB of the K and V caches. On the H100 (llama2-7b
+ * decode step, B=1) SparQ's step at S = 16k / 32k took 7.136 / 8.044 ms with one read per 64 KiB,
+ * 7.236 / 8.025 per 128 KiB, 7.016 / 7.793 per 256 KiB, 6.978 / 7.767 per 512 KiB, 6.987 / 7.753
+ * per 1 MiB and 7.064 / 7.878 per 2 MiB (issue 7's version 23 in docs/performance.md): fewer reads
+ * warm as much, and cost less.
+ */
+export const WARM_PAGE_BYTES = 512 * 1024;
 
 /**
  * Workgroups that warm the address translations of a K (and V) cache of `cacheBytes` bytes.
@@ -545,7 +551,7 @@ export const WARM_PAGE_BYTES = 65536;
  * @example
  * ```ts
  * import { warmWorkgroups } from "./sparq.ts";
- * warmWorkgroups(268435456); // 128: a llama2-7b layer's K cache at S = 32k, 4096 pages
+ * warmWorkgroups(268435456); // 16: a llama2-7b layer's K cache at S = 32k, 512 strides
  * ```
  */
 export function warmWorkgroups(cacheBytes: number): number {
@@ -553,8 +559,8 @@ export function warmWorkgroups(cacheBytes: number): number {
 }
 
 /**
- * The warm-up workgroups of stage 2b: one 4-byte read in each 64 KiB of the K and V caches,
- * spread over many workgroups. At batch 1 stage 3 is a few workgroups, each gathering k rows
+ * The warm-up workgroups of stage 2b: one 4-byte read in each {@link WARM_PAGE_BYTES} of the K
+ * and V caches, spread over several workgroups. At batch 1 stage 3 is a few workgroups, each gathering k rows
  * scattered over its head's cache, and on the H100 it took 31 µs inside a decode step against
  * 15 µs alone (llama2-7b, S = 32k): its first touch of each page was the cost. Reads of the same
  * pages made earlier by many SMs, while stage 2b's few workgroups select, took it back to 15 µs;
