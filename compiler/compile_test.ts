@@ -106,18 +106,18 @@ Deno.test("SparQ's stage 2a: in stage 1 for one head per KV head, else blocks by
     ];
   };
   // llama2-7b: stage 1's blocks of 2048 (256 invocations × 8 positions) keep their candidates;
-  // at B=1 in the kernel that goes on to stages 2b and 3 (then 64 warm-up workgroups for a 128
-  // MiB K cache).
-  deepStrictEqual(stage2a("llama2-7b", 1, 16384), ["sparq_scores_attend", 2048, 32 * 8 + 64]);
+  // at B=1 in the kernel that goes on to stages 2b and 3 (then 8 warm-up workgroups for a 128
+  // MiB K cache: 256 reads 512 KiB apart, 32 each).
+  deepStrictEqual(stage2a("llama2-7b", 1, 16384), ["sparq_scores_attend", 2048, 32 * 8 + 8]);
   deepStrictEqual(stage2a("llama2-7b", 16, 4096), ["sparq_scores_candidates", 2048, 512 * 2]);
   // From S = 32k, blocks of 4096: each invocation scores two slots of 8 positions (and stages 2b
   // and 3 have a kernel of their own).
   deepStrictEqual(stage2a("llama2-7b", 1, 32768), ["sparq_scores_candidates", 4096, 32 * 8]);
   deepStrictEqual(stage2a("llama2-7b", 4, 16384), ["sparq_scores_candidates", 2048, 128 * 8]);
-  // llama3-8b, 8 rows at B=1: 32 blocks of 2048 chain (and 8 warm-up workgroups for its 16 MiB K
-  // cache follow them); at S = 64k only blocks of 4096 chain (128, not 256); at 128k neither, and
+  // llama3-8b, 8 rows at B=1: 32 blocks of 2048 chain (and 1 warm-up workgroup for its 16 MiB K
+  // cache follows them); at S = 64k only blocks of 4096 chain (128, not 256); at 128k neither, and
   // stage 2b's few workgroups rank fewer candidates from blocks of 4096. 128 rows: 2048.
-  deepStrictEqual(stage2a("llama3-8b", 1, 8192), ["sparq_select_attend", 2048, 32 + 8]);
+  deepStrictEqual(stage2a("llama3-8b", 1, 8192), ["sparq_select_attend", 2048, 32 + 1]);
   deepStrictEqual(stage2a("llama3-8b", 1, 65536)[1], 4096);
   deepStrictEqual(stage2a("llama3-8b", 1, 131072).slice(0, 2), ["sparq_candidates", 4096]);
   deepStrictEqual(stage2a("llama3-8b", 16, 4096).slice(0, 2), ["sparq_candidates", 2048]);
