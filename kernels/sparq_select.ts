@@ -560,11 +560,11 @@ export function warmWorkgroups(cacheBytes: number): number {
 
 /**
  * The warm-up workgroups of stage 2b: one 4-byte read in each {@link WARM_PAGE_BYTES} of the K
- * and V caches, spread over several workgroups. At batch 1 stage 3 is a few workgroups, each gathering k rows
- * scattered over its head's cache, and on the H100 it took 31 µs inside a decode step against
- * 15 µs alone (llama2-7b, S = 32k): its first touch of each page was the cost. Reads of the same
- * pages made earlier by many SMs, while stage 2b's few workgroups select, took it back to 15 µs;
- * made by stage 2b's own 16 workgroups they cost 33 µs (misses queue per SM).
+ * and V caches, spread over several workgroups. At batch 1 stage 3 is a few workgroups, each
+ * gathering k rows scattered over its head's cache, and on the H100 it took 31 µs inside a decode
+ * step against 15 µs alone (llama2-7b, S = 32k): its first touch of each page was the cost. Reads
+ * of the same pages made earlier by many SMs, while stage 2b's few workgroups select, took it back
+ * to 15 µs; made by stage 2b's own 16 workgroups they cost 33 µs (misses queue per SM).
  */
 const WARM_UP = `const WARM_PAGE_WORDS = ${WARM_PAGE_BYTES / 4}u;
 const WARM_PAGES = ${WARM_PAGES_PER_WORKGROUP}u;
