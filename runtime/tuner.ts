@@ -184,103 +184,107 @@ export async function tune(
   let ticks: number | undefined;
   // Made with the first measurement, for all of them: a cold L2 before each timed repetition.
   let scrub: L2Scrub | undefined;
-  for (const [index, p] of problems.entries()) {
-    const bucket = tuningBucket(p);
-    const family = SPACES[p.family];
-    const defaultConfig = family.defaultFor(p);
-    const defaults = programOf(p, defaultConfig, options.target);
-    const hash = await sourceHash(defaults.kernels.map((k) => k.source));
-    const cached = options.cache.lookup(adapter, bucket, hash);
-    if (cached) {
-      choices.set(bucket, cached.choice as unknown as TuningConfig);
+  try {
+    for (const [index, p] of problems.entries()) {
+      const bucket = tuningBucket(p);
+      const family = SPACES[p.family];
+      const defaultConfig = family.defaultFor(p);
+      const defaults = programOf(p, defaultConfig, options.target);
+      const hash = await sourceHash(defaults.kernels.map((k) => k.source));
+      const cached = options.cache.lookup(adapter, bucket, hash);
+      if (cached) {
+        choices.set(bucket, cached.choice as unknown as TuningConfig);
+        records.push({
+          bucket,
+          choice: cached.choice,
+          defaultConfig: { ...defaultConfig },
+          defaultNs: cached.defaultNs,
+          bestNs: cached.bestNs,
+          kernelsNs: cached.kernelsNs,
+          source: "cache",
+          candidates: cached.candidates,
+          rejected: [],
+        });
+        progress(`tuning ${index + 1}/${problems.length} ${bucket}: from the cache`);
+        continue;
+      }
+      if (ticks === undefined) {
+        ticks = await options.nsPerTick();
+        scrub = L2Scrub.forTiming(gpu);
+      }
+      const measuring = { ...options, ticks, scrub };
+      const base = await measure(gpu, p, defaults, measuring);
+      // Each signature measured once, by the first configuration that compiled to it.
+      const seen = new Map([[signature(defaults), defaultConfig]]);
+      const space = (options.spaces?.[p.family] ?? family.space).filter((c) =>
+        Object.values(c).every((v) => v <= options.target.limits.maxComputeInvocationsPerWorkgroup)
+      );
+      let best = {
+        config: defaultConfig,
+        ns: base.ns,
+        kernelsNs: base.kernelsNs,
+      };
+      const defaultNs = best.ns;
+      const rejected: string[] = [];
+      for (const [i, config] of space.entries()) {
+        progress(
+          `tuning ${index + 1}/${problems.length} ${bucket}: candidate ${i + 1}/${space.length} ` +
+            `(${describe(config)})`,
+        );
+        if (JSON.stringify(config) === JSON.stringify(defaultConfig)) continue;
+        let program;
+        try {
+          program = programOf(p, config, options.target);
+        } catch (error) {
+          // A candidate the target cannot hold (workgroup memory) is skipped, not fatal.
+          if (error instanceof Error && /workgroup memory/.test(error.message)) continue;
+          throw error;
+        }
+        const work = signature(program);
+        const same = seen.get(work);
+        if (same) {
+          progress(`  the same kernels and dispatches as ${describe(same)}: not measured again`);
+          continue;
+        }
+        seen.set(work, config);
+        const result = await measure(gpu, p, program, measuring);
+        const error = relativeL2(result.output, base.output);
+        if (!(error <= 1e-4)) {
+          rejected.push(
+            `${describe(config)} (output differs: relative L2 ${error.toExponential(1)})`,
+          );
+          continue;
+        }
+        if (result.ns < best.ns) best = { config, ns: result.ns, kernelsNs: result.kernelsNs };
+      }
+      choices.set(bucket, best.config);
       records.push({
         bucket,
-        choice: cached.choice,
+        choice: { ...best.config },
         defaultConfig: { ...defaultConfig },
-        defaultNs: cached.defaultNs,
-        bestNs: cached.bestNs,
-        kernelsNs: cached.kernelsNs,
-        source: "cache",
-        candidates: cached.candidates,
-        rejected: [],
+        defaultNs,
+        bestNs: best.ns,
+        kernelsNs: { default: base.kernelsNs, best: best.kernelsNs },
+        source: "measured",
+        candidates: space.length,
+        rejected,
       });
-      progress(`tuning ${index + 1}/${problems.length} ${bucket}: from the cache`);
-      continue;
+      options.cache.store({
+        adapter,
+        bucket,
+        sourceHash: hash,
+        choice: { ...best.config },
+        defaultNs,
+        bestNs: best.ns,
+        kernelsNs: { default: base.kernelsNs, best: best.kernelsNs },
+        candidates: space.length,
+        measuredAt: new Date().toISOString(),
+      });
     }
-    if (ticks === undefined) {
-      ticks = await options.nsPerTick();
-      scrub = L2Scrub.forTiming(gpu);
-    }
-    const measuring = { ...options, ticks, scrub };
-    const base = await measure(gpu, p, defaults, measuring);
-    // Each signature measured once, by the first configuration that compiled to it.
-    const seen = new Map([[signature(defaults), defaultConfig]]);
-    const space = (options.spaces?.[p.family] ?? family.space).filter((c) =>
-      Object.values(c).every((v) => v <= options.target.limits.maxComputeInvocationsPerWorkgroup)
-    );
-    let best = {
-      config: defaultConfig,
-      ns: base.ns,
-      kernelsNs: base.kernelsNs,
-    };
-    const defaultNs = best.ns;
-    const rejected: string[] = [];
-    for (const [i, config] of space.entries()) {
-      progress(
-        `tuning ${index + 1}/${problems.length} ${bucket}: candidate ${i + 1}/${space.length} ` +
-          `(${describe(config)})`,
-      );
-      if (JSON.stringify(config) === JSON.stringify(defaultConfig)) continue;
-      let program;
-      try {
-        program = programOf(p, config, options.target);
-      } catch (error) {
-        // A candidate the target cannot hold (workgroup memory) is skipped, not fatal.
-        if (error instanceof Error && /workgroup memory/.test(error.message)) continue;
-        throw error;
-      }
-      const work = signature(program);
-      const same = seen.get(work);
-      if (same) {
-        progress(`  the same kernels and dispatches as ${describe(same)}: not measured again`);
-        continue;
-      }
-      seen.set(work, config);
-      const result = await measure(gpu, p, program, measuring);
-      const error = relativeL2(result.output, base.output);
-      if (!(error <= 1e-4)) {
-        rejected.push(
-          `${describe(config)} (output differs: relative L2 ${error.toExponential(1)})`,
-        );
-        continue;
-      }
-      if (result.ns < best.ns) best = { config, ns: result.ns, kernelsNs: result.kernelsNs };
-    }
-    choices.set(bucket, best.config);
-    records.push({
-      bucket,
-      choice: { ...best.config },
-      defaultConfig: { ...defaultConfig },
-      defaultNs,
-      bestNs: best.ns,
-      kernelsNs: { default: base.kernelsNs, best: best.kernelsNs },
-      source: "measured",
-      candidates: space.length,
-      rejected,
-    });
-    options.cache.store({
-      adapter,
-      bucket,
-      sourceHash: hash,
-      choice: { ...best.config },
-      defaultNs,
-      bestNs: best.ns,
-      kernelsNs: { default: base.kernelsNs, best: best.kernelsNs },
-      candidates: space.length,
-      measuredAt: new Date().toISOString(),
-    });
+  } finally {
+    // Freed on an error too: a caller that goes on keeps its GPU memory.
+    scrub?.destroy();
   }
-  scrub?.destroy();
   if (ticks !== undefined) await options.cache.save();
   return { choices, records };
 }
