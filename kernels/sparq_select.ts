@@ -551,7 +551,7 @@ export const WARM_PAGE_BYTES = 512 * 1024;
  * @example
  * ```ts
  * import { warmWorkgroups } from "./sparq.ts";
- * warmWorkgroups(268435456); // 16: a llama2-7b layer's K cache at S = 32k, 512 strides
+ * warmWorkgroups(268435456); // 16: a llama2-7b layer's K cache at S = 32k, 512 reads 512 KiB apart
  * ```
  */
 export function warmWorkgroups(cacheBytes: number): number {
