@@ -1,0 +1,342 @@
+/**
+ * A probe of chaining dependent matmuls inside one dispatch, for the performance notes. A decode
+ * step at batch 1 is a chain of dependent GEMVs, each its own dispatch; between two, the GPU
+ * drains the first (its last workgroups run on a few SMs) and ramps up the second (its first
+ * loads are in flight only after the barrier). Here the matmuls of a llama2-7b layer's shapes
+ * (q/k/v 12288 rows, o 4096, gate/up 22016, a 4096-row down, every row 4096 f16 weights) run
+ * in turn, each on the previous one's first 4096 outputs:
+ *
+ * - `separate`: one dispatch per matmul, as the executor runs a step;
+ * - `chained`: all in one dispatch — each matmul's workgroups load their first weights, wait
+ *   until every workgroup of the matmul before has counted itself done (one atomic per
+ *   matmul), then read x. It relies on workgroups starting in order of their index, so that a
+ *   waiting workgroup never holds the place of one it waits for;
+ * - `pairs`: two matmuls per dispatch, chained so;
+ * - chained with more weights loaded before the wait, those loads forced to land, each team's
+ *   rows read into the L2 first, or the counter polled less often;
+ * - `unchained`: one dispatch without the waits (wrong results; the time the bytes alone take).
+ *
+ * Every variant's outputs are compared with those of the separate dispatches that load as it
+ * does. Run: `deno run -A bench/chain_probe.ts [out.txt]` (GPU time from timestamp queries in
+ * calibrated ticks, median of 20, in µs).
+ *
+ * @module
+ */
+import { openGpu } from "../runtime/device.ts";
+import { summarize } from "../runtime/stats.ts";
+import { calibrateTicks, gpuProbe } from "../runtime/tick_calibration.ts";
+import { timePasses } from "./timed_passes.ts";
+
+/** Output rows per workgroup (teams of 32 invocations, one team per row). */
+const ROWS = 16;
+/** Inputs of every matmul; a row is INNER / 8 sixteen-byte pieces. */
+const INNER = 4096;
+const PIECES = INNER / 8;
+/** Output rows of one layer's matmuls, in order. */
+const LAYER_ROWS = [12288, 4096, 22016, 4096];
+/** Spins before a waiting workgroup gives up (the results then differ: no hang). */
+const SPIN_LIMIT = 1 << 22;
+
+/** Weight pieces each invocation of a row's team takes. */
+const PER_LANE = PIECES / 32;
+
+/** WGSL loading groups g0 … g0 + n − 1 of 4 of an invocation's weight pieces. */
+function loads(g0: number, n: number): string {
+  return Array.from({ length: 4 * n }, (_, j) => {
+    const p = (4 * g0 + j) * 32;
+    return `  let w${4 * g0 + j} = weights[at + ${p}u];`;
+  }).join("\n");
+}
+
+/** WGSL adding those pieces' products to acc. */
+function uses(g0: number, n: number): string {
+  return Array.from({ length: 4 * n }, (_, j) => {
+    const k = 4 * g0 + j;
+    return `  acc += piece(w${k}, seg.x_at, lane + ${k * 32}u);`;
+  }).join("\n");
+}
+
+/**
+ * A variant: matmuls per dispatch, whether each waits for the one before, the groups of 4 weight
+ * pieces each invocation loads before that wait, whether those loads must land first, whether
+ * the wait polls less often, and whether each team's rows are read into the L2 first.
+ */
+interface Variant {
+  name: string;
+  per: number;
+  wait: boolean;
+  early: number;
+  landed?: boolean;
+  backoff?: boolean;
+  touch?: boolean;
+}
+
+/** The kernel of a variant. */
+function source({ wait, early, landed, backoff, touch }: Variant): string {
+  return `
+struct Segment { first_wg: u32, rows: u32, w_piece: u32, x_at: u32, y_at: u32, p0: u32, p1: u32, p2: u32 }
+@group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> act: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> done: array<atomic<u32>>;
+@group(0) @binding(3) var<storage, read> segments: array<Segment>;
+@group(0) @binding(4) var<uniform> launch: vec4<u32>;
+var<workgroup> partial: array<f32, ${ROWS * 32}>;
+
+fn piece(w: vec4<u32>, x_at: u32, p: u32) -> f32 {
+  let xa = act[x_at / 4u + 2u * p];
+  let xb = act[x_at / 4u + 2u * p + 1u];
+  return dot(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), xa) +
+    dot(vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), xb);
+}
+
+@compute @workgroup_size(${ROWS * 32})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid: u32) {
+  let first = launch.x;
+  let last = launch.x + launch.y - 1u;
+  let wg = segments[first].first_wg + wid.x;
+  var s = first;
+  while (s < last && wg >= segments[s + 1u].first_wg) { s++; }
+  let seg = segments[s];
+  let lane = tid % 32u;
+  let row = min((wg - seg.first_wg) * ${ROWS}u + tid / 32u, seg.rows - 1u);
+  let at = seg.w_piece + row * ${PIECES}u + lane;
+${loads(0, early)}
+${
+    touch
+      ? `  // A word of every 16-byte piece the team will read, into the L2 before the wait: the
+  // whole row's sectors, in 16 registers.
+  var touched = 0u;
+${
+        Array.from({ length: PER_LANE }, (_, k) => `  touched ^= weights[at + ${k * 32}u].x;`)
+          .join("\n")
+      }
+  if (touched == 0x9e3779b9u) { atomicAdd(&done[arrayLength(&done) - 1u], 1u); }`
+      : ""
+  }
+${
+    landed
+      ? `  // Every early load used before the wait, so none is moved after it.
+  let landed = ${Array.from({ length: 4 * early }, (_, k) => `w${k}.x`).join(" ^ ")};
+  if (landed == 0x9e3779b9u) { atomicAdd(&done[arrayLength(&done) - 1u], 1u); }`
+      : ""
+  }
+${
+    wait
+      ? `  if (s > first) {
+    if (tid == 0u) {
+      let need = seg.first_wg - segments[s - 1u].first_wg;
+      var spins = 0u;
+      while (atomicLoad(&done[s - 1u]) < need && spins < ${SPIN_LIMIT}u) {
+        spins++;${
+        backoff
+          ? `
+        // Fewer polls of the one counter: ~100 dependent steps between two.
+        var h = spins;
+        for (var i = 0u; i < 100u; i++) { h = h * 1664525u + 1013904223u; }
+        if (h == 0x9e3779b9u) { spins = 0u; }`
+          : ""
+      }
+      }
+    }
+    storageBarrier();
+    workgroupBarrier();
+  }`
+      : ""
+  }
+  var acc = 0.0;
+${uses(0, early)}
+${
+    Array.from({ length: PER_LANE / 4 - early }, (_, g) =>
+      `${loads(early + g, 1)}\n${uses(early + g, 1)}`).join("\n")
+  }
+  partial[tid] = acc;
+  workgroupBarrier();
+  if (tid < ${ROWS / 4}u) {
+    var sums = vec4<f32>(0.0);
+    for (var l = 0u; l < 32u; l++) {
+      sums += vec4<f32>(partial[(4u * tid) * 32u + l], partial[(4u * tid + 1u) * 32u + l],
+        partial[(4u * tid + 2u) * 32u + l], partial[(4u * tid + 3u) * 32u + l]);
+    }
+    act[(seg.y_at + (wg - seg.first_wg) * ${ROWS}u) / 4u + tid] = sums * 1.3; // keeps |y| near |x|
+  }
+  storageBarrier();
+  if (tid == 0u) { atomicAdd(&done[s], 1u); }
+}
+`;
+}
+
+const gpu = await openGpu();
+const device = gpu.device;
+const limit = device.limits.maxStorageBufferBindingSize;
+// Up to 4 layers in one weight binding; on a small limit (the software adapter), rows ÷ 2ⁿ.
+let shrink = 1;
+while (LAYER_ROWS.reduce((a, r) => a + r, 0) / shrink * INNER * 2 > limit) shrink *= 2;
+const layerRows = LAYER_ROWS.map((r) => r / shrink);
+const layerBytes = layerRows.reduce((a, r) => a + r, 0) * INNER * 2;
+const layers = Math.max(1, Math.min(4, Math.floor(limit / layerBytes)));
+const rows = Array.from({ length: layers }, () => layerRows).flat();
+
+// Segment table: workgroups, weight pieces and activation offsets (floats) of each matmul.
+const table = new Uint32Array(rows.length * 8);
+let firstWg = 0, piece = 0, yAt = INNER;
+for (const [i, n] of rows.entries()) {
+  // x of matmul i is the start of matmul i − 1's output (of the first, the first INNER floats).
+  const xAt = i === 0 ? 0 : table[(i - 1) * 8 + 4];
+  table.set([firstWg, n, piece, xAt, yAt], i * 8);
+  firstWg += n / ROWS;
+  piece += n * PIECES;
+  yAt += n;
+}
+const totalWorkgroups = firstWg;
+const actFloats = yAt;
+
+const storage = (size: number, usage = 0) =>
+  device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | usage });
+const weights = storage(piece * 16, GPUBufferUsage.COPY_DST);
+const act = storage(actFloats * 4, GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC);
+// One counter per matmul, and a last one that no load ever lands on.
+const done = storage(rows.length * 4 + 4, GPUBufferUsage.COPY_DST);
+const segments = storage(table.byteLength, GPUBufferUsage.COPY_DST);
+device.queue.writeBuffer(segments, 0, table);
+
+// Weights: f16 halves of small seeded values, written in 64 MiB pieces.
+const CHUNK = 64 << 20;
+const chunk = new Uint16Array(CHUNK / 2);
+let seed = 12345;
+for (let i = 0; i < chunk.length; i++) {
+  seed = (seed * 1103515245 + 12345) >>> 0;
+  chunk[i] = 0x2000 | ((seed >>> 16) & 0x3ff) | ((seed >>> 15) & 0x8000); // |w| in [2⁻⁷, 2⁻⁶)
+}
+for (let at = 0; at < piece * 16; at += CHUNK) {
+  device.queue.writeBuffer(weights, at, chunk, 0, Math.min(CHUNK, piece * 16 - at) / 2);
+}
+const x0 = new Float32Array(INNER).map((_, i) => Math.sin(i));
+
+const pipelineCache = new Map<string, GPUComputePipeline>();
+function pipelineOf(v: Variant): GPUComputePipeline {
+  const key = `${v.wait} ${v.early} ${v.landed} ${v.backoff} ${v.touch}`;
+  if (!pipelineCache.has(key)) {
+    const code = source(v);
+    pipelineCache.set(
+      key,
+      device.createComputePipeline({
+        layout: "auto",
+        compute: { module: device.createShaderModule({ code }), entryPoint: "main" },
+      }),
+    );
+  }
+  return pipelineCache.get(key)!;
+}
+
+/** A dispatch of matmuls first … first + count − 1. */
+interface Launch {
+  first: number;
+  count: number;
+  group: GPUBindGroup;
+  workgroups: number;
+}
+function launches(v: Variant): Launch[] {
+  const per = v.per;
+  const out: Launch[] = [];
+  for (let first = 0; first < rows.length; first += per) {
+    const count = Math.min(per, rows.length - first);
+    const params = device.createBuffer({
+      size: 16,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+    device.queue.writeBuffer(params, 0, new Uint32Array([first, count, 0, 0]));
+    const end = first + count < rows.length ? table[(first + count) * 8] : totalWorkgroups;
+    out.push({
+      first,
+      count,
+      workgroups: end - table[first * 8],
+      group: device.createBindGroup({
+        layout: pipelineOf(v).getBindGroupLayout(0),
+        entries: [weights, act, done, segments, params].map((buffer, binding) => ({
+          binding,
+          resource: { buffer },
+        })),
+      }),
+    });
+  }
+  return out;
+}
+
+const all = rows.length;
+const variants: Variant[] = [
+  { name: "separate", per: 1, wait: false, early: 1 },
+  { name: "chained", per: all, wait: true, early: 1 },
+  { name: "pairs", per: 2, wait: true, early: 1 },
+  { name: "separate, all pieces first", per: 1, wait: false, early: PER_LANE / 4 },
+  { name: "chained, all pieces first", per: all, wait: true, early: PER_LANE / 4 },
+  { name: "chained, all landed first", per: all, wait: true, early: PER_LANE / 4, landed: true },
+  { name: "chained, polls spaced", per: all, wait: true, early: 1, backoff: true },
+  { name: "separate, no loads first", per: 1, wait: false, early: 0 },
+  { name: "chained, no loads first", per: all, wait: true, early: 0 },
+  { name: "chained, rows touched first", per: all, wait: true, early: 0, touch: true },
+  { name: "pairs, rows touched first", per: 2, wait: true, early: 0, touch: true },
+  {
+    name: "chained, rows touched first, polls spaced",
+    per: all,
+    wait: true,
+    early: 0,
+    touch: true,
+    backoff: true,
+  },
+  { name: "separate, rows touched first", per: 1, wait: false, early: 0, touch: true },
+  { name: "unchained", per: all, wait: false, early: 1 },
+];
+const { nsPerTick } = await calibrateTicks(gpuProbe(device, gpu.info.isFallbackAdapter));
+const readback = device.createBuffer({
+  size: actFloats * 4,
+  usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+});
+const lines = [
+  `# chain probe: ${gpu.info.description || gpu.info.vendor}`,
+  "",
+  `${rows.length} matmuls (${layers} layers of ${layerRows.join(", ")} rows × ${INNER}), ${
+    (piece * 16 / 1e6).toFixed(0)
+  } MB of weights, ${totalWorkgroups} workgroups of ${ROWS * 32}`,
+  "",
+  "variant | dispatches | µs (median of 20) | GB/s | max |Δ| against separate with the same loads",
+  "--- | --- | --- | --- | ---",
+];
+// The unchained runs' results are compared with the separate run that loads as they do.
+const references = new Map<number, Float32Array>();
+for (const v of variants) {
+  const plan = launches(v);
+  const record = (encoder: GPUCommandEncoder, timestampWrites?: GPUComputePassTimestampWrites) => {
+    encoder.clearBuffer(done);
+    const pass = encoder.beginComputePass(timestampWrites ? { timestampWrites } : {});
+    pass.setPipeline(pipelineOf(v));
+    for (const l of plan) {
+      pass.setBindGroup(0, l.group);
+      pass.dispatchWorkgroups(l.workgroups);
+    }
+    pass.end();
+  };
+  // One untimed run from a fresh x, for the results.
+  device.queue.writeBuffer(act, 0, new Float32Array(actFloats));
+  device.queue.writeBuffer(act, 0, x0);
+  const encoder = device.createCommandEncoder();
+  record(encoder);
+  encoder.copyBufferToBuffer(act, 0, readback, 0, actFloats * 4);
+  device.queue.submit([encoder.finish()]);
+  await readback.mapAsync(GPUMapMode.READ);
+  const result = new Float32Array(readback.getMappedRange().slice(0));
+  readback.unmap();
+  if (!references.has(v.early)) references.set(v.early, result);
+  const reference = references.get(v.early)!;
+  let worst = 0;
+  for (let i = 0; i < actFloats; i++) worst = Math.max(worst, Math.abs(result[i] - reference[i]));
+  const ticks = await timePasses(device, 20, (e, t) => record(e, t));
+  gpu.throwIfErrors();
+  const us = summarize(ticks.map((t) => t * nsPerTick)).median / 1000;
+  const line = `${v.name} | ${plan.length} | ${us.toFixed(1)} | ${
+    (piece * 16 / us / 1000).toFixed(0)
+  } | ${worst.toExponential(2)}`;
+  console.log(line);
+  lines.push(line);
+}
+const out = Deno.args[0];
+if (out) Deno.writeTextFileSync(out, lines.join("\n") + "\n");
