@@ -14,7 +14,8 @@
  * - `pairs`: two matmuls per dispatch, chained so;
  * - chained with more weights loaded before the wait, those loads forced to land, each team's
  *   rows read into the L2 first, or the counter polled less often;
- * - `unchained`: one dispatch without the waits (wrong results; the time the bytes alone take).
+ * - `unchained`: one dispatch without the waits (wrong results; the time the bytes alone take);
+ * - separate and unchained with 8 or 4 rows per workgroup (workgroups that live shorter).
  *
  * Every variant's outputs are compared with those of the separate dispatches that load as it
  * does. Run: `deno run -A bench/chain_probe.ts [out.txt]` (GPU time from timestamp queries in
@@ -27,7 +28,7 @@ import { summarize } from "../runtime/stats.ts";
 import { calibrateTicks, gpuProbe } from "../runtime/tick_calibration.ts";
 import { timePasses } from "./timed_passes.ts";
 
-/** Output rows per workgroup (teams of 32 invocations, one team per row). */
+/** Output rows per workgroup by default (teams of 32 invocations, one team per row). */
 const ROWS = 16;
 /** Inputs of every matmul; a row is INNER / 8 sixteen-byte pieces. */
 const INNER = 4096;
@@ -69,10 +70,13 @@ interface Variant {
   landed?: boolean;
   backoff?: boolean;
   touch?: boolean;
+  /** Output rows per workgroup (default {@link ROWS}). */
+  rowsPerWg?: number;
 }
 
 /** The kernel of a variant. */
-function source({ wait, early, landed, backoff, touch }: Variant): string {
+function source({ wait, early, landed, backoff, touch, rowsPerWg = ROWS }: Variant): string {
+  const ROWS = rowsPerWg;
   return `
 struct Segment { first_wg: u32, rows: u32, w_piece: u32, x_at: u32, y_at: u32, p0: u32, p1: u32, p2: u32 }
 @group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
@@ -176,19 +180,24 @@ const layerBytes = layerRows.reduce((a, r) => a + r, 0) * INNER * 2;
 const layers = Math.max(1, Math.min(4, Math.floor(limit / layerBytes)));
 const rows = Array.from({ length: layers }, () => layerRows).flat();
 
-// Segment table: workgroups, weight pieces and activation offsets (floats) of each matmul.
-const table = new Uint32Array(rows.length * 8);
-let firstWg = 0, piece = 0, yAt = INNER;
-for (const [i, n] of rows.entries()) {
-  // x of matmul i is the start of matmul i − 1's output (of the first, the first INNER floats).
-  const xAt = i === 0 ? 0 : table[(i - 1) * 8 + 4];
-  table.set([firstWg, n, piece, xAt, yAt], i * 8);
-  firstWg += n / ROWS;
-  piece += n * PIECES;
-  yAt += n;
+/** The segment table for a workgroup's rows: workgroups, weight pieces and activation offsets. */
+function segmentTable(rowsPerWg: number): Uint32Array<ArrayBuffer> {
+  const table = new Uint32Array(rows.length * 8);
+  let firstWg = 0, at = 0, yAt = INNER;
+  for (const [i, n] of rows.entries()) {
+    // x of matmul i is the start of matmul i − 1's output (of the first, the first INNER floats).
+    const xAt = i === 0 ? 0 : table[(i - 1) * 8 + 4];
+    table.set([firstWg, n, at, xAt, yAt], i * 8);
+    firstWg += n / rowsPerWg;
+    at += n * PIECES;
+    yAt += n;
+  }
+  return table;
 }
-const totalWorkgroups = firstWg;
-const actFloats = yAt;
+const rowTotal = rows.reduce((a, n) => a + n, 0);
+const piece = rowTotal * PIECES;
+const totalWorkgroups = rowTotal / ROWS;
+const actFloats = INNER + rowTotal;
 
 const storage = (size: number, usage = 0) =>
   device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | usage });
@@ -196,8 +205,16 @@ const weights = storage(piece * 16, GPUBufferUsage.COPY_DST);
 const act = storage(actFloats * 4, GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC);
 // One counter per matmul, and a last one that no load ever lands on.
 const done = storage(rows.length * 4 + 4, GPUBufferUsage.COPY_DST);
-const segments = storage(table.byteLength, GPUBufferUsage.COPY_DST);
-device.queue.writeBuffer(segments, 0, table);
+const tables = new Map<number, { table: Uint32Array<ArrayBuffer>; buffer: GPUBuffer }>();
+function tableOf(rowsPerWg: number) {
+  if (!tables.has(rowsPerWg)) {
+    const table = segmentTable(rowsPerWg);
+    const buffer = storage(table.byteLength, GPUBufferUsage.COPY_DST);
+    device.queue.writeBuffer(buffer, 0, table);
+    tables.set(rowsPerWg, { table, buffer });
+  }
+  return tables.get(rowsPerWg)!;
+}
 
 // Weights: f16 halves of small seeded values, written in 64 MiB pieces.
 const CHUNK = 64 << 20;
@@ -214,7 +231,7 @@ const x0 = new Float32Array(INNER).map((_, i) => Math.sin(i));
 
 const pipelineCache = new Map<string, GPUComputePipeline>();
 function pipelineOf(v: Variant): GPUComputePipeline {
-  const key = `${v.wait} ${v.early} ${v.landed} ${v.backoff} ${v.touch}`;
+  const key = `${v.wait} ${v.early} ${v.landed} ${v.backoff} ${v.touch} ${v.rowsPerWg}`;
   if (!pipelineCache.has(key)) {
     const code = source(v);
     pipelineCache.set(
@@ -237,6 +254,8 @@ interface Launch {
 }
 function launches(v: Variant): Launch[] {
   const per = v.per;
+  const { table, buffer: segments } = tableOf(v.rowsPerWg ?? ROWS);
+  const total = rowTotal / (v.rowsPerWg ?? ROWS);
   const out: Launch[] = [];
   for (let first = 0; first < rows.length; first += per) {
     const count = Math.min(per, rows.length - first);
@@ -245,7 +264,7 @@ function launches(v: Variant): Launch[] {
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
     });
     device.queue.writeBuffer(params, 0, new Uint32Array([first, count, 0, 0]));
-    const end = first + count < rows.length ? table[(first + count) * 8] : totalWorkgroups;
+    const end = first + count < rows.length ? table[(first + count) * 8] : total;
     out.push({
       first,
       count,
@@ -285,6 +304,10 @@ const variants: Variant[] = [
   },
   { name: "separate, rows touched first", per: 1, wait: false, early: 0, touch: true },
   { name: "unchained", per: all, wait: false, early: 1 },
+  { name: "separate, 8 rows per workgroup", per: 1, wait: false, early: 1, rowsPerWg: 8 },
+  { name: "unchained, 8 rows per workgroup", per: all, wait: false, early: 1, rowsPerWg: 8 },
+  { name: "separate, 4 rows per workgroup", per: 1, wait: false, early: 1, rowsPerWg: 4 },
+  { name: "unchained, 4 rows per workgroup", per: all, wait: false, early: 1, rowsPerWg: 4 },
 ];
 const { nsPerTick } = await calibrateTicks(gpuProbe(device, gpu.info.isFallbackAdapter));
 const readback = device.createBuffer({
