@@ -34,25 +34,37 @@ export interface DenseConfig {
   workgroup: number;
 }
 
+/** Workgroups of 2048-position chunks between which grouped-query heads take them. */
+const LONG_CHUNK_WORKGROUPS = [512, 4096] as const;
+
 /**
  * The launch of an untuned plan: chunks of 1024 positions where B·H·⌈S/1024⌉ (query heads, so
  * grouped-query workgroups, which compute for several heads, count for more) reaches 2048, of
  * 512 where that leaves 512 workgroups, else 256. On the H100, chunks of 1024 took llama3-8b
  * B=64 S=32k from 3588 to 3103 µs (attention bench) but B=1 S=4k from 32.8 to 65.8 µs (8 rows
  * × 4 chunks leave the GPU idle), and inside llama2-7b's decode step at S=32k (1024 workgroups)
- * they cost 3 µs per layer against 256.
+ * they cost 3 µs per layer against 256. With several query heads per KV head, chunks of 2048
+ * where they leave 512 to 4096 workgroups: llama3-8b B=1 S=128k 207.7 → 200.2 µs, B=16 S=16k 392
+ * → 380, B=64 S=4k 400 → 388, B=16 S=32k 757 → 737, B=64 S=16k 1503 → 1465; with 256 workgroups
+ * (B=1 S=64k 113 → 126) or 8192 (B=64 S=32k 2988 → 3027) they lost, and for one head per KV
+ * head (llama2-7b B=16 S=32k 2867 → 2942).
  *
  * @example
  * ```ts
  * import { defaultDenseConfig } from "./attention_dense.ts";
  * defaultDenseConfig({ batch: 1, heads: 32, kvHeads: 8, maxSeq: 32768 }).chunk; // 512
+ * defaultDenseConfig({ batch: 1, heads: 32, kvHeads: 8, maxSeq: 131072 }).chunk; // 2048
  * ```
  */
 export function defaultDenseConfig(
   s: Pick<AttentionKernelShape, "batch" | "heads" | "kvHeads" | "maxSeq">,
 ): DenseConfig {
   const chunks = (chunk: number) => Math.ceil(s.maxSeq / chunk);
-  const chunk = s.batch * s.heads * chunks(1024) >= 2048
+  const [fewest, most] = LONG_CHUNK_WORKGROUPS;
+  const longWorkgroups = s.batch * s.kvHeads * chunks(2048);
+  const chunk = s.heads > s.kvHeads && longWorkgroups >= fewest && longWorkgroups <= most
+    ? 2048
+    : s.batch * s.heads * chunks(1024) >= 2048
     ? 1024
     : s.batch * s.kvHeads * chunks(512) >= 512
     ? 512
@@ -60,7 +72,7 @@ export function defaultDenseConfig(
   return { chunk, workgroup: 256 };
 }
 /** The candidates the tuner measures (those whose workgroup memory does not fit are skipped). */
-export const DENSE_SPACE: DenseConfig[] = [128, 256, 512, 1024].flatMap((chunk) =>
+export const DENSE_SPACE: DenseConfig[] = [128, 256, 512, 1024, 2048].flatMap((chunk) =>
   [128, 256, 512].map((workgroup) => ({ chunk, workgroup }))
 );
 
@@ -91,7 +103,9 @@ export function denseLayout(
   const group = s.heads / s.kvHeads;
   const { lanes, slices, workgroup } = rowLayout(s.headDim, config.workgroup);
   const fixed = group * s.headDim * 4 + workgroup * 16 + workgroup * 12 + group * 8;
-  const candidates = [config.chunk, 256, 128, 64, 32, 16].filter((c) => c <= config.chunk);
+  const candidates = [config.chunk, 1024, 512, 256, 128, 64, 32, 16].filter((c) =>
+    c <= config.chunk
+  );
   const chunk = fitTile(
     "attention_dense_partial",
     s.workgroupStorage,

@@ -7,6 +7,7 @@ import { ok } from "node:assert/strict";
 import { ATTENTION_TENSORS as T, buildAttentionGraph } from "../compiler/build_attention_graph.ts";
 import { compileGraph } from "../compiler/compile.ts";
 import type { Target } from "../compiler/target.ts";
+import { tuningBucket } from "../compiler/tuning.ts";
 import { openGpu } from "../runtime/device.ts";
 import { deviceTarget } from "../runtime/device_target.ts";
 import { Executor } from "../runtime/executor.ts";
@@ -424,6 +425,34 @@ Deno.test("caches split over several bindings give the same results", async () =
   const dense = await runAttention(gpu, small, p, { kind: "dense" }, "f32");
   ok(relativeL2(dense.y, denseReference(p)) <= 1e-5, `seed=${seed}: dense`);
   await appendThenAttend(p, true, small, `sharded append seed=${seed}`);
+});
+
+Deno.test("dense with grouped heads in chunks of 2048 positions matches the reference", async () => {
+  // The default takes 2048-position chunks only where they leave ≥ 512 workgroups, which no
+  // test-sized problem reaches: choose them here (three chunks, the last partial; two heads per
+  // KV head, so that the tiled kernel's scores of a chunk fit a software adapter's 32 KiB).
+  const shape = { batch: 2, heads: 4, kvHeads: 2, headDim: 64, kvDtype: "f16" as const };
+  const bucket = tuningBucket({ family: "attention_dense", ...shape, maxSeq: 5000 });
+  const graph = buildAttentionGraph({
+    ...shape,
+    maxSeq: 5000,
+    method: { kind: "dense" },
+    append: false,
+  });
+  const program = compileGraph(graph, target, new Map([[bucket, { chunk: 2048, workgroup: 256 }]]));
+  ok(program.kernels.some((k) => k.source.includes("const CHUNK = 2048u;")), "not 2048");
+  const executor = await Executor.create(gpu, program);
+  try {
+    const seed = freshSeed();
+    const p = randomProblem({ ...shape, seqCapacity: 5000, ragged: true, seed });
+    p.lengths[0] = 5000;
+    writeAttentionInputs(executor, p, { kind: "dense" });
+    executor.run();
+    const error = relativeL2(await executor.read(T.y) as Float32Array, denseReference(p));
+    ok(error <= 1e-5, `seed ${seed}: relative L2 ${error}`);
+  } finally {
+    executor.destroy();
+  }
 });
 
 Deno.test("dense over many chunks, and SparQ's top-k across several candidate blocks (S > 4096)", async () => {
