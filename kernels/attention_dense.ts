@@ -573,9 +573,10 @@ export function densePartialSubgroupKernel(
   ]);
   const dot = (h: number, u: number) =>
     parts.map((p) => `dot(q${h}_${p}, key${u}_${p})`).join(" + ");
+  const shape = { rowCount, group, per, subgroupSize, dot };
   const softmax = laneOwnedFits(rowCount, group, subgroupSize)
-    ? laneOwnedSoftmax(rowCount, group, per, subgroupSize, dot)
-    : everyLaneSoftmax(rowCount, group, per, subgroupSize, dot);
+    ? laneOwnedSoftmax(shape)
+    : everyLaneSoftmax(shape);
   const merge = heads.map((h) =>
     `  {
     if (lane == 0u) {
@@ -688,6 +689,27 @@ interface SubgroupSoftmax {
   finish: string[];
 }
 
+/** What both softmax forms take of the kernel: its rows per round, heads, lane parts, dots. */
+interface SoftmaxShape {
+  rowCount: number;
+  group: number;
+  /** vec4 parts of a row each lane holds. */
+  per: number;
+  subgroupSize: number;
+  /** WGSL of this lane's share of head h's dot product with row u. */
+  dot: (h: number, u: number) => string;
+}
+
+/** Head h's output parts rescaled and updated by its rows' exps (`rescale{h}`, `e{h}_{u}`). */
+function valueUpdates({ rowCount, per }: SoftmaxShape, h: number): string[] {
+  const rows = [...Array(rowCount).keys()];
+  return [...Array(per).keys()].map((p) =>
+    `acc${h}_${p} = acc${h}_${p} * rescale${h} + ${
+      rows.map((u) => `e${h}_${u} * value${u}_${p}`).join(" + ")
+    };`
+  );
+}
+
 /**
  * Whether {@link laneOwnedSoftmax} applies: several heads, and their (row, head) sums a power of
  * two that fits the subgroup (as {@link transposeReduce} needs).
@@ -707,16 +729,10 @@ export function laneOwnedFits(rows: number, group: number, subgroupSize: number)
  * Every lane keeps every head's statistics: each (row, head) sum goes to every lane, and every
  * lane computes every exp of the rows (the same values in all lanes).
  */
-function everyLaneSoftmax(
-  rowCount: number,
-  group: number,
-  per: number,
-  subgroupSize: number,
-  dot: (h: number, u: number) => string,
-): SubgroupSoftmax {
+function everyLaneSoftmax(shape: SoftmaxShape): SubgroupSoftmax {
+  const { rowCount, group, subgroupSize, dot } = shape;
   const heads = [...Array(group).keys()];
   const rows = [...Array(rowCount).keys()];
-  const parts = [...Array(per).keys()];
   // One shuffle per (row, head) sum where they fit a subgroup in a power of two, else subgroupAdd.
   const { lines: reduced, sum } = subgroupDotSums(rowCount, group, subgroupSize, "lane", dot);
   return {
@@ -734,11 +750,7 @@ function everyLaneSoftmax(
         ),
         `l${h} = l${h} * rescale${h} + ${rows.map((u) => `e${h}_${u}`).join(" + ")};`,
         `m${h} = top${h};`,
-        ...parts.map((p) =>
-          `acc${h}_${p} = acc${h}_${p} * rescale${h} + ${
-            rows.map((u) => `e${h}_${u} * value${u}_${p}`).join(" + ")
-          };`
-        ),
+        ...valueUpdates(shape, h),
       ]),
     ],
     finish: [],
@@ -751,16 +763,10 @@ function everyLaneSoftmax(
  * rescale, and only the exps and each head's rescale go to every lane for the value rows — with
  * 4 heads and 4 rows, 2 exps per lane where every lane computed 20.
  */
-function laneOwnedSoftmax(
-  rowCount: number,
-  group: number,
-  per: number,
-  subgroupSize: number,
-  dot: (h: number, u: number) => string,
-): SubgroupSoftmax {
+function laneOwnedSoftmax(shape: SoftmaxShape): SubgroupSoftmax {
+  const { rowCount, group, subgroupSize, dot } = shape;
   const heads = [...Array(group).keys()];
   const rows = [...Array(rowCount).keys()];
-  const parts = [...Array(per).keys()];
   const values = rows.flatMap((u) => heads.map((h) => `(${dot(h, u)})`));
   const { lines, held, run } = transposeReduce(values, subgroupSize, "lane");
   // Value u · group + h sits in lanes run · (u · group + h) on: the rows of one head are the lanes
@@ -790,13 +796,7 @@ function laneOwnedSoftmax(
       ...rows.flatMap((u) =>
         heads.map((h) => `let e${h}_${u} = subgroupBroadcast(e, ${(u * group + h) * run}u);`)
       ),
-      ...heads.flatMap((h) =>
-        parts.map((p) =>
-          `acc${h}_${p} = acc${h}_${p} * rescale${h} + ${
-            rows.map((u) => `e${h}_${u} * value${u}_${p}`).join(" + ")
-          };`
-        )
-      ),
+      ...heads.flatMap((h) => valueUpdates(shape, h)),
     ],
     finish: [
       ...overRows("l_rows", "+", "l"),
