@@ -534,9 +534,10 @@ export function transposeSums(
  * and keeps an online softmax (running max, Σexp, output) with no barrier in the row loop; the
  * subgroups of a workgroup merge once at the end. With several query heads per KV head each lane
  * keeps the softmax of one (row, head) sum ({@link laneOwnedSoftmax}: on the H100 llama3-8b's
- * dense attention 4–5% faster at every bench point, e.g. B=64 S=32k 3112 → 2990 µs). Invocations are assumed to form
- * subgroups in order of `local_invocation_index` (as on NVIDIA and lavapipe; the tests check the
- * results on both). Bindings and partials layout as {@link densePartialKernel}.
+ * dense attention 4–5% faster at every bench point, e.g. B=64 S=32k 3112 → 2990 µs).
+ * Invocations are assumed to form subgroups in order of `local_invocation_index` (as on NVIDIA
+ * and lavapipe; the tests check the results on both). Bindings and partials layout as
+ * {@link densePartialKernel}.
  *
  * @example
  * ```ts
@@ -717,7 +718,8 @@ function valueUpdates({ rowCount, per }: SoftmaxShape, h: number): string[] {
  * @example
  * ```ts
  * import { laneOwnedFits } from "./attention_dense.ts";
- * [laneOwnedFits(4, 4, 32), laneOwnedFits(4, 1, 32), laneOwnedFits(1, 7, 32)]; // [true, false, false]
+ * laneOwnedFits(4, 4, 32); // true: 16 sums, one per two lanes
+ * laneOwnedFits(4, 1, 32); // false: one head per KV head keeps every lane's softmax
  * ```
  */
 export function laneOwnedFits(rows: number, group: number, subgroupSize: number): boolean {
@@ -772,22 +774,29 @@ function laneOwnedSoftmax(shape: SoftmaxShape): SubgroupSoftmax {
   // Value u · group + h sits in lanes run · (u · group + h) on: the rows of one head are the lanes
   // whose index differs in the bits from run · group up.
   const rowBits = [...Array(Math.log2(rowCount)).keys()].map((i) => run * group * 2 ** i);
-  const overRows = (name: string, op: "max" | "+", value: string) =>
-    rowBits.map((distance, i) => {
-      const from = i === 0 ? value : `${name}${i - 1}`;
-      const other = `subgroupShuffleXor(${from}, ${distance}u)`;
-      return `let ${name}${i} = ${op === "max" ? `max(${from}, ${other})` : `${from} + ${other}`};`;
+  // `value` combined over a head's rows by butterfly: the lines, and the name of the result.
+  const overRows = (name: string, op: "max" | "+", value: string) => {
+    let result = value;
+    const lines = rowBits.map((distance, i) => {
+      const other = `subgroupShuffleXor(${result}, ${distance}u)`;
+      const line = `let ${name}${i} = ${
+        op === "max" ? `max(${result}, ${other})` : `${result} + ${other}`
+      };`;
+      result = `${name}${i}`;
+      return line;
     });
-  const last = (name: string, value: string) =>
-    rowBits.length ? `${name}${rowBits.length - 1}` : value;
+    return { lines, result };
+  };
+  const rowTop = overRows("row_top", "max", "score");
+  const rowSum = overRows("l_rows", "+", "l");
   return {
     state: ["var m = NEG;", "var l = 0.0;", `let my_row = lane / ${run * group}u;`],
     update: [
       ...lines,
       "let my_valid = t0 + my_row * TEAMS + team < n;",
       `let score = select(NEG, ${held} * SCALE, my_valid);`,
-      ...overRows("row_top", "max", "score"),
-      `let top = max(m, ${last("row_top", "score")});`,
+      ...rowTop.lines,
+      `let top = max(m, ${rowTop.result});`,
       "let rescale = exp(m - top);",
       "let e = select(0.0, exp(score - top), my_valid);",
       "l = l * rescale + e;",
@@ -799,10 +808,10 @@ function laneOwnedSoftmax(shape: SoftmaxShape): SubgroupSoftmax {
       ...heads.flatMap((h) => valueUpdates(shape, h)),
     ],
     finish: [
-      ...overRows("l_rows", "+", "l"),
+      ...rowSum.lines,
       ...heads.flatMap((h) => [
         `let m${h} = subgroupBroadcast(m, ${h * run}u);`,
-        `let l${h} = subgroupBroadcast(${last("l_rows", "l")}, ${h * run}u);`,
+        `let l${h} = subgroupBroadcast(${rowSum.result}, ${h * run}u);`,
       ]),
     ],
   };
