@@ -33,6 +33,7 @@ import {
 } from "./sparq_common.ts";
 import {
   candidatesParts,
+  heldCandidatesOf,
   keysBytes,
   rowsOrWarm,
   selectionBytes,
@@ -85,7 +86,12 @@ export function attendLayout(
  * dot products are summed over the subgroup (`subgroupDotSums`, as the dense kernel's).
  * Invocations are taken to form subgroups in order of `local_invocation_index`.
  */
-function subgroupLogits(group: number, lanes: number, subgroupSize: number): string {
+function subgroupLogits(
+  group: number,
+  lanes: number,
+  subgroupSize: number,
+  handOff = false,
+): string {
   const per = lanes / subgroupSize;
   const rowCount = subgroupRowCount(group, subgroupSize);
   const rows = [...Array(rowCount).keys()];
@@ -114,8 +120,11 @@ function subgroupLogits(group: number, lanes: number, subgroupSize: number): str
     ),
     "}",
   ];
-  return `    for (var t = tid; t < count; t += WG) { idx_sh[t] = indices[row * KEPT + t0 + t]; }
-    workgroupBarrier();
+  return `${
+    handOff
+      ? ""
+      : "    for (var t = tid; t < count; t += WG) { idx_sh[t] = indices[row * KEPT + t0 + t]; }\n"
+  }    workgroupBarrier();
     // The loop bound is uniform, so the subgroup sums run in uniform control flow; subgroups past
     // the tile's end reread its last row and drop the result.
     let sg_lane = tid % ${subgroupSize}u;
@@ -125,11 +134,17 @@ ${indentLines(lines, "      ")}
     }`;
 }
 
-/** Stage 3's logits of a tile by one invocation per K row (any subgroup size). */
-function invocationLogits(group: number, lanes: number): string {
+/**
+ * Stage 3's logits of a tile by one invocation per K row (any subgroup size); with `handOff`,
+ * the tile's indices are already in `idx_sh`.
+ */
+function invocationLogits(group: number, lanes: number, handOff: boolean): string {
   return `    for (var t = tid; t < count; t += WG) {
-      let pos = indices[row * KEPT + t0 + t];
-      idx_sh[t] = pos;
+${
+    handOff
+      ? "      let pos = idx_sh[t];"
+      : "      let pos = indices[row * KEPT + t0 + t];\n      idx_sh[t] = pos;"
+  }
 ${
     rowDots({
       group,
@@ -142,10 +157,15 @@ ${
 }
 
 /**
- * Stage 3's WGSL without an entry point: its workgroup memory and `fn attend_row(local_row,
- * tid)` (the kernel declares LANES, SLICES, TILE, SCALE and WG).
+ * Stage 3's WGSL without an entry point: its workgroup memory and `fn attend_row(local_row, len,
+ * tid)` (the kernel declares LANES, SLICES, TILE, SCALE and WG). With `handOff`, stage 2b ran in
+ * the same workgroup and left the indices in `idx_sh` and alpha in `alpha_sh`.
  */
-function attendParts(s: AttentionKernelShape, layout: ReturnType<typeof attendLayout>): string {
+function attendParts(
+  s: AttentionKernelShape,
+  layout: ReturnType<typeof attendLayout>,
+  handOff = false,
+): string {
   const group = s.heads / s.kvHeads;
   const bySubgroups = subgroupRowsFit(s.headDim, s.subgroupSize ?? null);
   return `const LANES = ${layout.lanes}u;${
@@ -162,10 +182,8 @@ var<workgroup> run_max: array<f32, GROUP>;
 var<workgroup> run_sum: array<f32, GROUP>;
 var<workgroup> rescale: array<f32, GROUP>;
 
-fn attend_row(local_row: u32, tid: u32) {
+fn attend_row(local_row: u32, len: u32, tid: u32) {
   let row = params.first_row + local_row;
-  let b = row / KV_HEADS;
-  let len = min(positions[b] + 1u, MAX_SEQ);
   let n = min(K_SEL, len);
   let head0 = row * GROUP;
   for (var i = tid; i < GROUP * LANES; i += WG) { q_sh[i] = q[head0 * LANES + i]; }
@@ -176,6 +194,8 @@ fn attend_row(local_row: u32, tid: u32) {
   let lane = tid % LANES;
   let slice = tid / LANES;
   let base = local_row * MAX_SEQ;
+  // Loaded now, not after the last reduction: it would be one more memory latency at the end.
+  let mean = v_mean[local_row * LANES + lane];
 ${unroll(group, (h) => `var acc${h} = vec4<f32>(0.0);`, "  ")}
 
   for (var t0 = 0u; t0 < n; t0 += TILE) {
@@ -183,8 +203,8 @@ ${unroll(group, (h) => `var acc${h} = vec4<f32>(0.0);`, "  ")}
     workgroupBarrier();
 ${
     bySubgroups
-      ? subgroupLogits(group, layout.lanes, s.subgroupSize!)
-      : invocationLogits(group, layout.lanes)
+      ? subgroupLogits(group, layout.lanes, s.subgroupSize!, handOff)
+      : invocationLogits(group, layout.lanes, handOff)
   }
     workgroupBarrier();
     // Online softmax across tiles: rescale what came before to the new running max.
@@ -222,9 +242,9 @@ ${
     if (slice == 0u) {
       var o = acc_sh[lane];
       for (var s = 1u; s < SLICES; s++) { o += acc_sh[s * LANES + lane]; }
-      let a = alpha[head0 + ${h}u];
+      let a = ${handOff ? `alpha_sh[${h}u]` : `alpha[head0 + ${h}u]`};
       y[(head0 + ${h}u) * LANES + lane] = a * (o / run_sum[${h}u]) +
-        (1.0 - a) * v_mean[local_row * LANES + lane];
+        (1.0 - a) * mean;
     }
   }`)
   }
@@ -284,7 +304,7 @@ fn main(
 ) {
   ${FLAT_ID}
   if (flat >= params.rows) { return; }
-  attend_row(flat, tid);
+  attend_row(flat, min(positions[(params.first_row + flat) / KV_HEADS] + 1u, MAX_SEQ), tid);
 }
 `;
   return spec("sparq_attend", source, ATTEND_BINDINGS);
@@ -332,6 +352,37 @@ function fusedLayout(kernel: string, s: AttentionKernelShape, c: SparqConfig, be
   return layout;
 }
 
+/**
+ * WGSL between stage 2b and stage 3 in one workgroup: a storage barrier where stage 3 reads the
+ * indices and alpha back from memory, nothing where they are handed over in workgroup memory
+ * (stage 3's first barrier orders those).
+ */
+function afterSelection(handOff: boolean): string {
+  return handOff
+    ? "  // Stage 3 takes the indices and alpha from workgroup memory."
+    : "  // Stage 3 reads the indices and alpha that this workgroup's invocations just wrote.\n  storageBarrier();";
+}
+
+/**
+ * Stage 2b's WGSL for a kernel whose workgroup goes on to stage 3, and whether it hands stage 3
+ * the indices and alpha in workgroup memory: where all k indices fit one tile of stage 3 and one
+ * query head per KV head (measured there only). Stage 3 then reads nothing back from memory, and
+ * no storage barrier separates the two; on the H100 (llama2-7b, B=1) that, with the candidates
+ * held in registers, took the decode step at S = 16k from 6.97 to 6.89 ms and S = 4k from 6.61 to
+ * 6.57 (docs/performance.md, issue 7 version 27).
+ */
+function fusedTopk(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig,
+  warm: boolean,
+  layout: ReturnType<typeof attendLayout>,
+): { wgsl: string; handOff: boolean } {
+  const handOff = s.heads === s.kvHeads && Math.min(p.k, s.maxSeq) <= layout.tile;
+  const held = heldCandidatesOf(s, p, c);
+  return { wgsl: topkParts(s, warm, { held, handOff }).wgsl, handOff };
+}
+
 /** Whether a fused kernel's bindings and workgroup memory fit the target. */
 function fusedFits(
   s: AttentionKernelShape,
@@ -351,19 +402,19 @@ function fusedFits(
 
 /** Stages 2b and 3 in one kernel: stage 2b's parts, the bindings and stage 2b's memory. */
 function topkAttendParts(s: AttentionKernelShape, warm: boolean, prefetchWords = 0) {
-  const topk = topkParts(s, warm);
   const storage = mergeBindings(
-    topk.storage,
+    topkParts(s, warm).storage,
     ATTEND_BINDINGS,
     prefetchParts(prefetchWords).storage,
   );
-  return { topk, storage, before: selectionBytes(s.heads / s.kvHeads) };
+  return { storage, before: selectionBytes(s.heads / s.kvHeads) };
 }
 
 /**
  * Stages 2b and 3 in one kernel, per (sequence, KV head): the top k and alpha as in
- * {@link sparqTopkKernel} (still written out: they are the plan's outputs for checking), then,
- * after a storage barrier, the attention of {@link sparqAttendKernel} over them — one dependent
+ * {@link sparqTopkKernel} (still written out: they are the plan's outputs for checking), then
+ * the attention of {@link sparqAttendKernel} over them (handed over as {@link fusedTopk} says,
+ * else read back after a storage barrier) — one dependent
  * dispatch fewer per layer. Bindings: stage 2b's, then q, k_cache, v_cache, v_mean, y, with
  * `prefetch` `prefetch` (the next kernel's weights, read into the L2 by `prefetch.slices`
  * workgroups dispatched after the rows' and the warm-up's), params. Only where
@@ -383,23 +434,24 @@ export function sparqTopkAttendKernel(
   warm = false,
   prefetch?: ExtraPrefetch,
 ): KernelSpec {
-  const { topk, storage, before } = topkAttendParts(s, warm, prefetch?.words);
+  const { storage, before } = topkAttendParts(s, warm, prefetch?.words);
   const layout = fusedLayout("sparq_topk_attend", s, c, before);
+  const topk = fusedTopk(s, p, c, warm, layout);
   const source = `// sparqc SparQ stages 2b and 3: the top k and alpha, then attention over them${
     warm ? "; workgroups past the rows warm the K and V caches' translations" : ""
   }
 ${selectionPrelude(s, p, c, storage, true)}
 ${topk.wgsl}
-${attendParts(s, layout)}${prefetchParts(prefetch?.words).wgsl}
+${attendParts(s, layout, topk.handOff)}${prefetchParts(prefetch?.words).wgsl}
 @compute @workgroup_size(WG)
 fn main(
   ${MAIN_ARGS},
 ) {
   ${rowsOrWarm(warm, prefetch)}
-  select_top_k(flat, tid);
-  // Stage 3 reads the indices and alpha that this workgroup's invocations just wrote.
-  storageBarrier();
-  attend_row(flat, tid);
+  let len = row_length(flat);
+  select_top_k(flat, len, tid);
+${afterSelection(topk.handOff)}
+  attend_row(flat, len, tid);
 }
 `;
   return spec("sparq_topk_attend", source, storage);
@@ -408,16 +460,14 @@ fn main(
 /** Stages 2a–3 in one kernel: stage 2a's and 2b's parts, the bindings, and their memory. */
 function selectAttendParts(s: AttentionKernelShape, c: SparqConfig, warm: boolean) {
   const candidates = candidatesParts(s, c);
-  const topk = topkParts(s, warm);
   const storage = mergeBindings(
     candidates.storage,
-    topk.storage,
+    topkParts(s, warm).storage,
     ATTEND_BINDINGS,
     [["arrivals", "read_write", "atomic<u32>"]],
   );
   return {
     candidates,
-    topk,
     storage,
     before: keysBytes(s, c) + selectionBytes(s.heads / s.kvHeads),
   };
@@ -466,8 +516,9 @@ export function sparqSelectAttendKernel(
   c: SparqConfig = SPARQ_DEFAULT,
   warm = false,
 ): KernelSpec {
-  const { candidates, topk, storage, before } = selectAttendParts(s, c, warm);
+  const { candidates, storage, before } = selectAttendParts(s, c, warm);
   const layout = fusedLayout("sparq_select_attend", s, c, before);
+  const topk = fusedTopk(s, p, c, warm, layout);
   const source =
     `// sparqc SparQ stages 2a, 2b and 3: each block's candidates; the row's last block to finish
 // selects the top k and attends${
@@ -476,7 +527,7 @@ export function sparqSelectAttendKernel(
 ${selectionPrelude(s, p, c, storage, true)}
 ${candidates.wgsl}
 ${topk.wgsl}
-${attendParts(s, layout)}
+${attendParts(s, layout, topk.handOff)}
 var<workgroup> last_block: u32;
 
 @compute @workgroup_size(WG)
@@ -488,6 +539,7 @@ fn main(
       warm ? " warm_translations(flat - params.rows * CBLOCKS, tid);" : ""
     } return; }
   let row = flat / CBLOCKS;
+  let len = row_length(row);
   local_candidates(row, flat % CBLOCKS, tid);
   // Release this block's candidates at device scope before counting it.
   storageBarrier();
@@ -495,10 +547,9 @@ fn main(
   if (workgroupUniformLoad(&last_block) == 0u) { return; }
   // Acquire the other blocks' candidates.
   storageBarrier();
-  select_top_k(row, tid);
-  // Stage 3 reads the indices and alpha that this workgroup's invocations just wrote.
-  storageBarrier();
-  attend_row(row, tid);
+  select_top_k(row, len, tid);
+${afterSelection(topk.handOff)}
+  attend_row(row, len, tid);
 }
 `;
   return spec("sparq_select_attend", source, storage);
@@ -512,15 +563,14 @@ function scoresAttendParts(
   warm: boolean,
   prefetchWords = 0,
 ) {
-  const topk = topkParts(s, warm);
   const storage = mergeBindings(
     scoresAttendBindings(s, c),
-    topk.storage,
+    topkParts(s, warm).storage,
     ATTEND_BINDINGS,
     [["arrivals", "read_write", "atomic<u32>"]],
     prefetchParts(prefetchWords).storage,
   );
-  return { topk, storage, before: scoresCandidatesBytes(s, p, c) };
+  return { storage, before: scoresCandidatesBytes(s, p, c) };
 }
 
 /**
@@ -573,13 +623,15 @@ export function sparqScoresAttendKernel(
   warm = false,
   prefetchWords = 0,
 ): KernelSpec {
-  const { topk, storage, before } = scoresAttendParts(s, p, c, warm, prefetchWords);
+  const { storage, before } = scoresAttendParts(s, p, c, warm, prefetchWords);
   const layout = fusedLayout("sparq_scores_attend", s, c, before);
+  const topk = fusedTopk(s, p, c, warm, layout);
   return scoresAttendKernel(s, p, c, {
     storage,
     warm,
     prefetch: prefetchWords > 0,
-    declarations: `${selectionCommon(1)}\n${topk.wgsl}\n${attendParts(s, layout)}${
+    handOff: topk.handOff,
+    declarations: `${selectionCommon(1)}\n${topk.wgsl}\n${attendParts(s, layout, topk.handOff)}${
       prefetchParts(prefetchWords).wgsl
     }`,
   });

@@ -182,6 +182,8 @@ export interface ScoresTail {
   declarations: string;
   warm: boolean;
   prefetch: boolean;
+  /** Stage 2b hands stage 3 its indices and alpha in workgroup memory (no storage barrier). */
+  handOff?: boolean;
 }
 
 /** How a vec4 stage-1 kernel reads Kᵀ: 8 f16 positions as one vec4<u32>, else 4 as one KV4. */
@@ -615,10 +617,12 @@ ${
             tail.prefetch ? prefetchOnArrival : undefined,
           )
         }
-  select_top_k(row, tid);
+  select_top_k(row, len, tid);${
+          tail.handOff ? "" : `
   // Stage 3 reads the indices and alpha that this workgroup's invocations just wrote.
-  storageBarrier();
-  attend_row(local_row, tid);`
+  storageBarrier();`
+        }
+  attend_row(local_row, len, tid);`
         : candidates
         ? `
   // Stage 2a on the block's keys (k ≥ length: stage 2b takes every position; nothing to rank).

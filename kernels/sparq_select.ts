@@ -26,6 +26,7 @@ import {
   type SparqConfig,
   sparqConstants as constants,
   type SparqKernelParams,
+  sparqScratch,
   sparqSpec as spec,
 } from "./sparq_common.ts";
 
@@ -264,8 +265,22 @@ function topSelection(p: { count: string; want: string; item: string; take: stri
  * items get slots in no particular order.
  */
 function binnedSelection(
-  p: { count: string; want: string; item: string; take: string; range: string; reset: string },
+  p: {
+    count: string;
+    want: string;
+    item: string;
+    take: string;
+    range: string;
+    reset: string;
+    each?: (body: string) => string;
+  },
 ): string {
+  const each = p.each ??
+    ((body: string) =>
+      `for (var i = tid; i < ${p.count}; i += WG) {
+      ${p.item}
+      ${body}
+    }`);
   return `  {
     let lo = ${p.range}.x;
     let spread = ${p.range}.y - lo;
@@ -274,27 +289,22 @@ function binnedSelection(
       atomicStore(&boundary_count, 0u);
       atomicStore(&taken_count, 0u);
     }
-    for (var i = tid; i < ${p.count}; i += WG) {
-      ${p.item}
-      if (valid) { atomicAdd(&hist[value_bin(key, lo, scale)], 1u); }
-    }
+    ${each("if (valid) { atomicAdd(&hist[value_bin(key, lo, scale)], 1u); }")}
     workgroupBarrier();
     let edge = radix_round(${p.want}, tid);
-    for (var i = tid; i < ${p.count}; i += WG) {
-      ${p.item}
-      if (!valid) { continue; }
-      let bin = value_bin(key, lo, scale);
-      if (bin > edge.x) {
+    ${
+    each(`let bin = value_bin(key, lo, scale);
+      if (valid && bin > edge.x) {
         let slot = atomicAdd(&taken_count, 1u);
         if (slot < ${p.want}) { ${p.take} }
-      } else if (bin == edge.x) {
+      } else if (valid && bin == edge.x) {
         let at = atomicAdd(&boundary_count, 1u);
         if (at < ${BOUNDARY_CAPACITY}u) {
           boundary_key[at] = key;
           boundary_position[at] = position;
         }
-      }
-    }
+      }`)
+  }
     let boundary = workgroupUniformLoad(&boundary_count);
     let above = workgroupUniformLoad(&taken_count);
     if (boundary == edge.z && above + edge.y == ${p.want} && boundary <= ${BOUNDARY_CAPACITY}u) {
@@ -353,11 +363,12 @@ ${selectionCommon(s.heads / s.kvHeads)}`;
  * @example
  * ```ts
  * import { selectionBytes } from "./sparq_select.ts";
- * selectionBytes(4); // 3140
+ * selectionBytes(4); // 3156
  * ```
  */
 export function selectionBytes(group: number): number {
-  return group * 12 + 256 * 4 + 12 + BOUNDARY_CAPACITY * 8 + 8;
+  // Per head: max, 1/sum, log(1/sum), and alpha where stage 2b hands it to stage 3.
+  return group * 16 + 256 * 4 + 12 + BOUNDARY_CAPACITY * 8 + 8;
 }
 
 /**
@@ -485,7 +496,7 @@ ${keepCandidates()}
  * import { candidatesBytes } from "./sparq_select.ts";
  * candidatesBytes({ batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 4096,
  *   kvDtype: "f16", workgroupStorage: 16384 }, { block: 1024, attendWorkgroup: 256,
- *   candidateBlock: 2048 }); // 14884
+ *   candidateBlock: 2048 }); // 14888
  * ```
  */
 export function candidatesBytes(s: AttentionKernelShape, c: SparqConfig): number {
@@ -583,8 +594,79 @@ fn warm_translations(w: u32, tid: u32) {
 }`;
 
 /**
- * Stage 2b's WGSL without an entry point: its bindings, and `fn select_top_k(row, tid)`, which
- * writes the row's indices and alpha (and, with `warm`, `warm_translations`).
+ * Candidates per invocation up to which stage 2b holds them all in registers (one query head per
+ * KV head). On the H100 (llama2-7b, B=1) four held took the decode step at S = 16k from 6.98 to
+ * 6.95 ms with nothing else changed; sixteen made S = 128k's attention slower (167 → 170.5 µs).
+ * With grouped heads (llama3-8b) holding four made the attention 0.5–0.7 µs slower at S = 16k and
+ * 32k: there stage 2b shares its kernel with stage 2a's blocks, which pay for its registers too.
+ */
+const HELD_CANDIDATES_MAX = 4;
+
+/** Where stage 2b keeps its candidates and what it gives stage 3 (see {@link topkParts}). */
+export interface TopkOptions {
+  /** Candidates per invocation ({@link heldCandidatesOf}); held in registers where few enough. */
+  held?: number;
+  /**
+   * Also write the indices to `idx_sh` and alpha to `alpha_sh` (workgroup memory), for stage 3 in
+   * the same workgroup, which then needs neither a storage barrier nor a read of them.
+   */
+  handOff?: boolean;
+}
+
+/**
+ * Candidates each of stage 2b's invocations holds: all of a row's, spread over the workgroup.
+ *
+ * @example
+ * ```ts
+ * import { heldCandidatesOf } from "./sparq_select.ts";
+ * heldCandidatesOf({ batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 16384,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { r: 32, k: 128, localWindow: 0 },
+ *   { block: 2048, attendWorkgroup: 256, candidateBlock: 2048 }); // 4: 8 blocks of 128
+ * ```
+ */
+export function heldCandidatesOf(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig,
+): number {
+  const perBlock = Math.min(p.k, candidateBlockOf(s, c));
+  return Math.ceil(sparqScratch(s, p, c).candidateBlocks * perBlock / SPARQ_TOPK_WORKGROUP);
+}
+
+/**
+ * WGSL: each invocation's `held` candidates (tid, tid + WG, …) loaded straight-line, every load
+ * issued before any is used, and the range widened by the valid ones. A loop over them waited one
+ * memory latency per trip, and each of stage 2b's three passes made that loop.
+ */
+function heldCandidates(held: number): string {
+  const last = "CBLOCKS * CK - 1u";
+  return [
+    ...unroll(
+      held,
+      (j) => `let held${j} = candidate_at(row, len, min(tid + ${j}u * WG, ${last}));`,
+      "  ",
+    )
+      .split("\n"),
+    ...unroll(held, (j) =>
+      `let held_valid${j} = held${j}.z == 1u && tid + ${j}u * WG < count;
+  if (held_valid${j}) { range = widen_range(range, held${j}.x); }`, "  ").split("\n"),
+  ].join("\n");
+}
+
+/** A selection pass's loop over the candidates {@link heldCandidates} holds, unrolled. */
+function eachHeld(held: number): (body: string) => string {
+  return (body) =>
+    unroll(held, (j) =>
+      `{
+      let key = held${j}.x; let valid = held_valid${j}; let position = held${j}.y;
+      ${body}
+    }`, "    ").trimStart();
+}
+
+/**
+ * Stage 2b's WGSL without an entry point: its bindings, `fn row_length(row)`, and `fn
+ * select_top_k(row, len, tid)`, which writes the row's indices and alpha (and, with `warm`,
+ * `warm_translations`); `options` as {@link TopkOptions}.
  *
  * @example
  * ```ts
@@ -596,8 +678,10 @@ fn warm_translations(w: u32, tid: u32) {
 export function topkParts(
   s: AttentionKernelShape,
   warm: boolean,
+  { held = 0, handOff = false }: TopkOptions = {},
 ): { storage: Binding[]; wgsl: string } {
   const group = s.heads / s.kvHeads;
+  const inRegisters = group === 1 && held > 0 && held <= HELD_CANDIDATES_MAX;
   const storage: Binding[] = [
     ["scores", "read", "f32"],
     ["block_stats", "read", "f32"],
@@ -607,7 +691,13 @@ export function topkParts(
     ["alpha", "read_write", "f32"],
     ...(warm ? [["k_words", "read", "u32"], ["v_words", "read", "u32"]] as Binding[] : []),
   ];
-  const wgsl = `${warm ? WARM_UP : ""}
+  const wgsl = `${warm ? WARM_UP : ""}${
+    handOff ? "\nvar<workgroup> alpha_sh: array<f32, GROUP>;" : ""
+  }
+// Positions of a (sequence, KV head) row's cache that hold keys.
+fn row_length(row: u32) -> u32 {
+  return min(positions[row / KV_HEADS] + 1u, MAX_SEQ);
+}
 // Candidate i of the row (i < count), in position order, and whether it exists.
 fn candidate_valid(len: u32, i: u32) -> bool {
   let n = min(CBLOCK, len - min(len, (i / CK) * CBLOCK));
@@ -618,22 +708,26 @@ fn candidate_at(row: u32, len: u32, i: u32) -> vec3<u32> {
   return vec3<u32>(c.x, c.y, select(0u, 1u, candidate_valid(len, i)));
 }
 
-fn select_top_k(row: u32, tid: u32) {
-  let b = row / KV_HEADS;
-  let len = min(positions[b] + 1u, MAX_SEQ);
+fn select_top_k(row: u32, len: u32, tid: u32) {
   let head0 = row * GROUP;
   let out = row * KEPT;
 
   if (K_SEL >= len) {
-    for (var i = tid; i < KEPT; i += WG) { indices[out + i] = select(0xffffffffu, i, i < len); }
-    if (tid < GROUP) { alpha[head0 + tid] = 1.0; }
+    for (var i = tid; i < KEPT; i += WG) {
+      indices[out + i] = select(0xffffffffu, i, i < len);${
+    handOff ? "\n      idx_sh[i] = select(0xffffffffu, i, i < len);" : ""
+  }
+    }
+    if (tid < GROUP) { alpha[head0 + tid] = 1.0;${handOff ? " alpha_sh[tid] = 1.0;" : ""} }
     return;
   }
   let count = ((len + CBLOCK - 1u) / CBLOCK) * CK;
   var range = NO_RANGE;
-  for (var i = tid; i < count; i += WG) {
+${
+    inRegisters ? heldCandidates(held) : `  for (var i = tid; i < count; i += WG) {
     let c = candidate_at(row, len, i);
     if (c.z == 1u) { range = widen_range(range, c.x); }
+  }`
   }
   head_statistics(head0, len, tid);
   atomicStore(&hist[tid], 0u);
@@ -647,7 +741,7 @@ ${
       want: "K_SEL",
       item:
         "let c = candidate_at(row, len, i); let key = c.x; let valid = c.z == 1u; let position = c.y;",
-      take: `indices[out + slot] = position; ${
+      take: `indices[out + slot] = position; ${handOff ? "idx_sh[slot] = position; " : ""}${
         group === 1
           ? "kept0 += shat_of_key(key, head0, position);"
           : unroll(group, (h) => `kept${h} += shat(head0 + ${h}u, position, ${h}u);`, "")
@@ -655,13 +749,14 @@ ${
       }`,
       range: "range",
       reset: unroll(group, (h) => `kept${h} = 0.0;`, "").split("\n").join(" "),
+      each: inRegisters ? eachHeld(held) : undefined,
     })
   }
 ${
     unroll(group, (h) =>
       `  {
     let total = reduce_sum(kept${h}, tid);
-    if (tid == 0u) { alpha[head0 + ${h}u] = total; }
+    if (tid == 0u) { alpha[head0 + ${h}u] = total;${handOff ? ` alpha_sh[${h}u] = total;` : ""} }
   }`)
   }
 }`;
@@ -715,7 +810,7 @@ export function sparqTopkKernel(
   c: SparqConfig = SPARQ_DEFAULT,
   warm = false,
 ): KernelSpec {
-  const { storage, wgsl } = topkParts(s, warm);
+  const { storage, wgsl } = topkParts(s, warm, { held: heldCandidatesOf(s, p, c) });
   const source = `// sparqc SparQ stage 2b: the top k of the candidates, and alpha${
     warm ? "; workgroups past the rows warm the K and V caches' translations" : ""
   }
@@ -727,7 +822,7 @@ fn main(
   ${MAIN_ARGS},
 ) {
   ${rowsOrWarm(warm)}
-  select_top_k(flat, tid);
+  select_top_k(flat, row_length(flat), tid);
 }
 `;
   // One name for both: reports compare stages across points, and a plan holds one of them.
