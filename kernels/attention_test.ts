@@ -507,18 +507,24 @@ Deno.test("dense over many chunks, and SparQ's top-k across several candidate bl
 });
 
 Deno.test("stage 2b hands stage 3 its indices in workgroup memory, candidates held or looped", async () => {
-  // One query head per KV head: the fused kernels pass the indices and alpha to stage 3 in
-  // workgroup memory, with stage 2b's candidates held in registers where each invocation has at
+  // The fused kernels pass the indices and alpha to stage 3 in workgroup memory. With one query
+  // head per KV head stage 2b's candidates are held in registers where each invocation has at
   // most four (k = 100 over two blocks) and looped over where it has more (k = 120 over nine
-  // blocks). Row 1 is shorter than k: every position is kept. With subgroups and without.
-  const shape = { batch: 2, heads: 2, kvHeads: 2, headDim: 64, kvDtype: "f16" as const };
+  // blocks); with two query heads per KV head they are looped over. Row 1 is shorter than k:
+  // every position is kept. With subgroups and without.
+  const cases = [
+    { heads: 2, seq: 3000, k: 100, held: true },
+    { heads: 2, seq: 33000, k: 120, held: false },
+    { heads: 4, seq: 3000, k: 100, held: false },
+  ];
   for (const subgroupSize of [target.subgroupSize, null]) {
     const t: Target = { ...target, subgroupSize };
-    for (const [seq, k, held] of [[3000, 100, true], [33000, 120, false]] as const) {
+    for (const { heads, seq, k, held } of cases) {
+      const shape = { batch: 2, heads, kvHeads: 2, headDim: 64, kvDtype: "f16" as const };
       const method = { kind: "sparq" as const, r: 8, k, localWindow: 0 };
       const graph = buildAttentionGraph({ ...shape, maxSeq: seq, method, append: false });
       const sources = compileGraph(graph, t).kernels.map((kernel) => kernel.source).join("\n");
-      const label = `subgroups=${subgroupSize} S=${seq} k=${k}`;
+      const label = `subgroups=${subgroupSize} H=${heads} S=${seq} k=${k}`;
       ok(sources.includes("alpha_sh[0u] = total;"), `${label}: no hand-off`);
       ok(sources.includes("held_valid0") === held, `${label}: candidates held ≠ ${held}`);
       const seed = freshSeed();

@@ -32,6 +32,7 @@ import {
   sparqSpec as spec,
 } from "./sparq_common.ts";
 import {
+  afterSelection,
   candidatesParts,
   heldCandidatesOf,
   keysBytes,
@@ -360,23 +361,12 @@ function fusedLayout(kernel: string, s: AttentionKernelShape, c: SparqConfig, be
 }
 
 /**
- * WGSL between stage 2b and stage 3 in one workgroup: a storage barrier where stage 3 reads the
- * indices and alpha back from memory, nothing where they are handed over in workgroup memory
- * (stage 3's first barrier orders those).
- */
-function afterSelection(handOff: boolean): string {
-  return handOff
-    ? "  // Stage 3 takes the indices and alpha from workgroup memory."
-    : "  // Stage 3 reads the indices and alpha that this workgroup's invocations just wrote.\n  storageBarrier();";
-}
-
-/**
  * Stage 2b's WGSL for a kernel whose workgroup goes on to stage 3, and whether it hands stage 3
- * the indices and alpha in workgroup memory: where all k indices fit one tile of stage 3 and one
- * query head per KV head (measured there only). Stage 3 then reads nothing back from memory, and
- * no storage barrier separates the two; on the H100 (llama2-7b, B=1) that, with the candidates
- * held in registers, took the decode step at S = 16k from 6.97 to 6.89 ms and S = 4k from 6.61 to
- * 6.57 (docs/performance.md, issue 7 version 27).
+ * the indices and alpha in workgroup memory: where all k indices fit one tile of stage 3. Stage 3
+ * then reads nothing back from memory, and no storage barrier separates the two. On the H100 that,
+ * with the candidates held in registers, took llama2-7b's decode step (B=1) at S = 16k from 6.97
+ * to 6.89 ms and at S = 4k from 6.61 to 6.57; for llama3-8b's grouped heads it took 0.5 µs off
+ * the attention at B=1 and 4 µs at B=64 S=4k (docs/performance.md, issue 7 version 27).
  */
 function fusedTopk(
   s: AttentionKernelShape,
@@ -385,7 +375,7 @@ function fusedTopk(
   warm: boolean,
   layout: ReturnType<typeof attendLayout>,
 ): { wgsl: string; handOff: boolean } {
-  const handOff = s.heads === s.kvHeads && Math.min(p.k, s.maxSeq) <= layout.tile;
+  const handOff = Math.min(p.k, s.maxSeq) <= layout.tile;
   const held = heldCandidatesOf(s, p, c);
   return { wgsl: topkParts(s, warm, { held, handOff }).wgsl, handOff };
 }
@@ -421,8 +411,7 @@ function topkAttendParts(s: AttentionKernelShape, warm: boolean, prefetchWords =
  * Stages 2b and 3 in one kernel, per (sequence, KV head): the top k and alpha as in
  * {@link sparqTopkKernel} (still written out: they are the plan's outputs for checking), then
  * the attention of {@link sparqAttendKernel} over them (handed over as {@link fusedTopk} says,
- * else read back after a storage barrier) — one dependent
- * dispatch fewer per layer. Bindings: stage 2b's, then q, k_cache, v_cache, v_mean, y, with
+ * else read back after a storage barrier) — one dependent dispatch fewer per layer. Bindings: stage 2b's, then q, k_cache, v_cache, v_mean, y, with
  * `prefetch` `prefetch` (the next kernel's weights, read into the L2 by `prefetch.slices`
  * workgroups dispatched after the rows' and the warm-up's), params. Only where
  * {@link topkAttendFits}.

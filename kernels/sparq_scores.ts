@@ -21,6 +21,7 @@ import {
 } from "./wgsl_common.ts";
 import { indentLines, unroll } from "./unrolled.ts";
 import {
+  afterSelection,
   keepCandidates,
   KEYS_WGSL,
   keysBytes,
@@ -617,11 +618,8 @@ ${
             tail.prefetch ? prefetchOnArrival : undefined,
           )
         }
-  select_top_k(row, len, tid);${
-          tail.handOff ? "" : `
-  // Stage 3 reads the indices and alpha that this workgroup's invocations just wrote.
-  storageBarrier();`
-        }
+  select_top_k(row, len, tid);
+${afterSelection(tail.handOff ?? false)}
   attend_row(local_row, len, tid);`
         : candidates
         ? `

@@ -764,6 +764,24 @@ ${
 }
 
 /**
+ * WGSL between stage 2b and stage 3 in one workgroup: a storage barrier where stage 3 reads the
+ * indices and alpha back from memory, nothing where they are handed over in workgroup memory
+ * ({@link TopkOptions}; stage 3's first workgroup barrier orders those).
+ *
+ * @example
+ * ```ts
+ * import { afterSelection } from "./sparq_select.ts";
+ * afterSelection(false).includes("storageBarrier();"); // true
+ * ```
+ */
+export function afterSelection(handOff: boolean): string {
+  return handOff
+    ? "  // Stage 3 takes the indices and alpha from workgroup memory."
+    : `  // Stage 3 reads the indices and alpha that this workgroup's invocations just wrote.
+  storageBarrier();`;
+}
+
+/**
  * The entry point's opening: workgroups past the rows warm translations (if any) and leave; with
  * `prefetch` (and `warm`), those past the warm-up's read their slice of the next kernel's weights
  * into the L2 first (`fn prefetch_slice`, l2_prefetch.ts).
