@@ -36,6 +36,7 @@ import {
   candidatesParts,
   heldCandidatesOf,
   keysBytes,
+  ROW_LENGTH_WGSL,
   rowsOrWarm,
   selectionBytes,
   selectionCommon,
@@ -306,13 +307,14 @@ const WG = ${layout.workgroup}u;
 ${bindingDeclarations(ATTEND_BINDINGS)}
 ${reductions(layout.workgroup, s.subgroupSize ?? null)}
 ${attendParts(s, layout)}
+${ROW_LENGTH_WGSL}
 @compute @workgroup_size(WG)
 fn main(
   ${MAIN_ARGS},
 ) {
   ${FLAT_ID}
   if (flat >= params.rows) { return; }
-  attend_row(flat, min(positions[(params.first_row + flat) / KV_HEADS] + 1u, MAX_SEQ), tid);
+  attend_row(flat, row_length(params.first_row + flat), tid);
 }
 `;
   return spec("sparq_attend", source, ATTEND_BINDINGS);
@@ -411,10 +413,10 @@ function topkAttendParts(s: AttentionKernelShape, warm: boolean, prefetchWords =
  * Stages 2b and 3 in one kernel, per (sequence, KV head): the top k and alpha as in
  * {@link sparqTopkKernel} (still written out: they are the plan's outputs for checking), then
  * the attention of {@link sparqAttendKernel} over them (handed over as {@link fusedTopk} says,
- * else read back after a storage barrier) — one dependent dispatch fewer per layer. Bindings: stage 2b's, then q, k_cache, v_cache, v_mean, y, with
- * `prefetch` `prefetch` (the next kernel's weights, read into the L2 by `prefetch.slices`
- * workgroups dispatched after the rows' and the warm-up's), params. Only where
- * {@link topkAttendFits}.
+ * else read back after a storage barrier) — one dependent dispatch fewer per layer. Bindings:
+ * stage 2b's, then q, k_cache, v_cache, v_mean, y, with `prefetch` `prefetch` (the next kernel's
+ * weights, read into the L2 by `prefetch.slices` workgroups dispatched after the rows' and the
+ * warm-up's), params. Only where {@link topkAttendFits}.
  *
  * @example
  * ```ts

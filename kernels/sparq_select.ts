@@ -594,9 +594,19 @@ fn warm_translations(w: u32, tid: u32) {
 }`;
 
 /**
+ * WGSL `fn row_length(row)`: the positions of a (sequence, KV head) row's cache that hold keys
+ * (needs the `positions` binding and the SparQ constants). Stage 2b and stage 3 take it as an
+ * argument, so that a kernel running both reads it once.
+ */
+export const ROW_LENGTH_WGSL = `// Positions of a (sequence, KV head) row's cache that hold keys.
+fn row_length(row: u32) -> u32 {
+  return min(positions[row / KV_HEADS] + 1u, MAX_SEQ);
+}`;
+
+/**
  * Candidates per invocation up to which stage 2b holds them all in registers (one query head per
  * KV head). On the H100 (llama2-7b, B=1) four held took the decode step at S = 16k from 6.98 to
- * 6.95 ms with nothing else changed; sixteen made S = 128k's attention slower (167 → 170.5 µs).
+ * 6.94 ms with nothing else changed; sixteen made S = 128k's attention slower (167 → 170.5 µs).
  * With grouped heads (llama3-8b) holding four made the attention 0.5–0.7 µs slower at S = 16k and
  * 32k: there stage 2b shares its kernel with stage 2a's blocks, which pay for its registers too.
  */
@@ -629,8 +639,8 @@ export function heldCandidatesOf(
   p: SparqKernelParams,
   c: SparqConfig,
 ): number {
-  const perBlock = Math.min(p.k, candidateBlockOf(s, c));
-  return Math.ceil(sparqScratch(s, p, c).candidateBlocks * perBlock / SPARQ_TOPK_WORKGROUP);
+  const perRow = sparqScratch(s, p, c).candidates[2];
+  return Math.ceil(perRow / SPARQ_TOPK_WORKGROUP);
 }
 
 /**
@@ -640,17 +650,19 @@ export function heldCandidatesOf(
  */
 function heldCandidates(held: number): string {
   const last = "CBLOCKS * CK - 1u";
-  return [
-    ...unroll(
-      held,
-      (j) => `let held${j} = candidate_at(row, len, min(tid + ${j}u * WG, ${last}));`,
-      "  ",
-    )
-      .split("\n"),
-    ...unroll(held, (j) =>
+  const loads = unroll(
+    held,
+    (j) => `let held${j} = candidate_at(row, len, min(tid + ${j}u * WG, ${last}));`,
+    "  ",
+  );
+  const ranges = unroll(
+    held,
+    (j) =>
       `let held_valid${j} = held${j}.z == 1u && tid + ${j}u * WG < count;
-  if (held_valid${j}) { range = widen_range(range, held${j}.x); }`, "  ").split("\n"),
-  ].join("\n");
+  if (held_valid${j}) { range = widen_range(range, held${j}.x); }`,
+    "  ",
+  );
+  return `${loads}\n${ranges}`;
 }
 
 /** A selection pass's loop over the candidates {@link heldCandidates} holds, unrolled. */
@@ -694,10 +706,7 @@ export function topkParts(
   const wgsl = `${warm ? WARM_UP : ""}${
     handOff ? "\nvar<workgroup> alpha_sh: array<f32, GROUP>;" : ""
   }
-// Positions of a (sequence, KV head) row's cache that hold keys.
-fn row_length(row: u32) -> u32 {
-  return min(positions[row / KV_HEADS] + 1u, MAX_SEQ);
-}
+${ROW_LENGTH_WGSL}
 // Candidate i of the row (i < count), in position order, and whether it exists.
 fn candidate_valid(len: u32, i: u32) -> bool {
   let n = min(CBLOCK, len - min(len, (i / CK) * CBLOCK));
