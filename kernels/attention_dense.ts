@@ -2,9 +2,10 @@
  * Dense decode attention as flash-decoding: `attention_dense_partial` splits each sequence into
  * chunks; one workgroup per (chunk, sequence, KV head) reads each K and V row of its chunk once
  * for every query head of the KV group and writes the chunk's output, max and Σexp;
- * `attention_dense_reduce` merges the chunks of each query head — or, at few rows with one query
- * head per KV head, `attention_dense_partial_reduce` does both: the last chunk of each row to
- * finish merges it. Positions at or beyond a sequence's length are never read.
+ * `attention_dense_reduce` merges the chunks of each query head (`attention_dense_reduce_few`
+ * where a row has at most {@link FEW_CHUNKS}) — or, at few rows with one query head per KV head,
+ * `attention_dense_partial_reduce` does both: the last chunk of each row to finish merges it.
+ * Positions at or beyond a sequence's length are never read.
  *
  * Partials layout: [B, H, chunks, d + 2] f32 — d outputs (unnormalized), then max, then Σexp.
  *
@@ -396,6 +397,100 @@ ${REDUCE_HEAD}}
   ]);
 }
 
+/** The most chunks per row that {@link denseReduceFewKernel} merges (each invocation loads all). */
+export const FEW_CHUNKS = 8;
+/** Invocations per workgroup of {@link denseReduceFewKernel}. */
+const FEW_REDUCE_WORKGROUP = 256;
+
+/**
+ * The workgroups of {@link denseReduceFewKernel} for `rows` (sequence, query head) rows.
+ *
+ * @example
+ * ```ts
+ * import { denseReduceFewWorkgroups } from "./attention_dense.ts";
+ * denseReduceFewWorkgroups(2048, 128); // 256: 8 heads of 32 vec4s per workgroup
+ * ```
+ */
+export function denseReduceFewWorkgroups(rows: number, headDim: number): number {
+  return Math.ceil((rows * headDim) / 4 / FEW_REDUCE_WORKGROUP);
+}
+
+/**
+ * The reduction where each row has at most {@link FEW_CHUNKS} chunks: one invocation per
+ * (sequence, query head, 4 components) loads every chunk's statistics and its 4 outputs at once
+ * and merges them in registers — no workgroup memory, no barrier, one round trip to the L2.
+ * The invocations of a head load the same statistics, which the cache serves once. Where the
+ * tree reduction's workgroup per head spent its time on barriers around a few loads, this
+ * measured 10 µs faster on the H100 (llama3-8b B=64 S=4k: 2048 query heads of 2 chunks, 388.4
+ * → 378.2 µs). Bindings as {@link denseReduceKernel}; dispatch
+ * {@link denseReduceFewWorkgroups} workgroups.
+ *
+ * @example
+ * ```ts
+ * import { denseLayout, denseReduceFewKernel } from "./attention_dense.ts";
+ * const shape = { batch: 64, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 4096,
+ *   kvDtype: "f16" as const, workgroupStorage: 49152 };
+ * denseReduceFewKernel(shape, denseLayout(shape)).name; // "attention_dense_reduce_few"
+ * ```
+ */
+export function denseReduceFewKernel(s: AttentionKernelShape, layout: DenseLayout): KernelSpec {
+  if (layout.chunks > FEW_CHUNKS) {
+    throw new Error(`denseReduceFewKernel: ${layout.chunks} chunks, at most ${FEW_CHUNKS}`);
+  }
+  const chunks = [...Array(layout.chunks).keys()];
+  const source =
+    `// sparqc dense attention, split-K reduction of few chunks: one invocation per 4 outputs
+${header(s, layout)}
+const NEG = -3.0e38;
+const QUADS = HEAD_DIM / 4u;
+@group(0) @binding(0) var<storage, read> partials: array<f32>;
+@group(0) @binding(1) var<storage, read> positions: array<u32>;
+@group(0) @binding(2) var<storage, read_write> y: array<vec4<f32>>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+@compute @workgroup_size(${FEW_REDUCE_WORKGROUP})
+fn main(
+  ${MAIN_ARGS},
+) {
+  ${FLAT_ID}
+  let id = flat * ${FEW_REDUCE_WORKGROUP}u + tid;
+  let head = id / QUADS;
+  if (head >= params.rows) { return; }
+  let quad = id % QUADS;
+  let b = head / HEADS;
+  let len = min(positions[b] + 1u, MAX_SEQ);
+  let used = (len + CHUNK - 1u) / CHUNK;
+  let base = head * CHUNKS * (HEAD_DIM + 2u);
+${
+      indentLines(
+        [
+          // Chunks past the row's end hold nothing of this call (or an earlier call's partials):
+          // weight 0, and nothing of theirs reaches the sums.
+          ...chunks.flatMap((c) => [
+            `let at${c} = base + ${c}u * (HEAD_DIM + 2u);`,
+            `let m${c} = select(NEG, partials[at${c} + HEAD_DIM], ${c}u < used);`,
+            `let l${c} = select(0.0, partials[at${c} + HEAD_DIM + 1u], ${c}u < used);`,
+            `let o${c} = select(vec4<f32>(0.0), vec4<f32>(partials[at${c} + 4u * quad], ` +
+            `partials[at${c} + 4u * quad + 1u], partials[at${c} + 4u * quad + 2u], ` +
+            `partials[at${c} + 4u * quad + 3u]), ${c}u < used);`,
+          ]),
+          `let top = ${chunks.map((c) => `m${c}`).reduce((a, b) => `max(${a}, ${b})`)};`,
+          ...chunks.map((c) => `let w${c} = exp(m${c} - top);`),
+          `let total = ${chunks.map((c) => `l${c} * w${c}`).join(" + ")};`,
+          `y[head * QUADS + quad] = (${chunks.map((c) => `o${c} * w${c}`).join(" + ")}) / total;`,
+        ],
+        "  ",
+      )
+    }
+}
+`;
+  return computeKernel("attention_dense_reduce_few", "attention", source, [
+    ["partials", "read"],
+    ["positions", "read"],
+    ["y", "read_write"],
+  ]);
+}
+
 /**
  * Whether the subgroup partial kernel applies: a row of K is `headDim / 4` vec4 lanes, which a
  * whole number of subgroup-wide loads must cover.
@@ -578,33 +673,7 @@ export function densePartialSubgroupKernel(
   const softmax = laneOwnedFits(rowCount, group, subgroupSize)
     ? laneOwnedSoftmax(shape)
     : everyLaneSoftmax(shape);
-  const merge = heads.map((h) =>
-    `  {
-    if (lane == 0u) {
-      team_max[team] = m${h};
-      team_sum[team] = l${h};
-    }
-    workgroupBarrier();
-    var top = NEG;
-    for (var w = 0u; w < TEAMS; w++) { top = max(top, team_max[w]); }
-    var total = 0.0;
-    for (var w = 0u; w < TEAMS; w++) { total += team_sum[w] * exp(team_max[w] - top); }
-    let mine = exp(m${h} - top);
-${
-      indentLines(
-        parts.map((p) => `merged[team * LANES + ${p}u * SG + lane] = acc${h}_${p} * mine;`),
-        "    ",
-      )
-    }
-    workgroupBarrier();
-    if (tid < LANES) {
-      var o = vec4<f32>(0.0);
-      for (var w = 0u; w < TEAMS; w++) { o += merged[w * LANES + tid]; }
-      store_partial(head0 + ${h}u, chunk, tid, o, top, total);
-    }
-    workgroupBarrier();
-  }`
-  ).join("\n");
+  const merge = teamMerge(group, parts.length);
   const source = `// sparqc dense attention, split-K partial, one subgroup per row at a time${
     reduceTail ? "; the row's last chunk to finish reduces its heads" : ""
   }
@@ -633,9 +702,10 @@ ${REDUCE_HEAD}}`
       : "@group(0) @binding(5) var<uniform> params: Params;"
   }
 
-var<workgroup> team_max: array<f32, TEAMS>;
-var<workgroup> team_sum: array<f32, TEAMS>;
+var<workgroup> team_max: array<f32, GROUP * TEAMS>;
+var<workgroup> team_sum: array<f32, GROUP * TEAMS>;
 var<workgroup> merged: array<vec4<f32>, TEAMS * LANES>;
+${MERGED_MAX}
 
 @compute @workgroup_size(TEAM_WG)
 fn main(
@@ -679,6 +749,65 @@ ${merge}${reduceTail ? REDUCE_TAIL : ""}
     ])
     : partialSpec("attention_dense_partial_sg", source);
 }
+
+/**
+ * WGSL merging the teams' softmax states into each head's partial of the chunk: every team
+ * publishes the statistics of all its heads at once (one barrier); then, head by head, each team
+ * writes its outputs rescaled to the head's maximum over the teams, and the first LANES
+ * invocations sum them (two barriers a head: `merged` holds one head). 1 + 2·group barriers where
+ * publishing each head's statistics apart took 3·group (H100, llama3-8b: B=1 S=16k 48.3 → 46.6
+ * µs, B=64 S=32k 2991 → 2979). All heads' outputs at once (one barrier for them, 16 KiB of
+ * workgroup memory) measured slower: B=1 S=128k 200 → 226 µs.
+ */
+function teamMerge(group: number, parts: number): string {
+  const stats = `  if (lane == 0u) {
+${
+    indentLines(
+      [...Array(group).keys()].flatMap((h) => [
+        `team_max[${h}u * TEAMS + team] = m${h};`,
+        `team_sum[${h}u * TEAMS + team] = l${h};`,
+      ]),
+      "    ",
+    )
+  }
+  }
+  workgroupBarrier();`;
+  const heads = [...Array(group).keys()].map((h) =>
+    `  {
+${
+      indentLines(
+        [
+          `let mine = exp(m${h} - merged_max(${h}u));`,
+          ...[...Array(parts).keys()].map((p) =>
+            `merged[team * LANES + ${p}u * SG + lane] = acc${h}_${p} * mine;`
+          ),
+        ],
+        "    ",
+      )
+    }
+    workgroupBarrier();
+    if (tid < LANES) {
+      let top = merged_max(${h}u);
+      var total = 0.0;
+      var o = vec4<f32>(0.0);
+      for (var w = 0u; w < TEAMS; w++) {
+        total += team_sum[${h}u * TEAMS + w] * exp(team_max[${h}u * TEAMS + w] - top);
+        o += merged[w * LANES + tid];
+      }
+      store_partial(head0 + ${h}u, chunk, tid, o, top, total);
+    }
+    workgroupBarrier();
+  }`
+  );
+  return [stats, ...heads].join("\n");
+}
+
+/** WGSL: the largest of the teams' maxima of head `j` of the group. */
+const MERGED_MAX = `fn merged_max(j: u32) -> f32 {
+  var top = NEG;
+  for (var w = 0u; w < TEAMS; w++) { top = max(top, team_max[j * TEAMS + w]); }
+  return top;
+}`;
 
 /** The online softmax of the subgroup partial kernel: its state, its per-rows update, its end. */
 interface SubgroupSoftmax {
@@ -850,7 +979,7 @@ export function densePartialReduceFits(
 ): boolean {
   const wg = teamWorkgroup(subgroupSize, workgroup);
   const teams = wg / subgroupSize;
-  const partial = teams * 8 + teams * layout.lanes * 16;
+  const partial = (s.heads / s.kvHeads) * teams * 8 + teams * layout.lanes * 16;
   const reduce = layout.chunks * 4 + reduceSlices(s.headDim, wg) * s.headDim * 4 + 4;
   const reductions = 3 * wg * 4; // the tree reductions' arrays, the largest form
   return partial + reduce + reductions <= s.workgroupStorage;

@@ -455,6 +455,35 @@ Deno.test("dense with grouped heads in chunks of 2048 positions matches the refe
   }
 });
 
+Deno.test("dense merges a few chunks per row in registers, unwritten chunks left out", async () => {
+  // Three query heads per KV head (the teams publish all heads' statistics at once) and four
+  // chunks of 256 positions per row, which the reduction of few chunks merges. The second call's
+  // shorter rows leave the first call's partials in the chunks past their ends.
+  const shape = { batch: 3, heads: 6, kvHeads: 2, headDim: 64, kvDtype: "f16" as const };
+  const graph = buildAttentionGraph({
+    ...shape,
+    maxSeq: 1000,
+    method: { kind: "dense" },
+    append: false,
+  });
+  const program = compileGraph(graph, target);
+  ok(program.kernels.some((k) => k.name === "attention_dense_reduce_few"), "no few-chunk reduce");
+  const executor = await Executor.create(gpu, program);
+  try {
+    for (const lengths of [[1000, 1000, 1000], [1, 300, 1000]]) {
+      const seed = freshSeed();
+      const p = randomProblem({ ...shape, seqCapacity: 1000, ragged: false, seed });
+      p.lengths.splice(0, 3, ...lengths);
+      writeAttentionInputs(executor, p, { kind: "dense" });
+      executor.run();
+      const error = relativeL2(await executor.read(T.y) as Float32Array, denseReference(p));
+      ok(error <= 2e-3, `seed ${seed}, lengths ${lengths}: relative L2 ${error}`);
+    }
+  } finally {
+    executor.destroy();
+  }
+});
+
 Deno.test("dense over many chunks, and SparQ's top-k across several candidate blocks (S > 4096)", async () => {
   const seed = freshSeed();
   const p = randomProblem({

@@ -48,7 +48,7 @@ Deno.test("tuning over a small space picks a candidate, checks it, and writes th
     const attention = records.find((r) => r.bucket.startsWith("attention_dense"))!;
     deepStrictEqual(Object.keys(attention.kernelsNs.default).sort(), [
       "attention_dense_partial",
-      "attention_dense_reduce",
+      "attention_dense_reduce_few",
     ]);
     const file = JSON.parse(await Deno.readTextFile(path));
     deepStrictEqual(file.format, "sparqc-tune-cache");

@@ -18,7 +18,10 @@ import {
   densePartialKernel,
   densePartialReduceFits,
   densePartialSubgroupKernel,
+  denseReduceFewKernel,
+  denseReduceFewWorkgroups,
   denseReduceKernel,
+  FEW_CHUNKS,
   subgroupRowsFit,
 } from "../../kernels/attention_dense.ts";
 import { grid1d } from "../../kernels/grid.ts";
@@ -284,13 +287,16 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     const partialKernel = bySubgroups
       ? densePartialSubgroupKernel(shape, layout, sg!, config?.workgroup)
       : densePartialKernel(shape, layout);
-    return [
-      ...perShard(
-        partialKernel,
-        [q, positions, kCache, vCache, partials],
-        (rows) => layout.chunks * rows,
-      ),
-      whole(
+    // Few chunks per row: one invocation per 4 outputs merges them, no barriers (H100, llama3-8b
+    // B=64 S=4k: 388.4 → 378.2 µs; llama2-7b B=64 S=4k 1423.5 → 1414.3).
+    const reduce = layout.chunks <= FEW_CHUNKS
+      ? whole(
+        denseReduceFewKernel(shape, layout),
+        [partials, positions, y],
+        B * H,
+        denseReduceFewWorkgroups(B * H, shape.headDim),
+      )
+      : whole(
         denseReduceKernel(
           shape,
           layout,
@@ -304,7 +310,14 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
         ),
         [partials, positions, y],
         B * H,
+      );
+    return [
+      ...perShard(
+        partialKernel,
+        [q, positions, kCache, vCache, partials],
+        (rows) => layout.chunks * rows,
       ),
+      reduce,
     ];
   }
 
