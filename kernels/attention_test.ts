@@ -178,7 +178,8 @@ Deno.test("without subgroups (tree reductions, the tiled dense kernel) results m
 Deno.test("dense attention with the reduction in its partial kernel stays exact call after call", async () => {
   // One query head per KV head, few rows: the last chunk of each row reduces it and resets the
   // row's counter for the next call; a counter left behind would leave the second call's y unset.
-  const shape = { batch: 2, heads: 3, kvHeads: 3, headDim: 64, kvDtype: "f16" as const };
+  // d = 128, so that the subgroup kernel takes the rows on 32-wide subgroups too (the H100's).
+  const shape = { batch: 2, heads: 3, kvHeads: 3, headDim: 128, kvDtype: "f16" as const };
   const graph = buildAttentionGraph({
     ...shape,
     maxSeq: 700,
