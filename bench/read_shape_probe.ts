@@ -1,10 +1,14 @@
 /**
- * A probe of how fast dense attention's access pattern alone reads, for the performance notes:
- * 256 MiB (llama2-7b B=1 S=16k's K and V, or llama3-8b B=16 S=4k's) read by workgroups that walk
- * their chunk as `attention_dense_partial_sg` does — teams of 32 invocations, each load
- * instruction 8 bytes per invocation over a 256-byte row, a few rows per round, K and V side by
- * side — against the bench's plain read of the same bytes. What the kernel takes beyond the
- * pattern's time is its own work: the query loads, the softmax, the teams' merge, the partials.
+ * A probe of how fast attention's access patterns alone read, for the performance notes:
+ *
+ * - dense: 256 MiB (llama2-7b B=1 S=16k's K and V, or llama3-8b B=16 S=4k's) read by workgroups
+ *   that walk their chunk as `attention_dense_partial_sg` does — teams of 32 invocations, each load
+ *   instruction 8 bytes per invocation over a 256-byte row, a few rows per round, K and V side by
+ *   side — against the bench's plain read of the same bytes. What the kernel takes beyond the
+ *   pattern's time is its own work: the query loads, the softmax, the teams' merge, the partials.
+ * - SparQ's stage 3: 128 random rows of each 4096-row (1 MiB) region of a K and a V cache, one
+ *   workgroup per region (llama2-7b B=64 S=4k: 2048 (sequence, head) rows, 128 MiB gathered out of
+ *   4 GiB), in stage 3's order and in others, against a plain read of 128 MiB.
  *
  * Run: `deno run -A bench/read_shape_probe.ts [out.txt]` (prints a table; GPU time from timestamp
  * queries in calibrated ticks, each repetition after the bench's L2 scrub, median of 20, in µs).
@@ -142,6 +146,135 @@ for (const shape of SHAPES) {
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, group);
       pass.dispatchWorkgroups(shape.workgroups);
+    }),
+  );
+}
+
+/** Rows gathered from each region, and rows per region (4096 positions of 256 bytes). */
+const KEPT = 128;
+const REGION_ROWS = 4096;
+
+/** One way of gathering stage 3's rows. */
+interface Gather {
+  label: string;
+  /** WGSL of the workgroup's loads, each through {@link gathered}. */
+  body: string;
+}
+
+/** A load of the gathered row `i` (WGSL u32) of `cache` by this invocation's lane. */
+const gathered = (cache: string, i: string) =>
+  `acc ^= ${cache}[(base + idx[region * ${KEPT}u + ${i}]) * 32u + lane];`;
+
+const GATHERS: Gather[] = [
+  {
+    label: "K 4 rows a round per team, barrier, V 16 rows per team (stage 3's order)",
+    body: `for (var u0 = 0u; u0 < ${KEPT}u; u0 += 32u) {
+${[0, 1, 2, 3].map((u) => `    ${gathered("k", `u0 + ${u}u * 8u + team`)}`).join("\n")}
+  }
+  workgroupBarrier();
+${[...Array(16).keys()].map((u) => `  ${gathered("v", `team + ${u}u * 8u`)}`).join("\n")}`,
+  },
+  {
+    label: "K 16 rows per team at once, barrier, V 16 rows per team",
+    body: `${[...Array(16).keys()].map((u) => `  ${gathered("k", `team + ${u}u * 8u`)}`).join("\n")}
+  workgroupBarrier();
+${[...Array(16).keys()].map((u) => `  ${gathered("v", `team + ${u}u * 8u`)}`).join("\n")}`,
+  },
+  {
+    label: "K and V rows together, 16 + 16 per team at once",
+    body: [...Array(16).keys()].flatMap((u) => [
+      `  ${gathered("k", `team + ${u}u * 8u`)}`,
+      `  ${gathered("v", `team + ${u}u * 8u`)}`,
+    ]).join("\n"),
+  },
+];
+
+/** Random distinct rows of each region, KEPT per region, in random order (a seeded LCG). */
+function randomIndices(regions: number): Uint32Array<ArrayBuffer> {
+  const indices = new Uint32Array(regions * KEPT);
+  let state = 0x2545f491;
+  const next = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0);
+  const rows = Uint32Array.from({ length: REGION_ROWS }, (_, i) => i);
+  for (let r = 0; r < regions; r++) {
+    for (let i = 0; i < KEPT; i++) {
+      const j = i + (next() % (REGION_ROWS - i));
+      [rows[i], rows[j]] = [rows[j], rows[i]];
+      indices[r * KEPT + i] = rows[i];
+    }
+  }
+  return indices;
+}
+
+const regions = Math.min(
+  2048,
+  Math.floor(device.limits.maxStorageBufferBindingSize / (REGION_ROWS * ROW_BYTES)),
+);
+const cacheBytes = regions * REGION_ROWS * ROW_BYTES;
+const gatheredBytes = 2 * regions * KEPT * ROW_BYTES;
+const kCache = device.createBuffer({ size: cacheBytes, usage: GPUBufferUsage.STORAGE });
+const vCache = device.createBuffer({ size: cacheBytes, usage: GPUBufferUsage.STORAGE });
+const indexData = randomIndices(regions);
+const idx = device.createBuffer({
+  size: indexData.byteLength,
+  usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+});
+device.queue.writeBuffer(idx, 0, indexData);
+lines.push(
+  "",
+  `${KEPT} random rows of each of ${regions} regions of ${REGION_ROWS} rows, from K and from V: ` +
+    `${gatheredBytes >> 20} MiB gathered`,
+  "",
+  "variant | workgroups | µs | GB/s",
+  "--- | --- | --- | ---",
+);
+const gatherRow = (label: string, workgroups: number, us: number) => {
+  const line = `${label} | ${workgroups} | ${us.toFixed(1)} | ${
+    (gatheredBytes / us / 1000).toFixed(0)
+  }`;
+  console.log(line);
+  lines.push(line);
+};
+const plainGathered = BufferReader.create(device, gatheredBytes, "plain read, gathered size");
+gatherRow(
+  "plain read of as many bytes",
+  gatheredBytes / 32768,
+  await time((pass) => plainGathered.dispatch(pass)),
+);
+for (const { label, body } of GATHERS) {
+  const code = `
+@group(0) @binding(0) var<storage, read> k: array<vec2<u32>>;
+@group(0) @binding(1) var<storage, read> v: array<vec2<u32>>;
+@group(0) @binding(2) var<storage, read> idx: array<u32>;
+@group(0) @binding(3) var<storage, read_write> sink: array<u32>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid: u32) {
+  let region = wid.x;
+  let team = tid / 32u;
+  let lane = tid % 32u;
+  let base = region * ${REGION_ROWS}u;
+  var acc = vec2<u32>(0u);
+${body}
+  if (all(acc == vec2<u32>(${READ_SINK_TRIGGER}u))) { sink[region] = acc.x; }
+}`;
+  const module = device.createShaderModule({ label, code });
+  const pipeline = device.createComputePipeline({
+    layout: "auto",
+    compute: { module, entryPoint: "main" },
+  });
+  const group = device.createBindGroup({
+    layout: pipeline.getBindGroupLayout(0),
+    entries: [kCache, vCache, idx, sink].map((buffer, binding) => ({
+      binding,
+      resource: { buffer },
+    })),
+  });
+  gatherRow(
+    label,
+    regions,
+    await time((pass) => {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(regions);
     }),
   );
 }
