@@ -51,11 +51,22 @@ import {
 } from "./sparq_scores.ts";
 
 /**
- * Gathered V rows each stage-3 invocation loads before using any: at batch 1 the stage is a
- * few workgroups' latency, and 16 rows in flight took it from 37.6 to 32.4 µs per call on the
- * H100 (llama2-7b, S = 32k) against 4.
+ * Gathered V rows each stage-3 invocation loads before using any, for `group` query heads per KV
+ * head. With one, 16: at batch 1 the stage is a few workgroups' latency, and 16 rows in flight
+ * took it from 37.6 to 32.4 µs per call on the H100 (llama2-7b, S = 32k) against 4 (8 cost the
+ * four-stage kernel 0.8 µs at S = 16k). With several, each row feeds one accumulator per head,
+ * and 8 rows measured faster (llama3-8b: B=1 S=128k 121.8 → 118.6 µs, B=16 S=16k 162.9 → 161.3,
+ * the decode step at S=16k 8.213 → 8.108 ms), most likely by the registers they free.
+ *
+ * @example
+ * ```ts
+ * import { attendValueRows } from "./sparq_attend.ts";
+ * attendValueRows(4); // 8
+ * ```
  */
-const ATTEND_VALUE_ROWS = 16;
+export function attendValueRows(group: number): number {
+  return group > 1 ? 8 : 16;
+}
 
 /**
  * Workgroup shape and tile of stage 3; `extraBytes` of workgroup memory are taken by what runs
@@ -239,7 +250,15 @@ ${
     }
     workgroupBarrier();
 ${unroll(group, (h) => `acc${h} *= rescale[${h}u];`, "    ")}
-${valueRows(group, "TILE", "(base + idx_sh[ROW]) * LANES + lane", "count", ATTEND_VALUE_ROWS)}
+${
+    valueRows(
+      group,
+      "TILE",
+      "(base + idx_sh[ROW]) * LANES + lane",
+      "count",
+      attendValueRows(group),
+    )
+  }
   }
 
 ${
