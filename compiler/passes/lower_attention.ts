@@ -124,6 +124,17 @@ export function lowerKvAppend(ctx: LowerContext, node: NodeOf<"kv_append">): Inv
 const WARM_ROWS = 64;
 
 /**
+ * (sequence, KV head) rows from which SparQ's stages 2b and 3 run as two dispatches with several
+ * query heads per KV head, even where one kernel would fit. The fused kernel with grouped heads
+ * is heavy, and on the H100 (llama3-8b, r=32, k=128) its time jumped from 35 µs at 384 rows to
+ * 58 at 512, likely a second wave of its workgroups; apart, B=64 S=4k took 189.1 → 177.7 µs and
+ * S=8k 287.9 → 275.1, while at 384 rows and fewer the fused kernel stayed 7–8 µs faster
+ * (B=48 S=4k 149.3 against 156.9). With one query head per KV head it stayed faster at 512
+ * (llama2-7b B=16 S=4k: 110.0 against 116.0).
+ */
+const GROUPED_APART_ROWS = 512;
+
+/**
  * Most stage-2a blocks (rows · ⌈S / candidate block⌉) for which stages 2a–3 chain in one
  * dispatch: one wave on the H100's 132 SMs. Measured there (llama2-7b, B=1): the decode step
  * 0.07–0.15 ms faster at S=16k–32k, but alone at S=32k (256 blocks) the chained attention took
@@ -445,7 +456,8 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
         candidateBlocks,
       )]
       : []),
-    ...(topkAttendFits(shape, config, maxStorage, warm) && ranges.length === 1
+    ...(topkAttendFits(shape, config, maxStorage, warm) && ranges.length === 1 &&
+        (H === kvHeads || allRows < GROUPED_APART_ROWS)
       // Stages 2b and 3 in one dispatch where their bindings fit (one dependent dispatch fewer).
       ? [whole(
         build(ctx, () => sparqTopkAttendKernel(shape, method, config, warm, topkPrefetch)),
