@@ -160,6 +160,61 @@ async function measure(
 
 const describe = (c: TuningConfig) => Object.entries(c).map(([k, v]) => `${k} ${v}`).join(", ");
 
+/** The fastest configuration of a search, with its time per kernel. */
+interface Best {
+  config: TuningConfig;
+  ns: number;
+  kernelsNs: Record<string, number>;
+}
+
+/**
+ * Measures every candidate of `space` on problem `p` against `start` (the default configuration,
+ * its program and its run), and returns the fastest whose output matches the default's, with the
+ * candidates rejected for differing. Candidates the target cannot hold (workgroup memory) are
+ * skipped; one that compiles to the same kernels and dispatches as one measured before is not
+ * measured again. Progress lines start with `label`.
+ */
+async function searchSpace(
+  gpu: Gpu,
+  p: TuningProblem,
+  space: TuningConfig[],
+  start: { config: TuningConfig; program: Program; run: Awaited<ReturnType<typeof measure>> },
+  measuring: TuneOptions & { ticks: number; scrub?: L2Scrub },
+  label: string,
+): Promise<{ best: Best; rejected: string[] }> {
+  const progress = measuring.progress ?? (() => {});
+  // Each signature measured once, by the first configuration that compiled to it.
+  const seen = new Map([[signature(start.program), start.config]]);
+  let best: Best = { config: start.config, ns: start.run.ns, kernelsNs: start.run.kernelsNs };
+  const rejected: string[] = [];
+  for (const [i, config] of space.entries()) {
+    progress(`${label}: candidate ${i + 1}/${space.length} (${describe(config)})`);
+    if (JSON.stringify(config) === JSON.stringify(start.config)) continue;
+    let program;
+    try {
+      program = programOf(p, config, measuring.target);
+    } catch (error) {
+      if (error instanceof Error && /workgroup memory/.test(error.message)) continue;
+      throw error;
+    }
+    const work = signature(program);
+    const same = seen.get(work);
+    if (same) {
+      progress(`  the same kernels and dispatches as ${describe(same)}: not measured again`);
+      continue;
+    }
+    seen.set(work, config);
+    const result = await measure(gpu, p, program, measuring);
+    const error = relativeL2(result.output, start.run.output);
+    if (!(error <= 1e-4)) {
+      rejected.push(`${describe(config)} (output differs: relative L2 ${error.toExponential(1)})`);
+      continue;
+    }
+    if (result.ns < best.ns) best = { config, ns: result.ns, kernelsNs: result.kernelsNs };
+  }
+  return { best, rejected };
+}
+
 /**
  * Tunes every problem (or takes it from the cache) and returns the choices for the compiler
  * and a record of each; saves the cache when anything was measured.
@@ -187,6 +242,7 @@ export async function tune(
   try {
     for (const [index, p] of problems.entries()) {
       const bucket = tuningBucket(p);
+      const label = `tuning ${index + 1}/${problems.length} ${bucket}`;
       const family = SPACES[p.family];
       const defaultConfig = family.defaultFor(p);
       const defaults = programOf(p, defaultConfig, options.target);
@@ -205,7 +261,7 @@ export async function tune(
           candidates: cached.candidates,
           rejected: [],
         });
-        progress(`tuning ${index + 1}/${problems.length} ${bucket}: from the cache`);
+        progress(`${label}: from the cache`);
         continue;
       }
       if (ticks === undefined) {
@@ -214,49 +270,18 @@ export async function tune(
       }
       const measuring = { ...options, ticks, scrub };
       const base = await measure(gpu, p, defaults, measuring);
-      // Each signature measured once, by the first configuration that compiled to it.
-      const seen = new Map([[signature(defaults), defaultConfig]]);
       const space = (options.spaces?.[p.family] ?? family.space).filter((c) =>
         Object.values(c).every((v) => v <= options.target.limits.maxComputeInvocationsPerWorkgroup)
       );
-      let best = {
-        config: defaultConfig,
-        ns: base.ns,
-        kernelsNs: base.kernelsNs,
-      };
-      const defaultNs = best.ns;
-      const rejected: string[] = [];
-      for (const [i, config] of space.entries()) {
-        progress(
-          `tuning ${index + 1}/${problems.length} ${bucket}: candidate ${i + 1}/${space.length} ` +
-            `(${describe(config)})`,
-        );
-        if (JSON.stringify(config) === JSON.stringify(defaultConfig)) continue;
-        let program;
-        try {
-          program = programOf(p, config, options.target);
-        } catch (error) {
-          // A candidate the target cannot hold (workgroup memory) is skipped, not fatal.
-          if (error instanceof Error && /workgroup memory/.test(error.message)) continue;
-          throw error;
-        }
-        const work = signature(program);
-        const same = seen.get(work);
-        if (same) {
-          progress(`  the same kernels and dispatches as ${describe(same)}: not measured again`);
-          continue;
-        }
-        seen.set(work, config);
-        const result = await measure(gpu, p, program, measuring);
-        const error = relativeL2(result.output, base.output);
-        if (!(error <= 1e-4)) {
-          rejected.push(
-            `${describe(config)} (output differs: relative L2 ${error.toExponential(1)})`,
-          );
-          continue;
-        }
-        if (result.ns < best.ns) best = { config, ns: result.ns, kernelsNs: result.kernelsNs };
-      }
+      const { best, rejected } = await searchSpace(
+        gpu,
+        p,
+        space,
+        { config: defaultConfig, program: defaults, run: base },
+        measuring,
+        label,
+      );
+      const defaultNs = base.ns;
       choices.set(bucket, best.config);
       records.push({
         bucket,
