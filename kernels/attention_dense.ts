@@ -300,13 +300,21 @@ ${reductions(workgroup, subgroupSize)}`;
 }
 
 /**
+ * WGSL of a reduction's start for (sequence, query head) row `head`: `used`, the chunks that hold
+ * positions of its sequence, and `base`, where the row's partials begin. Both reductions start so.
+ */
+function headChunks(head: string): string {
+  return `  let b = ${head} / HEADS;
+  let len = min(positions[b] + 1u, MAX_SEQ);
+  let used = (len + CHUNK - 1u) / CHUNK;
+  let base = ${head} * CHUNKS * (HEAD_DIM + 2u);`;
+}
+
+/**
  * The body of the reduction of query head `flat` (a (sequence, query head) index) by RWG
  * invocations, RSLICES slices of chunks at a time, through workgroup arrays `weight` and `sliced`.
  */
-const REDUCE_HEAD = `  let b = flat / HEADS;
-  let len = min(positions[b] + 1u, MAX_SEQ);
-  let used = (len + CHUNK - 1u) / CHUNK;
-  let base = flat * CHUNKS * (HEAD_DIM + 2u);
+const REDUCE_HEAD = `${headChunks("flat")}
   var m = NEG;
   var sum = 0.0;
   for (var c = tid; c < used; c += RWG) {
@@ -457,10 +465,7 @@ fn main(
   let head = id / QUADS;
   if (head >= params.rows) { return; }
   let quad = id % QUADS;
-  let b = head / HEADS;
-  let len = min(positions[b] + 1u, MAX_SEQ);
-  let used = (len + CHUNK - 1u) / CHUNK;
-  let base = head * CHUNKS * (HEAD_DIM + 2u);
+${headChunks("head")}
 ${
       indentLines(
         [
