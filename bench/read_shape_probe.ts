@@ -111,42 +111,55 @@ async function time(dispatch: (pass: GPUComputePassEncoder) => void): Promise<nu
   return summarize(ticks.map((t) => t * nsPerTick)).median / 1000;
 }
 
-const lines = [
-  `# read-shape probe: ${gpu.info.description || gpu.info.vendor}`,
-  "",
-  `${TOTAL >> 20} MiB in 256-byte rows; teams of 32 invocations, 8-byte loads`,
-  "",
-  "variant | workgroups | µs | GB/s",
-  "--- | --- | --- | ---",
-];
-const row = (label: string, workgroups: number, us: number) => {
-  const line = `${label} | ${workgroups} | ${us.toFixed(1)} | ${(TOTAL / us / 1000).toFixed(0)}`;
-  console.log(line);
-  lines.push(line);
-};
-await time((pass) => plain.dispatch(pass)); // warm-up: clocks up, pipelines built
-row("plain read (the bench's ceiling kernel)", TOTAL / 32768, await time((p) => plain.dispatch(p)));
-for (const shape of SHAPES) {
-  const module = device.createShaderModule({ label: shape.label, code: shapeKernel(shape) });
+/**
+ * Times `code` (entry point `main`) over `workgroups` workgroups, `buffers` bound at bindings 0,
+ * 1, … in order: median µs, as {@link time}.
+ */
+async function timeKernel(
+  label: string,
+  code: string,
+  buffers: GPUBuffer[],
+  workgroups: number,
+): Promise<number> {
+  const module = device.createShaderModule({ label, code });
   const pipeline = device.createComputePipeline({
     layout: "auto",
     compute: { module, entryPoint: "main" },
   });
   const group = device.createBindGroup({
     layout: pipeline.getBindGroupLayout(0),
-    entries: [k, sink, v].slice(0, shape.streams + 1).map((buffer, binding) => ({
-      binding,
-      resource: { buffer },
-    })),
+    entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
   });
+  return await time((pass) => {
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(workgroups);
+  });
+}
+
+const lines = [`# read-shape probe: ${gpu.info.description || gpu.info.vendor}`];
+/** Starts a table titled `title` whose rows read `bytes` each; returns its row writer. */
+function table(title: string, bytes: number) {
+  lines.push("", title, "", "variant | workgroups | µs | GB/s", "--- | --- | --- | ---");
+  return (label: string, workgroups: number, us: number) => {
+    const line = `${label} | ${workgroups} | ${us.toFixed(1)} | ${(bytes / us / 1000).toFixed(0)}`;
+    console.log(line);
+    lines.push(line);
+  };
+}
+
+const row = table(
+  `${TOTAL >> 20} MiB in 256-byte rows; teams of 32 invocations, 8-byte loads`,
+  TOTAL,
+);
+await time((pass) => plain.dispatch(pass)); // warm-up: clocks up, pipelines built
+row("plain read (the bench's ceiling kernel)", TOTAL / 32768, await time((p) => plain.dispatch(p)));
+for (const shape of SHAPES) {
+  const buffers = shape.streams === 2 ? [k, sink, v] : [k, sink];
   row(
     shape.label,
     shape.workgroups,
-    await time((pass) => {
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(shape.workgroups);
-    }),
+    await timeKernel(shape.label, shapeKernel(shape), buffers, shape.workgroups),
   );
 }
 
@@ -219,21 +232,11 @@ const idx = device.createBuffer({
   usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
 });
 device.queue.writeBuffer(idx, 0, indexData);
-lines.push(
-  "",
+const gatherRow = table(
   `${KEPT} random rows of each of ${regions} regions of ${REGION_ROWS} rows, from K and from V: ` +
     `${gatheredBytes >> 20} MiB gathered`,
-  "",
-  "variant | workgroups | µs | GB/s",
-  "--- | --- | --- | ---",
+  gatheredBytes,
 );
-const gatherRow = (label: string, workgroups: number, us: number) => {
-  const line = `${label} | ${workgroups} | ${us.toFixed(1)} | ${
-    (gatheredBytes / us / 1000).toFixed(0)
-  }`;
-  console.log(line);
-  lines.push(line);
-};
 const plainGathered = BufferReader.create(device, gatheredBytes, "plain read, gathered size");
 gatherRow(
   "plain read of as many bytes",
@@ -256,27 +259,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid:
 ${body}
   if (all(acc == vec2<u32>(${READ_SINK_TRIGGER}u))) { sink[region] = acc.x; }
 }`;
-  const module = device.createShaderModule({ label, code });
-  const pipeline = device.createComputePipeline({
-    layout: "auto",
-    compute: { module, entryPoint: "main" },
-  });
-  const group = device.createBindGroup({
-    layout: pipeline.getBindGroupLayout(0),
-    entries: [kCache, vCache, idx, sink].map((buffer, binding) => ({
-      binding,
-      resource: { buffer },
-    })),
-  });
-  gatherRow(
-    label,
-    regions,
-    await time((pass) => {
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(regions);
-    }),
-  );
+  gatherRow(label, regions, await timeKernel(label, code, [kCache, vCache, idx, sink], regions));
 }
 gpu.throwIfErrors();
 const out = Deno.args[0];
