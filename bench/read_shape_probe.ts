@@ -9,13 +9,19 @@
  * - SparQ's stage 3: 128 random rows of each 4096-row (1 MiB) region of a K and a V cache, one
  *   workgroup per region (llama2-7b B=64 S=4k: 2048 (sequence, head) rows, 128 MiB gathered out of
  *   4 GiB), in stage 3's order and in others, against a plain read of 128 MiB.
+ * - SparQ's stage 1: 32 random components' runs of 1024 f16 positions (2 KiB) of each 256 KiB
+ *   Kᵀ tile, 16 bytes per invocation, in stage 1's blocks (2048 or 4096 positions a workgroup)
+ *   and other ways, against a plain read of as many bytes.
  *
+ * Each section reads what one storage binding of the adapter holds, up to its size here
+ * (lavapipe: 128 MiB), with fewer workgroups where it holds less.
  * Run: `deno run -A bench/read_shape_probe.ts [out.txt]` (prints a table; GPU time from timestamp
  * queries in calibrated ticks, each repetition after the bench's L2 scrub, median of 20, in µs).
  *
  * @module
  */
 import { READ_SINK_TRIGGER } from "../kernels/buffer_read.ts";
+import { KT_TILE } from "../kernels/kt_layout.ts";
 import { BufferReader } from "../runtime/buffer_reader.ts";
 import { openGpu } from "../runtime/device.ts";
 import { L2Scrub } from "../runtime/l2_scrub.ts";
@@ -23,27 +29,27 @@ import { summarize } from "../runtime/stats.ts";
 import { calibrateTicks, gpuProbe } from "../runtime/tick_calibration.ts";
 import { timePasses } from "./timed_passes.ts";
 
-/** Bytes every variant reads. */
-const TOTAL = 256 << 20;
+/** Bytes every dense variant reads where the adapter binds that much (workgroups scale down). */
+const DENSE_BYTES = 256 << 20;
 /** Bytes of one row: a d = 128 f16 head. */
 const ROW_BYTES = 256;
 
-/** One way of reading {@link TOTAL} bytes in the dense kernel's shape. */
+/** One way of reading the dense section's bytes in the dense kernel's shape. */
 interface Shape {
   label: string;
   workgroups: number;
-  /** 2: K and V rows side by side from two buffers (half of TOTAL each); 1: one buffer. */
+  /** 2: K and V rows side by side from two buffers (half the bytes each); 1: one buffer. */
   streams: 1 | 2;
   /** Rows each team loads per round before it uses any. */
   rounds: number;
 }
 
 /**
- * WGSL of a shape: workgroup g reads rows [g · rows, (g + 1) · rows) of each stream, team t of 8
- * the rows t, t + 8, … `rounds` at a time, XORing what it loads.
+ * WGSL of a shape reading `total` bytes: workgroup g reads rows [g · rows, (g + 1) · rows) of each
+ * stream, team t of 8 the rows t, t + 8, … `rounds` at a time, XORing what it loads.
  */
-function shapeKernel({ workgroups, streams, rounds }: Shape): string {
-  const rows = TOTAL / ROW_BYTES / streams / workgroups;
+function shapeKernel({ workgroups, streams, rounds }: Shape, total: number): string {
+  const rows = total / ROW_BYTES / streams / workgroups;
   const loads = [...Array(rounds).keys()].map((u) => {
     const row = `(base + t0 + ${u}u * TEAMS + team)`;
     return streams === 2
@@ -95,10 +101,17 @@ const gpu = await openGpu();
 const device = gpu.device;
 const { nsPerTick } = await calibrateTicks(gpuProbe(device, gpu.info.isFallbackAdapter));
 const scrub = L2Scrub.create(device, 256 << 20);
-const k = device.createBuffer({ size: TOTAL, usage: GPUBufferUsage.STORAGE });
-const v = device.createBuffer({ size: TOTAL / 2, usage: GPUBufferUsage.STORAGE });
+/** The largest power of two the adapter binds, up to {@link DENSE_BYTES} (lavapipe: 128 MiB). */
+const total = Math.min(
+  DENSE_BYTES,
+  2 ** Math.floor(Math.log2(device.limits.maxStorageBufferBindingSize)),
+);
+/** A smaller total keeps each workgroup's rows and so its pattern: fewer workgroups. */
+const scaled = (workgroups: number) => Math.max(1, workgroups * total / DENSE_BYTES);
+const k = device.createBuffer({ size: total, usage: GPUBufferUsage.STORAGE });
+const v = device.createBuffer({ size: total / 2, usage: GPUBufferUsage.STORAGE });
 const sink = device.createBuffer({ size: 8192 * 4, usage: GPUBufferUsage.STORAGE });
-const plain = BufferReader.create(device, TOTAL, "plain read");
+const plain = BufferReader.create(device, total, "plain read");
 
 /** Median µs of 20 timed passes of `dispatch`, each after the scrub. */
 async function time(dispatch: (pass: GPUComputePassEncoder) => void): Promise<number> {
@@ -149,18 +162,16 @@ function table(title: string, bytes: number) {
 }
 
 const row = table(
-  `${TOTAL >> 20} MiB in 256-byte rows; teams of 32 invocations, 8-byte loads`,
-  TOTAL,
+  `${total >> 20} MiB in 256-byte rows; teams of 32 invocations, 8-byte loads`,
+  total,
 );
 await time((pass) => plain.dispatch(pass)); // warm-up: clocks up, pipelines built
-row("plain read (the bench's ceiling kernel)", TOTAL / 32768, await time((p) => plain.dispatch(p)));
+row("plain read (the bench's ceiling kernel)", total / 32768, await time((p) => plain.dispatch(p)));
 for (const shape of SHAPES) {
   const buffers = shape.streams === 2 ? [k, sink, v] : [k, sink];
-  row(
-    shape.label,
-    shape.workgroups,
-    await timeKernel(shape.label, shapeKernel(shape), buffers, shape.workgroups),
-  );
+  const workgroups = scaled(shape.workgroups);
+  const code = shapeKernel({ ...shape, workgroups }, total);
+  row(shape.label, workgroups, await timeKernel(shape.label, code, buffers, workgroups));
 }
 
 /** Rows gathered from each region, and rows per region (4096 positions of 256 bytes). */
@@ -202,20 +213,20 @@ ${[...Array(16).keys()].map((u) => `  ${gathered("v", `team + ${u}u * 8u`)}`).jo
   },
 ];
 
-/** Random distinct rows of each region, KEPT per region, in random order (a seeded LCG). */
-function randomIndices(regions: number): Uint32Array<ArrayBuffer> {
-  const indices = new Uint32Array(regions * KEPT);
+/** `kept` random distinct numbers below `of` for each of `groups`, in random order (seeded). */
+function randomPicks(groups: number, kept: number, of: number): Uint32Array<ArrayBuffer> {
+  const picks = new Uint32Array(groups * kept);
   let state = 0x2545f491;
   const next = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0);
-  const rows = Uint32Array.from({ length: REGION_ROWS }, (_, i) => i);
-  for (let r = 0; r < regions; r++) {
-    for (let i = 0; i < KEPT; i++) {
-      const j = i + (next() % (REGION_ROWS - i));
-      [rows[i], rows[j]] = [rows[j], rows[i]];
-      indices[r * KEPT + i] = rows[i];
+  const all = Uint32Array.from({ length: of }, (_, i) => i);
+  for (let g = 0; g < groups; g++) {
+    for (let i = 0; i < kept; i++) {
+      const j = i + (next() % (of - i));
+      [all[i], all[j]] = [all[j], all[i]];
+      picks[g * kept + i] = all[i];
     }
   }
-  return indices;
+  return picks;
 }
 
 const regions = Math.min(
@@ -226,7 +237,7 @@ const cacheBytes = regions * REGION_ROWS * ROW_BYTES;
 const gatheredBytes = 2 * regions * KEPT * ROW_BYTES;
 const kCache = device.createBuffer({ size: cacheBytes, usage: GPUBufferUsage.STORAGE });
 const vCache = device.createBuffer({ size: cacheBytes, usage: GPUBufferUsage.STORAGE });
-const indexData = randomIndices(regions);
+const indexData = randomPicks(regions, KEPT, REGION_ROWS);
 const idx = device.createBuffer({
   size: indexData.byteLength,
   usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
@@ -260,6 +271,144 @@ ${body}
   if (all(acc == vec2<u32>(${READ_SINK_TRIGGER}u))) { sink[region] = acc.x; }
 }`;
   gatherRow(label, regions, await timeKernel(label, code, [kCache, vCache, idx, sink], regions));
+}
+
+/** Components each row's stage 1 reads (r), of d = 128, in f16 runs of KT_TILE positions. */
+const R = 32;
+const HEAD_DIM = 128;
+/** Bytes of one Kᵀ tile: every component's run of its KT_TILE positions. */
+const TILE_BYTES = HEAD_DIM * KT_TILE * 2;
+/** 16-byte loads per component run of a tile. */
+const RUN_LOADS = KT_TILE / 8;
+
+/** One way of reading stage 1's Kᵀ runs. */
+interface Stage1 {
+  label: string;
+  /** Tiles of a (sequence, KV head) row: S / KT_TILE. */
+  tilesPerRow: number;
+  /** Tiles each 256-invocation workgroup reads (stage 1's block / KT_TILE). */
+  tilesPerWorkgroup: number;
+  /** Runs whose loads are issued before any is used. */
+  inFlight: number;
+  /** Components 0 … R − 1 (one contiguous stretch per tile) instead of the row's random R. */
+  contiguous?: boolean;
+}
+
+const STAGE1: Stage1[] = [
+  {
+    label: "blocks of 2048 positions, 8 runs in flight (stage 1 at llama2-7b B=64 S=4k)",
+    tilesPerRow: 4,
+    tilesPerWorkgroup: 2,
+    inFlight: 8,
+  },
+  {
+    label: "blocks of 2048 positions, 32 runs in flight",
+    tilesPerRow: 4,
+    tilesPerWorkgroup: 2,
+    inFlight: 32,
+  },
+  {
+    label: "blocks of 4096 positions, 8 runs in flight",
+    tilesPerRow: 4,
+    tilesPerWorkgroup: 4,
+    inFlight: 8,
+  },
+  {
+    label: "blocks of 2048 positions, 8 runs in flight, components 0-31 (contiguous)",
+    tilesPerRow: 4,
+    tilesPerWorkgroup: 2,
+    inFlight: 8,
+    contiguous: true,
+  },
+  {
+    label: "S=128k rows, blocks of 4096 positions, 8 runs in flight (stage 1 at B=1 S=128k)",
+    tilesPerRow: 128,
+    tilesPerWorkgroup: 4,
+    inFlight: 8,
+  },
+  {
+    label: "S=128k rows, blocks of 2048 positions, 8 runs in flight",
+    tilesPerRow: 128,
+    tilesPerWorkgroup: 2,
+    inFlight: 8,
+  },
+  {
+    label: "S=128k rows, blocks of 4096 positions, 32 runs in flight",
+    tilesPerRow: 128,
+    tilesPerWorkgroup: 4,
+    inFlight: 32,
+  },
+];
+
+/**
+ * WGSL of a stage-1 shape: workgroup w reads tiles [w · tiles, (w + 1) · tiles), invocation i
+ * the 16 bytes i, i + 256, … of each of its row's R runs in them, `inFlight` runs at a time; the
+ * row's components come from `picks` through workgroup memory, as stage 1 keeps i1.
+ */
+function stage1Kernel({ tilesPerRow, tilesPerWorkgroup, inFlight }: Stage1): string {
+  const rounds = [];
+  for (let i0 = 0; i0 < R; i0 += inFlight) {
+    const runs = [...Array(inFlight).keys()].map((u) => i0 + u);
+    rounds.push(
+      ...runs.map((i) =>
+        `let k${i} = kt[(tile * ${HEAD_DIM}u + i1[${i}u]) * ${RUN_LOADS}u + column];`
+      ),
+      `acc ^= ${runs.map((i) => `k${i}`).join(" ^ ")};`,
+    );
+  }
+  return `
+@group(0) @binding(0) var<storage, read> kt: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> picks: array<u32>;
+@group(0) @binding(2) var<storage, read_write> sink: array<u32>;
+var<workgroup> i1: array<u32, ${R}>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid: u32) {
+  let first = wid.x * ${tilesPerWorkgroup}u;
+  let row = first / ${tilesPerRow}u;
+  if (tid < ${R}u) { i1[tid] = picks[row * ${R}u + tid]; }
+  workgroupBarrier();
+  var acc = vec4<u32>(0u);
+  for (var slot = 0u; slot < ${(tilesPerWorkgroup * RUN_LOADS) / 256}u; slot++) {
+    let load = slot * 256u + tid;
+    let tile = first + load / ${RUN_LOADS}u;
+    let column = load % ${RUN_LOADS}u;
+    ${rounds.join("\n    ")}
+  }
+  if (all(acc == vec4<u32>(${READ_SINK_TRIGGER}u))) { sink[wid.x] = acc.x; }
+}`;
+}
+
+/** Whole S = 128k rows of tiles that one binding holds, at most 2 GiB of Kᵀ. */
+const tiles = Math.min(
+  8192,
+  Math.floor(device.limits.maxStorageBufferBindingSize / TILE_BYTES / 128) * 128,
+);
+const runBytes = tiles * R * KT_TILE * 2;
+const kt = device.createBuffer({ size: tiles * TILE_BYTES, usage: GPUBufferUsage.STORAGE });
+const stage1Row = table(
+  `${R} of ${HEAD_DIM} components' runs of ${KT_TILE} f16 positions from each of ${tiles} Kᵀ tiles ` +
+    `(stage 1's reads): ${runBytes >> 20} MiB`,
+  runBytes,
+);
+const plainRuns = BufferReader.create(device, runBytes, "plain read, stage 1's size");
+stage1Row(
+  "plain read of as many bytes",
+  runBytes / 32768,
+  await time((p) => plainRuns.dispatch(p)),
+);
+for (const shape of STAGE1) {
+  const rows = tiles / shape.tilesPerRow;
+  const pickData = shape.contiguous
+    ? Uint32Array.from({ length: rows * R }, (_, i) => i % R)
+    : randomPicks(rows, R, HEAD_DIM);
+  const picks = device.createBuffer({
+    size: pickData.byteLength,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+  });
+  device.queue.writeBuffer(picks, 0, pickData);
+  const workgroups = tiles / shape.tilesPerWorkgroup;
+  const us = await timeKernel(shape.label, stage1Kernel(shape), [kt, picks, sink], workgroups);
+  stage1Row(shape.label, workgroups, us);
 }
 gpu.throwIfErrors();
 const out = Deno.args[0];
