@@ -315,6 +315,39 @@ ${keepCandidates()}
 
 /** Kᵀ rows whose loads stage 1 issues before it uses any of them. */
 const ROWS_IN_FLIGHT = 8;
+/** Kᵀ rows a trip of stage 1's rolled loop loads (see {@link scoresRolled}). */
+const ROLLED_ROWS = 4;
+/** Stage-1 workgroups up to which stage 1 loads its Kᵀ rows in a rolled loop. */
+const ROLLED_MAX_WORKGROUPS = 512;
+
+/**
+ * Whether stage 1 loads its Kᵀ rows in a rolled loop of {@link ROLLED_ROWS} rows a trip, rather
+ * than as straight-line WGSL: with several query heads per KV head (an accumulator per head
+ * besides the loads) where it runs at most {@link ROLLED_MAX_WORKGROUPS} workgroups (about one
+ * wave on the H100). Unrolled, the compiler hoists loads across the rounds and holds more
+ * registers. On the H100, llama3-8b: B=1 S=4k–32k 67.3 / 70.1 / 75.1 → 62.3 / 65.3 / 70.6 µs,
+ * B=16 S=4k 82.9 → 78.8 µs, its SparQ decode step 0.18–0.20 ms faster; S=128k unchanged. One
+ * head per KV head gains in the attention bench (llama2-7b B=1 S=16k 48.0 → 44.8 µs) but loses
+ * in the decode step (S=16k 6.90 → 7.03 ms); many workgroups lose too (llama2-7b B=64 S=4k
+ * 336.7 → 371.8 µs).
+ *
+ * @example
+ * ```ts
+ * import { scoresRolled } from "./sparq_scores.ts";
+ * const shape = { batch: 1, heads: 32, kvHeads: 8, headDim: 128, maxSeq: 16384,
+ *   kvDtype: "f16" as const, workgroupStorage: 49152 };
+ * scoresRolled(shape, { r: 32, k: 128, localWindow: 0 }, { block: 2048, attendWorkgroup: 256 });
+ * // true: 8 rows of 8 blocks, 4 query heads per KV head
+ * ```
+ */
+export function scoresRolled(
+  s: AttentionKernelShape,
+  p: SparqKernelParams,
+  c: SparqConfig,
+): boolean {
+  const workgroups = s.batch * s.kvHeads * Math.ceil(s.maxSeq / c.block);
+  return s.heads > s.kvHeads && p.r % ROLLED_ROWS === 0 && workgroups <= ROLLED_MAX_WORKGROUPS;
+}
 
 /**
  * Stage 1 where S is a multiple of 4: each invocation scores 4 or 8 consecutive positions (see
@@ -322,7 +355,8 @@ const ROWS_IN_FLIGHT = 8;
  * into straight-line WGSL with one `let` per load and one `var` per accumulator: the loads of
  * {@link ROWS_IN_FLIGHT} rows are issued before any is used, and no private array exists that
  * the driver could place in local memory (the looped form measured 2–3× slower on the H100,
- * docs/performance.md). Same bindings as {@link sparqScoresKernel}.
+ * docs/performance.md). Where {@link scoresRolled}, a rolled loop of a few rows a trip, its loads
+ * still in `let`s. Same bindings as {@link sparqScoresKernel}.
  *
  * @example
  * ```ts
@@ -500,26 +534,51 @@ function scoresVec4(
   const heads = [...Array(group).keys()];
   const parts = [...Array(vecs).keys()];
   const acc = (h: number, v: number) => `z${h}_${v}`;
-  const lines: string[] = [];
-  for (let i0 = 0; i0 < p.r; i0 += ROWS_IN_FLIGHT) {
-    const rows = [...Array(Math.min(ROWS_IN_FLIGHT, p.r - i0)).keys()].map((j) => i0 + j);
-    for (const i of rows) {
-      lines.push(`let k${i} = kt_cache[(kt_tile + i1[${i}u]) * TILE_LOADS + column];`);
-    }
-    for (const i of rows) {
+  const rowsOf = (first: number, n: number) => [...Array(n).keys()].map((j) => first + j);
+  /** A round of Kᵀ rows: every row's load, then its products; `row(j)`, `qAt(h, j)` in WGSL. */
+  const scoreRound = (
+    rows: number[],
+    row: (j: number) => string,
+    qAt: (h: number, j: number) => string,
+  ) => [
+    ...rows.map((j) => `let k${j} = kt_cache[(kt_tile + i1[${row(j)}]) * TILE_LOADS + column];`),
+    ...rows.flatMap((j) => {
+      const names = width === 8 ? [`lo${j}`, `hi${j}`] : [`vec4<f32>(k${j})`];
       const unpacked = width === 8
         ? [
-          `vec4<f32>(unpack2x16float(k${i}.x), unpack2x16float(k${i}.y))`,
-          `vec4<f32>(unpack2x16float(k${i}.z), unpack2x16float(k${i}.w))`,
+          `let lo${j} = vec4<f32>(unpack2x16float(k${j}.x), unpack2x16float(k${j}.y));`,
+          `let hi${j} = vec4<f32>(unpack2x16float(k${j}.z), unpack2x16float(k${j}.w));`,
         ]
-        : [`vec4<f32>(k${i})`];
-      if (width === 8) lines.push(`let lo${i} = ${unpacked[0]};`, `let hi${i} = ${unpacked[1]};`);
-      const names = width === 8 ? [`lo${i}`, `hi${i}`] : [unpacked[0]];
-      for (const h of heads) {
-        for (const v of parts) lines.push(`${acc(h, v)} += q_sel[${h * p.r + i}u] * ${names[v]};`);
-      }
-    }
-  }
+        : [];
+      return [
+        ...unpacked,
+        ...heads.flatMap((h) =>
+          parts.map((v) => `${acc(h, v)} += q_sel[${qAt(h, j)}] * ${names[v]};`)
+        ),
+      ];
+    }),
+  ];
+  const lines = scoresRolled(s, p, c)
+    ? [
+      // R in a form the compiler cannot fold (rows ≥ 1 past the early return), so that it keeps
+      // the loop rolled rather than unroll it and hoist every row's load.
+      "let r_end = select(R, 0u, params.rows == 0u);",
+      `for (var i0 = 0u; i0 < r_end; i0 += ${ROLLED_ROWS}u) {`,
+      ...indentLines(
+        scoreRound(
+          rowsOf(0, ROLLED_ROWS),
+          (j) => `i0 + ${j}u`,
+          (h, j) => `${h * p.r}u + i0 + ${j}u`,
+        ),
+        "  ",
+      ).split("\n"),
+      "}",
+    ]
+    : rowsOf(0, Math.ceil(p.r / ROWS_IN_FLIGHT)).flatMap((round) => {
+      const first = round * ROWS_IN_FLIGHT;
+      const rows = rowsOf(first, Math.min(ROWS_IN_FLIGHT, p.r - first));
+      return scoreRound(rows, (i) => `${i}u`, (h, i) => `${h * p.r + i}u`);
+    });
   const components = ["x", "y", "z", "w"];
   // Stage 2a fused in (one head): each logit, or the window's key, to workgroup memory.
   const keys = !candidates ? [] : parts.flatMap((v) =>
