@@ -19,13 +19,11 @@ Deno.test("every preset compiles with both attention methods, and its plan round
       // and the shape allow, per layer.
       const attention = plan.schedule.filter((d) => d.node === "layers.0.attention");
       // Dense: the subgroup partial kernel where the h100 target's subgroups fit the rows, with
-      // the reduction in it at one query head per KV head (batch 1: few rows). The presets whose
+      // the reduction in it (batch 1: few rows; grouped heads at any rows). The presets whose
       // rows do not fit (small heads, caches of ≤ 2048 positions) have ≤ 8 chunks per row.
       const denseKernels = model.headDim % 128 !== 0
         ? ["attention_dense_partial", "attention_dense_reduce_few"]
-        : model.numHeads === model.numKvHeads
-        ? ["attention_dense_partial_reduce"]
-        : ["attention_dense_partial_sg", "attention_dense_reduce"];
+        : ["attention_dense_partial_reduce"];
       const kernels = attention.map((d) => d.kernel);
       if (method === "dense") deepStrictEqual(kernels, denseKernels);
       else {

@@ -637,7 +637,9 @@ export function transposeSums(
  * dense attention 4–5% faster at every bench point, e.g. B=64 S=32k 3112 → 2990 µs).
  * Invocations are assumed to form subgroups in order of `local_invocation_index` (as on NVIDIA
  * and lavapipe; the tests check the results on both). Bindings and partials layout as
- * {@link densePartialKernel}.
+ * {@link densePartialKernel}. With `reduceTail` the row's last chunk to finish also reduces it
+ * (bindings y and arrivals added): by a tree over the workgroup with one query head per KV head,
+ * with several all heads at once in registers (see `registerReduceTail`).
  *
  * @example
  * ```ts
@@ -687,9 +689,9 @@ const SG = ${subgroupSize}u;
 const TEAM_WG = ${wg}u;
 const TEAMS = TEAM_WG / SG;
 ${
-    reduceTail
+    reduceTail && group === 1
       ? `${reduceDeclarations(s, wg, subgroupSize)}\n${LAST_ARRIVAL_DECL}`
-      : "const NEG = -3.0e38;"
+      : `const NEG = -3.0e38;${reduceTail ? `\n${LAST_ARRIVAL_DECL}` : ""}`
   }
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
@@ -701,9 +703,9 @@ ${
     reduceTail
       ? `@group(0) @binding(5) var<storage, read_write> y: array<f32>;
 @group(0) @binding(6) var<storage, read_write> arrivals: array<atomic<u32>>;
-@group(0) @binding(7) var<uniform> params: Params;
-fn reduce_head(flat: u32, tid: u32) {
-${REDUCE_HEAD}}`
+@group(0) @binding(7) var<uniform> params: Params;${
+        group === 1 ? `\nfn reduce_head(flat: u32, tid: u32) {\n${REDUCE_HEAD}}` : ""
+      }`
       : "@group(0) @binding(5) var<uniform> params: Params;"
   }
 
@@ -743,7 +745,7 @@ ${indentLines(softmax.update, "    ")}
 
   // Merge the teams: every team holds the same statistics in all its invocations.
 ${indentLines(softmax.finish, "  ")}
-${merge}${reduceTail ? REDUCE_TAIL : ""}
+${merge}${!reduceTail ? "" : group > 1 ? registerReduceTail() : REDUCE_TAIL}
 }
 `;
   return reduceTail
@@ -958,11 +960,65 @@ function teamWorkgroup(subgroupSize: number, workgroup: number): number {
 
 /**
  * The end of the partial kernel with the reduction in it: the last chunk of the row's ⌈len /
- * CHUNK⌉ to finish reduces the row's query heads.
+ * CHUNK⌉ to finish reduces the row's query heads, one after another, each by the whole workgroup
+ * (`fn reduce_head`: one query head per KV head).
  */
 const REDUCE_TAIL = `
 ${lastArrivalGoesOn("(len + CHUNK - 1u) / CHUNK")}
   for (var h = 0u; h < GROUP; h++) { reduce_head(head0 + h, tid); }`;
+
+/** Chunks whose partials the register tail loads at once, before it merges any. */
+const MERGE_CHUNKS = 8;
+
+/**
+ * The end of the partial kernel with the reduction in it for grouped-query heads: the last chunk
+ * of the row to finish merges all the row's heads at once, one invocation per (head, 4 outputs),
+ * {@link MERGE_CHUNKS} chunks' statistics and outputs loaded at a time and folded into a running
+ * (max, Σexp, output) in registers — no workgroup memory, no barrier. Chunks past the row's end
+ * (an earlier call's partials) get weight 0.
+ */
+function registerReduceTail(): string {
+  const u = [...Array(MERGE_CHUNKS).keys()];
+  const output = (i: number) =>
+    `vec4<f32>(${[0, 1, 2, 3].map((e) => `partials[at${i} + 4u * quad + ${e}u]`).join(", ")})`;
+  return `
+${lastArrivalGoesOn("(len + CHUNK - 1u) / CHUNK")}
+  let used = (len + CHUNK - 1u) / CHUNK;
+  for (var t = tid; t < GROUP * LANES; t += TEAM_WG) {
+    let head = head0 + t / LANES;
+    let quad = t % LANES;
+    let base = head * CHUNKS * (HEAD_DIM + 2u);
+    var m = NEG;
+    var sum = 0.0;
+    var o = vec4<f32>(0.0);
+    for (var c0 = 0u; c0 < used; c0 += ${MERGE_CHUNKS}u) {
+${
+    indentLines(
+      [
+        ...u.map((i) => `let at${i} = base + min(c0 + ${i}u, used - 1u) * (HEAD_DIM + 2u);`),
+        ...u.map((i) => `let m${i} = select(NEG, partials[at${i} + HEAD_DIM], c0 + ${i}u < used);`),
+        ...u.map((i) => `let l${i} = partials[at${i} + HEAD_DIM + 1u];`),
+        ...u.map((i) => `let o${i} = ${output(i)};`),
+        `let top = ${u.map((i) => `m${i}`).reduce((a, b) => `max(${a}, ${b})`, "m")};`,
+        "let keep = exp(m - top);",
+        ...u.map((i) => `let w${i} = exp(m${i} - top);`),
+        `sum = sum * keep + ${u.map((i) => `l${i} * w${i}`).join(" + ")};`,
+        `o = o * keep + ${u.map((i) => `o${i} * w${i}`).join(" + ")};`,
+        "m = top;",
+      ],
+      "      ",
+    )
+  }
+    }
+    let y4 = o / sum;
+${
+    indentLines(
+      [0, 1, 2, 3].map((e) => `y[head * HEAD_DIM + 4u * quad + ${e}u] = y4.${"xyzw"[e]};`),
+      "    ",
+    )
+  }
+  }`;
+}
 
 /**
  * Whether the subgroup partial kernel with the reduction in it fits the target's workgroup
@@ -984,7 +1040,10 @@ export function densePartialReduceFits(
 ): boolean {
   const wg = teamWorkgroup(subgroupSize, workgroup);
   const teams = wg / subgroupSize;
-  const partial = (s.heads / s.kvHeads) * teams * 8 + teams * layout.lanes * 16;
+  const group = s.heads / s.kvHeads;
+  const partial = group * teams * 8 + teams * layout.lanes * 16;
+  // Grouped heads merge in registers: only the arrival flag joins the partial kernel's memory.
+  if (group > 1) return partial + 4 <= s.workgroupStorage;
   const reduce = layout.chunks * 4 + reduceSlices(s.headDim, wg) * s.headDim * 4 + 4;
   const reductions = 3 * wg * 4; // the tree reductions' arrays, the largest form
   return partial + reduce + reductions <= s.workgroupStorage;

@@ -18,7 +18,7 @@ import {
   writeAttentionInputs,
 } from "../runtime/run_attention.ts";
 import { compareIndices, relativeL2 } from "./compare.ts";
-import { type RandomProblem, randomProblem } from "./random_problem.ts";
+import { type ProblemSpec, type RandomProblem, randomProblem } from "./random_problem.ts";
 import {
   type AttentionProblem,
   denseReference,
@@ -456,19 +456,12 @@ Deno.test("dense with grouped heads in chunks of 2048 positions matches the refe
   }
 });
 
-Deno.test("dense merges a few chunks per row in registers, unwritten chunks left out", async () => {
-  // Three query heads per KV head (the teams publish all heads' statistics at once) and four
-  // chunks of 256 positions per row, which the reduction of few chunks merges. The second call's
-  // shorter rows leave the first call's partials in the chunks past their ends.
-  const shape = { batch: 3, heads: 6, kvHeads: 2, headDim: 64, kvDtype: "f16" as const };
-  const graph = buildAttentionGraph({
-    ...shape,
-    maxSeq: 1000,
-    method: { kind: "dense" },
-    append: false,
-  });
-  const program = compileGraph(graph, target);
-  ok(program.kernels.some((k) => k.name === "attention_dense_reduce_few"), "no few-chunk reduce");
+/**
+ * Runs `program` (dense, B=3, capacity 1000) twice: full rows, then rows of 1, 300 and 1000
+ * positions, whose chunks past their ends still hold the first call's partials; y must match the
+ * reference both times.
+ */
+async function denseTwoCalls(program: ReturnType<typeof compileGraph>, shape: RandomShape) {
   const executor = await Executor.create(gpu, program);
   try {
     for (const lengths of [[1000, 1000, 1000], [1, 300, 1000]]) {
@@ -483,6 +476,40 @@ Deno.test("dense merges a few chunks per row in registers, unwritten chunks left
   } finally {
     executor.destroy();
   }
+}
+
+/** A problem's shape as `randomProblem` takes it, less capacity, raggedness and seed. */
+type RandomShape = Omit<ProblemSpec, "seqCapacity" | "ragged" | "seed">;
+
+Deno.test("dense merges a few chunks per row in registers, unwritten chunks left out", async () => {
+  // Four chunks of 256 positions per row, which the reduction of few chunks merges (without
+  // subgroups: with them, grouped heads reduce in the partial kernel, as the next test checks).
+  const shape = { batch: 3, heads: 6, kvHeads: 2, headDim: 64, kvDtype: "f16" as const };
+  const graph = buildAttentionGraph({
+    ...shape,
+    maxSeq: 1000,
+    method: { kind: "dense" },
+    append: false,
+  });
+  const program = compileGraph(graph, { ...target, subgroupSize: null });
+  ok(program.kernels.some((k) => k.name === "attention_dense_reduce_few"), "no few-chunk reduce");
+  await denseTwoCalls(program, shape);
+});
+
+Deno.test("dense with grouped heads merges in its partial kernel, unwritten chunks left out", async () => {
+  // Three query heads per KV head (the teams publish all heads' statistics at once); the last
+  // chunk of each row merges all its heads' chunks in registers, and resets the row's counter.
+  // d = 128, so that the subgroup kernel takes the rows on 32-wide subgroups too (the H100's).
+  const shape = { batch: 3, heads: 6, kvHeads: 2, headDim: 128, kvDtype: "f16" as const };
+  const graph = buildAttentionGraph({
+    ...shape,
+    maxSeq: 1000,
+    method: { kind: "dense" },
+    append: false,
+  });
+  const program = compileGraph(graph, target);
+  ok(program.schedule.map((d) => d.kernel).join() === "attention_dense_partial_reduce");
+  await denseTwoCalls(program, shape);
 });
 
 Deno.test("dense over many chunks, and SparQ's top-k across several candidate blocks (S > 4096)", async () => {

@@ -279,12 +279,14 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     // The subgroup kernel wherever the rows fit its lanes: with several query heads per KV
     // head it sums all heads' dot products with one shuffle each (see transposeSums).
     const bySubgroups = subgroupRowsFit(shape.headDim, sg);
-    // Few rows, one shard, one query head per KV head: the last chunk of each row to finish
-    // reduces it, one dispatch fewer (H100, llama2-7b: B=1 S=4k 40.7 → 35.1 µs, 16k 106.1 →
-    // 100.1, 128k 716 → 710; the decode step −0.1 ms). With a group of heads, the one workgroup
-    // reduces them one after another and lost (llama3-8b B=1 S=16k 51.1 → 53.5 µs).
+    // One shard: the last chunk of each row to finish reduces it, one dispatch fewer. With one
+    // query head per KV head at few rows, by a tree over the workgroup (H100, llama2-7b: B=1 S=4k
+    // 40.7 → 35.1 µs, 16k 106.1 → 100.1, 128k 716 → 710; the decode step −0.1 ms). With a group
+    // of heads at any rows, all heads at once in registers (llama3-8b: B=1 S=4k 32.3 → 27.1 µs,
+    // 128k 199.5 → 196.4, B=16 S=4k 108.9 → 104.7, B=16 S=32k 733.5 → 729.1); the tree, head by
+    // head, lost there (B=1 S=16k 51.1 → 53.5 µs).
     if (
-      bySubgroups && H === kvHeads && B * H <= WIDE_REDUCE_ROWS && ranges.length === 1 &&
+      bySubgroups && (H > kvHeads || B * H <= WIDE_REDUCE_ROWS) && ranges.length === 1 &&
       densePartialReduceFits(shape, layout, sg!, config?.workgroup)
     ) {
       const counters = scratch("arrivals", [allRows], "u32", true);
