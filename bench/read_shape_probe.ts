@@ -161,6 +161,24 @@ function table(title: string, bytes: number) {
   };
 }
 
+/** {@link table}, its first row a plain read of as many bytes (the ceiling to compare with). */
+async function tableAgainstPlainRead(title: string, bytes: number) {
+  const row = table(title, bytes);
+  const plainRead = BufferReader.create(device, bytes, `plain read, ${bytes >> 20} MiB`);
+  row("plain read of as many bytes", bytes / 32768, await time((p) => plainRead.dispatch(p)));
+  return row;
+}
+
+/** A storage buffer holding `data`. */
+function storageWith(data: Uint32Array<ArrayBuffer>): GPUBuffer {
+  const buffer = device.createBuffer({
+    size: data.byteLength,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+  });
+  device.queue.writeBuffer(buffer, 0, data);
+  return buffer;
+}
+
 const row = table(
   `${total >> 20} MiB in 256-byte rows; teams of 32 invocations, 8-byte loads`,
   total,
@@ -237,22 +255,11 @@ const cacheBytes = regions * REGION_ROWS * ROW_BYTES;
 const gatheredBytes = 2 * regions * KEPT * ROW_BYTES;
 const kCache = device.createBuffer({ size: cacheBytes, usage: GPUBufferUsage.STORAGE });
 const vCache = device.createBuffer({ size: cacheBytes, usage: GPUBufferUsage.STORAGE });
-const indexData = randomPicks(regions, KEPT, REGION_ROWS);
-const idx = device.createBuffer({
-  size: indexData.byteLength,
-  usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
-});
-device.queue.writeBuffer(idx, 0, indexData);
-const gatherRow = table(
+const idx = storageWith(randomPicks(regions, KEPT, REGION_ROWS));
+const gatherRow = await tableAgainstPlainRead(
   `${KEPT} random rows of each of ${regions} regions of ${REGION_ROWS} rows, from K and from V: ` +
     `${gatheredBytes >> 20} MiB gathered`,
   gatheredBytes,
-);
-const plainGathered = BufferReader.create(device, gatheredBytes, "plain read, gathered size");
-gatherRow(
-  "plain read of as many bytes",
-  gatheredBytes / 32768,
-  await time((pass) => plainGathered.dispatch(pass)),
 );
 for (const { label, body } of GATHERS) {
   const code = `
@@ -385,27 +392,18 @@ const tiles = Math.min(
 );
 const runBytes = tiles * R * KT_TILE * 2;
 const kt = device.createBuffer({ size: tiles * TILE_BYTES, usage: GPUBufferUsage.STORAGE });
-const stage1Row = table(
+const stage1Row = await tableAgainstPlainRead(
   `${R} of ${HEAD_DIM} components' runs of ${KT_TILE} f16 positions from each of ${tiles} Kᵀ tiles ` +
     `(stage 1's reads): ${runBytes >> 20} MiB`,
   runBytes,
 );
-const plainRuns = BufferReader.create(device, runBytes, "plain read, stage 1's size");
-stage1Row(
-  "plain read of as many bytes",
-  runBytes / 32768,
-  await time((p) => plainRuns.dispatch(p)),
-);
 for (const shape of STAGE1) {
   const rows = tiles / shape.tilesPerRow;
-  const pickData = shape.contiguous
-    ? Uint32Array.from({ length: rows * R }, (_, i) => i % R)
-    : randomPicks(rows, R, HEAD_DIM);
-  const picks = device.createBuffer({
-    size: pickData.byteLength,
-    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
-  });
-  device.queue.writeBuffer(picks, 0, pickData);
+  const picks = storageWith(
+    shape.contiguous
+      ? Uint32Array.from({ length: rows * R }, (_, i) => i % R)
+      : randomPicks(rows, R, HEAD_DIM),
+  );
   const workgroups = tiles / shape.tilesPerWorkgroup;
   const us = await timeKernel(shape.label, stage1Kernel(shape), [kt, picks, sink], workgroups);
   stage1Row(shape.label, workgroups, us);
