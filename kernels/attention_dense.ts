@@ -658,6 +658,12 @@ export function densePartialSubgroupKernel(
 ): KernelSpec {
   const wg = teamWorkgroup(subgroupSize, workgroup);
   const group = s.heads / s.kvHeads;
+  if (reduceTail && group > 1 && group * layout.lanes > wg) {
+    throw new RangeError(
+      `densePartialSubgroupKernel: ${group} heads of ${layout.lanes} lanes outnumber the ` +
+        `${wg} invocations that merge them (see densePartialReduceFits)`,
+    );
+  }
   const per = s.headDim / 4 / subgroupSize;
   // Straight-line WGSL generated here: one `let`/`var` per row, head and lane part, no private
   // arrays (looped over private arrays, the kernel measured slower on the H100 — the driver
