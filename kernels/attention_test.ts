@@ -175,18 +175,20 @@ Deno.test("without subgroups (tree reductions, the tiled dense kernel) results m
   }
 });
 
+/** Dense attention over a `shape` with a cache of `maxSeq` positions, its K and V given. */
+function denseGraph(
+  shape: Omit<Parameters<typeof buildAttentionGraph>[0], "maxSeq" | "method" | "append">,
+  maxSeq: number,
+) {
+  return buildAttentionGraph({ ...shape, maxSeq, method: { kind: "dense" }, append: false });
+}
+
 Deno.test("dense attention with the reduction in its partial kernel stays exact call after call", async () => {
   // One query head per KV head, few rows: the last chunk of each row reduces it and resets the
   // row's counter for the next call; a counter left behind would leave the second call's y unset.
   // d = 128, so that the subgroup kernel takes the rows on 32-wide subgroups too (the H100's).
   const shape = { batch: 2, heads: 3, kvHeads: 3, headDim: 128, kvDtype: "f16" as const };
-  const graph = buildAttentionGraph({
-    ...shape,
-    maxSeq: 700,
-    method: { kind: "dense" },
-    append: false,
-  });
-  const program = compileGraph(graph, target);
+  const program = compileGraph(denseGraph(shape, 700), target);
   ok(program.schedule.map((d) => d.kernel).join() === "attention_dense_partial_reduce");
   const executor = await Executor.create(gpu, program);
   try {
@@ -434,13 +436,11 @@ Deno.test("dense with grouped heads in chunks of 2048 positions matches the refe
   // KV head, so that the tiled kernel's scores of a chunk fit a software adapter's 32 KiB).
   const shape = { batch: 2, heads: 4, kvHeads: 2, headDim: 64, kvDtype: "f16" as const };
   const bucket = tuningBucket({ family: "attention_dense", ...shape, maxSeq: 5000 });
-  const graph = buildAttentionGraph({
-    ...shape,
-    maxSeq: 5000,
-    method: { kind: "dense" },
-    append: false,
-  });
-  const program = compileGraph(graph, target, new Map([[bucket, { chunk: 2048, workgroup: 256 }]]));
+  const program = compileGraph(
+    denseGraph(shape, 5000),
+    target,
+    new Map([[bucket, { chunk: 2048, workgroup: 256 }]]),
+  );
   ok(program.kernels.some((k) => k.source.includes("const CHUNK = 2048u;")), "not 2048");
   const executor = await Executor.create(gpu, program);
   try {
@@ -485,13 +485,7 @@ Deno.test("dense merges a few chunks per row in registers, unwritten chunks left
   // Four chunks of 256 positions per row, which the reduction of few chunks merges (without
   // subgroups: with them, grouped heads reduce in the partial kernel, as the next test checks).
   const shape = { batch: 3, heads: 6, kvHeads: 2, headDim: 64, kvDtype: "f16" as const };
-  const graph = buildAttentionGraph({
-    ...shape,
-    maxSeq: 1000,
-    method: { kind: "dense" },
-    append: false,
-  });
-  const program = compileGraph(graph, { ...target, subgroupSize: null });
+  const program = compileGraph(denseGraph(shape, 1000), { ...target, subgroupSize: null });
   ok(program.kernels.some((k) => k.name === "attention_dense_reduce_few"), "no few-chunk reduce");
   await denseTwoCalls(program, shape);
 });
@@ -501,13 +495,7 @@ Deno.test("dense with grouped heads merges in its partial kernel, unwritten chun
   // chunk of each row merges all its heads' chunks in registers, and resets the row's counter.
   // d = 128, so that the subgroup kernel takes the rows on 32-wide subgroups too (the H100's).
   const shape = { batch: 3, heads: 6, kvHeads: 2, headDim: 128, kvDtype: "f16" as const };
-  const graph = buildAttentionGraph({
-    ...shape,
-    maxSeq: 1000,
-    method: { kind: "dense" },
-    append: false,
-  });
-  const program = compileGraph(graph, target);
+  const program = compileGraph(denseGraph(shape, 1000), target);
   ok(program.schedule.map((d) => d.kernel).join() === "attention_dense_partial_reduce");
   await denseTwoCalls(program, shape);
 });
