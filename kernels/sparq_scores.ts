@@ -22,10 +22,9 @@ import {
 import { indentLines, unroll } from "./unrolled.ts";
 import {
   afterSelection,
-  countedKeysOf,
   keepCandidates,
+  KEYS_WGSL,
   keysBytes,
-  keysWgsl,
   rankingPrelude,
   selectionBytes,
 } from "./sparq_select.ts";
@@ -307,10 +306,10 @@ export function scoresWidth(s: AttentionKernelShape, c: SparqConfig): 4 | 8 | nu
 }
 
 /** {@link keepCandidates} as `fn keep_block_candidates`, whose returns leave only the function. */
-function keepCandidatesFunction(counted: number | null): string {
+function keepCandidatesFunction(): string {
   return `fn keep_block_candidates(block_range: vec2<f32>, n: u32, out: u32, start: u32, tid: u32) {
   var range = block_range;
-${keepCandidates(counted)}
+${keepCandidates()}
 }`;
 }
 
@@ -529,7 +528,6 @@ function scoresVec4(
   const workgroup = Math.min(256, c.block / width);
   fitTile("sparq_scores", s.workgroupStorage, () => scoresBytes(s, p, c, extra), [c.block]);
   const candidates = extra === "candidates";
-  const counted = candidates ? countedKeysOf(s, c) : null;
   const storage = tail?.storage ??
     scoresBindings(vecKtType(width), "vec4<f32>", extra);
   const vecs = width / 4;
@@ -638,11 +636,9 @@ ${
         workgroup,
         extra,
         tail
-          ? `${keysWgsl(counted !== null)}\n${
-            keepCandidatesFunction(counted)
-          }\n${tail.declarations}\n${LAST_ARRIVAL_DECL}`
+          ? `${KEYS_WGSL}\n${keepCandidatesFunction()}\n${tail.declarations}\n${LAST_ARRIVAL_DECL}`
           : candidates
-          ? `${rankingPrelude()}\n${keysWgsl(counted !== null)}`
+          ? `${rankingPrelude()}\n${KEYS_WGSL}`
           : "",
         tail?.warm,
       )
@@ -690,7 +686,7 @@ ${afterSelection(tail.handOff ?? false)}
   if (K_SEL >= len) { return; }
   let n = min(CBLOCK, len - start);
   let out = (row * CBLOCKS + block) * CK;
-${keepCandidates(counted)}`
+${keepCandidates()}`
         : ""
     }
 }

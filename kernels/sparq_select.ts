@@ -395,123 +395,18 @@ export const KEYS_WGSL = `var<workgroup> keys: array<u32, CBLOCK + CBLOCK / 16u 
 fn padded(i: u32) -> u32 { return i + i / 16u; }`;
 
 /**
- * Keys of a block each invocation ranks in registers in {@link keepCandidates}' counted
- * selection, or null where the target's subgroups have no fixed size (the binned selection then).
- *
- * @example
- * ```ts
- * import { countedKeysOf } from "./sparq_select.ts";
- * countedKeysOf({ batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 16384,
- *   kvDtype: "f16", workgroupStorage: 49152, subgroupSize: 32 },
- *   { block: 4096, attendWorkgroup: 256, candidateBlock: 4096 }); // 16
- * ```
- */
-export function countedKeysOf(s: AttentionKernelShape, c: SparqConfig): number | null {
-  const parts = SPARQ_TOPK_WORKGROUP / (s.subgroupSize ?? SPARQ_TOPK_WORKGROUP + 1);
-  // The selection sums its counts within subgroups, as the subgroup reductions do.
-  if (!Number.isInteger(parts) || nextPowerOfTwo(parts) !== parts) return null;
-  return Math.ceil(candidateBlockOf(s, c) / SPARQ_TOPK_WORKGROUP);
-}
-
-/** Boundary bins up to which the counted selection ranks the items in them as they are. */
-const FINE_PASS_ABOVE = 32;
-
-/**
- * WGSL of the counted selection ({@link keysWgsl}): 16-bin counts kept per invocation in bytes
- * and summed over subgroups, so that a counting pass needs no atomic per key.
- */
-const COUNTED_WGSL = `
-// One more in bin b's byte of a 16-bin count (b ≥ 16 counts nothing); ≤ 255 per invocation.
-fn count_bin(c: vec4<u32>, b: u32) -> vec4<u32> {
-  let hit = vec4<u32>(b >> 2u) == vec4<u32>(0u, 1u, 2u, 3u);
-  return c + select(vec4<u32>(0u), vec4<u32>(1u << ((b & 3u) * 8u)), hit);
-}
-
-// A workgroup's 16 bin counts in 16-bit fields: bins 4q and 4q + 2 in even[q], 4q + 1 and 4q + 3
-// in odd[q].
-struct BinTotals { even: vec4<u32>, odd: vec4<u32> }
-
-// The total of every invocation's 16-bin count, through hist[at … at + 8), which must be zero.
-fn total_counts(c: vec4<u32>, tid: u32, at: u32) -> BinTotals {
-  let even = subgroupAdd(c & vec4<u32>(0x00ff00ffu));
-  let odd = subgroupAdd((c >> vec4<u32>(8u)) & vec4<u32>(0x00ff00ffu));
-  if (tid % RED_SG == 0u) {
-${
-  [..."xyzw"].map((x, q) =>
-    `    atomicAdd(&hist[at + ${q}u], even.${x});\n    atomicAdd(&hist[at + ${q + 4}u], odd.${x});`
-  ).join("\n")
-}
-  }
-  workgroupBarrier();
-  return BinTotals(
-${
-  ["0", "4"].map((off) =>
-    `    vec4<u32>(${
-      [0, 1, 2, 3].map((q) => `atomicLoad(&hist[at + ${q + Number(off)}u])`).join(", ")
-    })`
-  ).join(",\n")
-},
-  );
-}
-
-// The bin holding the want-th largest counted item, from the top: (bin, how many to take from
-// it, items in it); bin 16 where fewer than want were counted.
-fn find_edge(t: BinTotals, want: u32) -> vec3<u32> {
-  var above = 0u;
-  var edge = vec3<u32>(16u, 0u, 0u);
-${
-  [...Array(16).keys()].reverse().map((b) =>
-    `  if (edge.x == 16u) {
-    let count = (t.${b % 2 ? "odd" : "even"}.${"xyzw"[b >> 2]} >> ${
-      ((b >> 1) & 1) * 16
-    }u) & 0xffffu;
-    if (above + count >= want) { edge = vec3<u32>(${b}u, want - above, count); } else { above += count; }
-  }`
-  ).join("\n")
-}
-  return edge;
-}
-
-// The coarse bin of a key: 15 linear value bins from lo, 15 / scale wide in all; the window's 15.
-fn coarse_bin(key: u32, lo: f32, scale: f32) -> u32 {
-  return select(min(u32(max(key_value(key) - lo, 0.0) * scale), 14u), 15u, key == WINDOW_KEY);
-}
-
-// The fine bin of a key in the coarse boundary bin: 16 linear value bins from fine_lo.
-fn fine_bin(key: u32, fine_lo: f32, fine_scale: f32) -> u32 {
-  return min(u32(max(key_value(key) - fine_lo, 0.0) * fine_scale), 15u);
-}
-`;
-
-/**
- * WGSL of stage 2a's keys ({@link KEYS_WGSL}) and, with `counted`, what {@link keepCandidates}'
- * counted selection calls (it needs the subgroup reductions of wgsl_common.ts).
- *
- * @example
- * ```ts
- * import { keysWgsl } from "./sparq_select.ts";
- * keysWgsl(true).includes("fn total_counts"); // true
- * ```
- */
-export function keysWgsl(counted: boolean): string {
-  return counted ? `${KEYS_WGSL}\n${COUNTED_WGSL}` : KEYS_WGSL;
-}
-
-/**
  * WGSL statements that write a block's CK largest keys as its candidates (key, position), in no
  * particular order, then return: `keys` holds the block's `n` keys (positions `start` …),
  * `range` each invocation's range of their values, `out` the block's first candidate, and the
- * whole workgroup of 256 runs them (see {@link rankingPrelude}). With `counted` keys per
- * invocation ({@link countedKeysOf}) the counted selection ranks them (the kernel needs {@link
- * keysWgsl}`(true)`), else the binned one.
+ * whole workgroup of 256 runs them (see {@link rankingPrelude}).
  *
  * @example
  * ```ts
  * import { keepCandidates } from "./sparq_select.ts";
- * keepCandidates(null).includes("radix_round(CK, tid)"); // true
+ * keepCandidates().includes("radix_round(CK, tid)"); // true
  * ```
  */
-export function keepCandidates(counted: number | null): string {
+export function keepCandidates(): string {
   return `  atomicStore(&hist[tid], 0u);
   range = reduce_range(range, tid);
   if (n <= CK) {
@@ -520,120 +415,14 @@ export function keepCandidates(counted: number | null): string {
   }
 
 ${
-    counted === null
-      ? binnedSelection({
-        count: "n",
-        want: "CK",
-        item: "let key = keys[padded(i)]; let valid = true; let position = start + i;",
-        take: "candidates[out + slot] = vec2<u32>(key, position);",
-        range: "range",
-        reset: "",
-      })
-      : countedSelection(counted)
-  }`;
-}
-
-/**
- * WGSL selecting the CK largest of the block's `n` keys, each invocation holding its `per` keys
- * (tid, tid + WG, …) in registers: a counting pass of 16 linear value bins over the keys' range,
- * summed over subgroups (no atomic per key), finds the bin of the CK-th key; where that bin holds
- * more than {@link FINE_PASS_ABOVE}, a second pass splits it into 16. Keys above the boundary bin
- * are taken, with slots from one atomic per subgroup; the boundary bin's keys are ranked in
- * workgroup memory, ties to the lower position. A boundary bin over {@link BOUNDARY_CAPACITY}
- * (keys that tie or bunch) falls back to the radix select of {@link topSelection}.
- */
-function countedSelection(per: number): string {
-  const keys = [...Array(per).keys()];
-  // Each of the invocation's keys (key, valid, position), held in registers.
-  const each = (body: string) =>
-    keys.map((j) =>
-      `{
-      let key = key${j}; let valid = tid + ${j}u * WG < n; let position = start + tid + ${j}u * WG;
-      ${body}
-    }`
-    ).join("\n    ");
-  const loads = keys.map((j) => `let key${j} = keys[padded(min(tid + ${j}u * WG, n - 1u))];`)
-    .join("\n    ");
-  // A key's class: 1 taken (above the boundary), 65536 to the boundary bin, 0 left.
-  const keyClass = `var key_class = 0u;
-      if (valid) {
-        let bin = coarse_bin(key, lo, scale);
-        if (bin > coarse.x) { key_class = 1u; } else if (bin == coarse.x) {
-          let sub = select(16u, fine_bin(key, fine_lo, fine_scale), fine);
-          key_class = select(select(0u, 65536u, sub == edge.x), 1u, sub < 16u && sub > edge.x);
-        }
-      }`;
-  return `  {
-    let lo = range.x;
-    let spread = range.y - lo;
-    let scale = select(0.0, 15.0 / spread, spread > 1e-30);
-    if (tid == 0u) { atomicStore(&taken_count, 0u); }
-    ${loads}
-    var count = vec4<u32>(0u);
-    ${each("if (valid) { count = count_bin(count, coarse_bin(key, lo, scale)); }")}
-    let coarse = find_edge(total_counts(count, tid, 0u), CK);
-    // The boundary bin split in 16 where it holds too many to rank as they are.
-    let fine = coarse.x < 15u && coarse.z > ${FINE_PASS_ABOVE}u && scale > 0.0;
-    let fine_lo = lo + f32(coarse.x) / max(scale, 1e-30);
-    let fine_scale = scale * 16.0;
-    var fine_count = vec4<u32>(0u);
-    if (fine) {
-    ${
-    each(
-      "if (valid && coarse_bin(key, lo, scale) == coarse.x) { fine_count = count_bin(fine_count, fine_bin(key, fine_lo, fine_scale)); }",
-    )
-  }
-    }
-    let split = find_edge(total_counts(fine_count, tid, 8u), coarse.y);
-    let edge = select(vec3<u32>(16u, coarse.y, coarse.z), split, fine);
-    let overflow = edge.z > ${BOUNDARY_CAPACITY}u;
-    var classes = 0u;
-    ${
-    each(`${keyClass}
-      classes += key_class;`)
-  }
-    // Slots: taken in the low 16 bits, boundary in the high, one atomic per subgroup.
-    var base = 0u;
-    let total = subgroupAdd(classes);
-    if (tid % RED_SG == 0u && total > 0u && !overflow) { base = atomicAdd(&taken_count, total); }
-    var slot = subgroupBroadcast(base, 0u) + subgroupExclusiveAdd(classes);
-    if (!overflow) {
-    ${
-    each(`${keyClass}
-      if (key_class == 1u) {
-        candidates[out + (slot & 0xffffu)] = vec2<u32>(key, position);
-      } else if (key_class == 65536u) {
-        boundary_key[slot >> 16u] = key;
-        boundary_position[slot >> 16u] = position;
-      }
-      slot += key_class;`)
-  }
-    }
-    if (tid == 0u) { chosen_bin = select(0u, 1u, overflow); }
-    if (workgroupUniformLoad(&chosen_bin) == 0u) {
-      let above = CK - edge.y;
-      for (var j = tid; j < edge.z; j += WG) {
-        let key = boundary_key[j];
-        let position = boundary_position[j];
-        var rank = 0u;
-        for (var i = 0u; i < edge.z; i++) {
-          let other = boundary_key[i];
-          if (other > key || (other == key && boundary_position[i] < position)) { rank++; }
-        }
-        if (rank < edge.y) { candidates[out + above + rank] = vec2<u32>(key, position); }
-      }
-    } else {
-      atomicStore(&hist[tid], 0u);
-      workgroupBarrier();
-${
-    topSelection({
+    binnedSelection({
       count: "n",
       want: "CK",
       item: "let key = keys[padded(i)]; let valid = true; let position = start + i;",
       take: "candidates[out + slot] = vec2<u32>(key, position);",
+      range: "range",
+      reset: "",
     })
-  }
-    }
   }`;
 }
 
@@ -678,8 +467,7 @@ export function candidatesParts(
     ["positions", "read", "u32"],
     ["candidates", "read_write", "vec2<u32>"],
   ];
-  const counted = countedKeysOf(s, c);
-  const wgsl = `${keysWgsl(counted !== null)}
+  const wgsl = `${KEYS_WGSL}
 
 fn local_candidates(row: u32, cblock: u32, tid: u32) {
   let b = row / KV_HEADS;
@@ -694,7 +482,7 @@ ${group > 1 ? "  head_statistics(head0, len, tid);\n" : ""}  var range = NO_RANG
   // Straight-line, so that every key's loads issue before any is used (a loop here waited one
   // memory latency per trip).
 ${indentLines(keyLoads, "  ")}
-${keepCandidates(counted)}
+${keepCandidates()}
 }`;
   return { storage, wgsl };
 }
