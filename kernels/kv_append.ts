@@ -35,12 +35,20 @@ function cacheStores(sparq: boolean, row: string): string {
     ...(sparq
       ? [
         `kt_cache[kt_index(${row}, j, pos)] = key;`,
-        `let mean = v_mean[${row} * HEAD_DIM + j];`,
         `v_mean[${row} * HEAD_DIM + j] = mean + (f32(value) - mean) / f32(pos + 1u);`,
       ]
       : []),
   ];
   return lines.map((l) => `  ${l}\n`).join("");
+}
+
+/**
+ * WGSL loading V_mean's component j of the cache row `row` (SparQ). The kernels read it, the new
+ * key and value before the branch on the sequence's position: none of them depends on it, and
+ * after the branch each invocation waited one more memory round trip.
+ */
+function meanLoad(sparq: boolean, row: string): string {
+  return sparq ? `  let mean = v_mean[${row} * HEAD_DIM + j];\n` : "";
 }
 
 /**
@@ -84,12 +92,11 @@ fn main(
   let local_row = i / HEAD_DIM;
   let j = i % HEAD_DIM;
   let row = params.first_row + local_row;
-  let b = row / KV_HEADS;
-  let pos = positions[b];
-  if (pos >= MAX_SEQ) { return; }
   let src = row * HEAD_DIM + j;
   let key = KV(k[src]);
   let value = KV(v[src]);
+${meanLoad(s.sparq, "local_row")}  let pos = positions[row / KV_HEADS];
+  if (pos >= MAX_SEQ) { return; }
 ${cacheStores(s.sparq, "local_row")}}
 `;
   return computeKernel(
@@ -171,10 +178,10 @@ fn main(
   if (e >= KV_COUNT) { return; }
   let row = e / HEAD_DIM;
   let j = e % HEAD_DIM;
-  let pos = positions[row / KV_HEADS];
-  if (pos >= MAX_SEQ) { return; }
   let key = KV(rotated_k(e));
   let value = KV(v[e]);
+${meanLoad(s.sparq, "row")}  let pos = positions[row / KV_HEADS];
+  if (pos >= MAX_SEQ) { return; }
 ${cacheStores(s.sparq, "row")}}
 `;
   return computeKernel(
