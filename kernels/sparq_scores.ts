@@ -103,13 +103,10 @@ ${
       ? "  // The next dispatch counts its blocks' arrivals per row here (see sparqSelectAttendKernel).\n" +
         "  if (block == 0u && tid == 0u) { arrivals[row] = 0u; }\n"
       : ""
-  }  let b = row / KV_HEADS;
-  let len = min(positions[b] + 1u, MAX_SEQ);
-  let start = block * BLOCK;
-  if (start >= len) { return; }
-  let head0 = row * GROUP;
+  }  let head0 = row * GROUP;
   // Loops over vec4s of workgroup memory, not unrolled scalar lines: fully unrolled, the
-  // compiler hoisted every load into registers and the scores loop lost occupancy.
+  // compiler hoisted every load into registers and the scores loop lost occupancy. Before the
+  // length is read, so that the query's loads need not wait for positions.
   for (var c = tid; c < QUADS; c += WG) {
     var a = vec4<f32>(0.0);
     for (var h = 0u; h < GROUP; h++) {
@@ -119,6 +116,9 @@ ${
     }
     abs_q[c] = a;
   }
+  let len = min(positions[row / KV_HEADS] + 1u, MAX_SEQ);
+  let start = block * BLOCK;
+  if (start >= len) { return; }
   workgroupBarrier();
   for (var j = tid; j < HEAD_DIM; j += WG) {
     let aj = vec4<f32>(abs_q[j / 4u][j % 4u]);
