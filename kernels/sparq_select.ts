@@ -648,7 +648,7 @@ export function heldCandidatesOf(
  * issued before any is used, and the range widened by the valid ones. A loop over them waited one
  * memory latency per trip, and each of stage 2b's three passes made that loop.
  */
-function heldCandidates(held: number): string {
+function heldCandidates(held: number): { loads: string; ranges: string } {
   const last = "CBLOCKS * CK - 1u";
   const loads = unroll(
     held,
@@ -662,7 +662,7 @@ function heldCandidates(held: number): string {
   if (held_valid${j}) { range = widen_range(range, held${j}.x); }`,
     "  ",
   );
-  return `${loads}\n${ranges}`;
+  return { loads, ranges };
 }
 
 /** A selection pass's loop over the candidates {@link heldCandidates} holds, unrolled. */
@@ -733,12 +733,18 @@ fn select_top_k(row: u32, len: u32, tid: u32) {
   let count = ((len + CBLOCK - 1u) / CBLOCK) * CK;
   var range = NO_RANGE;
 ${
-    inRegisters ? heldCandidates(held) : `  for (var i = tid; i < count; i += WG) {
+    inRegisters
+      // The head statistics between the held candidates' loads and their first use, so that
+      // their loads of block_stats need not wait for the candidates.
+      ? `${heldCandidates(held).loads}
+  head_statistics(head0, len, tid);
+${heldCandidates(held).ranges}`
+      : `  for (var i = tid; i < count; i += WG) {
     let c = candidate_at(row, len, i);
     if (c.z == 1u) { range = widen_range(range, c.x); }
-  }`
   }
-  head_statistics(head0, len, tid);
+  head_statistics(head0, len, tid);`
+  }
   atomicStore(&hist[tid], 0u);
   range = reduce_range(range, tid);
 
