@@ -645,8 +645,9 @@ export function heldCandidatesOf(
 
 /**
  * WGSL: each invocation's `held` candidates (tid, tid + WG, …) loaded straight-line, every load
- * issued before any is used, and the range widened by the valid ones. A loop over them waited one
- * memory latency per trip, and each of stage 2b's three passes made that loop.
+ * issued before any is used (`loads`), and the range widened by the valid ones (`ranges`), apart
+ * so that other loads can go between them. A loop over them waited one memory latency per trip,
+ * and each of stage 2b's three passes made that loop.
  */
 function heldCandidates(held: number): { loads: string; ranges: string } {
   const last = "CBLOCKS * CK - 1u";
@@ -694,6 +695,7 @@ export function topkParts(
 ): { storage: Binding[]; wgsl: string } {
   const group = s.heads / s.kvHeads;
   const inRegisters = group === 1 && held > 0 && held <= HELD_CANDIDATES_MAX;
+  const heldWgsl = heldCandidates(held);
   const storage: Binding[] = [
     ["scores", "read", "f32"],
     ["block_stats", "read", "f32"],
@@ -736,9 +738,9 @@ ${
     inRegisters
       // The head statistics between the held candidates' loads and their first use, so that
       // their loads of block_stats need not wait for the candidates.
-      ? `${heldCandidates(held).loads}
+      ? `${heldWgsl.loads}
   head_statistics(head0, len, tid);
-${heldCandidates(held).ranges}`
+${heldWgsl.ranges}`
       : `  for (var i = tid; i < count; i += WG) {
     let c = candidate_at(row, len, i);
     if (c.z == 1u) { range = widen_range(range, c.x); }
