@@ -1,13 +1,13 @@
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { ATTENTION_TENSORS as T, buildAttentionGraph } from "../compiler/build_attention_graph.ts";
 import { compileGraph } from "../compiler/compile.ts";
-import { openGpu } from "../runtime/device.ts";
+import { testGpu } from "../runtime/test_gpu.ts";
 import { deviceTarget } from "../runtime/device_target.ts";
 import { Executor } from "../runtime/executor.ts";
 import { transposeCache, valueMean } from "../runtime/run_attention.ts";
 import { DATA_MODES, generateAttentionData } from "./data.ts";
 
-const gpu = await openGpu();
+const gpu = await testGpu();
 const target = deviceTarget(gpu, 2 ** 30);
 
 // 2100 positions: the tiled Kᵀ has a padded last tile; 40: one short tile.

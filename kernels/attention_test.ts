@@ -8,7 +8,7 @@ import { ATTENTION_TENSORS as T, buildAttentionGraph } from "../compiler/build_a
 import { compileGraph } from "../compiler/compile.ts";
 import type { Target } from "../compiler/target.ts";
 import { tuningBucket } from "../compiler/tuning.ts";
-import { openGpu } from "../runtime/device.ts";
+import { testGpu } from "../runtime/test_gpu.ts";
 import { deviceTarget } from "../runtime/device_target.ts";
 import { Executor } from "../runtime/executor.ts";
 import {
@@ -26,7 +26,7 @@ import {
   sparqReference,
 } from "./reference.ts";
 
-const gpu = await openGpu();
+const gpu = await testGpu();
 const target = deviceTarget(gpu, 4 * 1024 ** 3);
 const freshSeed = () => crypto.getRandomValues(new Uint32Array(1))[0];
 

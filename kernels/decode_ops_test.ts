@@ -6,7 +6,7 @@
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { compileGraph } from "../compiler/compile.ts";
 import type { Graph, Node, TensorDecl } from "../compiler/ir.ts";
-import { openGpu } from "../runtime/device.ts";
+import { testGpu } from "../runtime/test_gpu.ts";
 import { deviceTarget } from "../runtime/device_target.ts";
 import { Executor } from "../runtime/executor.ts";
 import { relativeL2 } from "./compare.ts";
@@ -20,7 +20,7 @@ import {
   ropeReference,
 } from "./decode_reference.ts";
 
-const gpu = await openGpu();
+const gpu = await testGpu();
 const target = deviceTarget(gpu, 4 * 1024 ** 3);
 
 const uniform = uniformStream(12345);

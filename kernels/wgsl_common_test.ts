@@ -4,12 +4,12 @@
  * sizes that give one part, a few and many.
  */
 import { ok } from "node:assert/strict";
-import { openGpu } from "../runtime/device.ts";
+import { testGpu } from "../runtime/test_gpu.ts";
 import { deviceTarget } from "../runtime/device_target.ts";
 import { dispatchOnce } from "./dispatch_once.ts";
 import { reductions } from "./wgsl_common.ts";
 
-const gpu = await openGpu();
+const gpu = await testGpu();
 const device = gpu.device;
 const subgroupSize = deviceTarget(gpu, 1 << 30).subgroupSize;
 const maxWorkgroup = device.limits.maxComputeInvocationsPerWorkgroup;

@@ -15,13 +15,13 @@ import { relativeL2 } from "../kernels/compare.ts";
 import { argmaxReference } from "../kernels/decode_reference.ts";
 import { runGraphReference, type TensorValues } from "../kernels/graph_reference.ts";
 import { uniformStream } from "../kernels/random_problem.ts";
-import { openGpu } from "./device.ts";
+import { testGpu } from "./test_gpu.ts";
 import { deviceTarget } from "./device_target.ts";
 import { Decoder } from "./decoder.ts";
 import { generate } from "./generation.ts";
 import { transposeCache, valueMean } from "./run_attention.ts";
 
-const gpu = await openGpu();
+const gpu = await testGpu();
 const target = deviceTarget(gpu, 4 * 1024 ** 3);
 const STEPS = 4;
 

@@ -4,13 +4,13 @@ import { compile } from "../compiler/compile.ts";
 import { PRESETS } from "../compiler/presets.ts";
 import { UserError } from "../compiler/user_error.ts";
 import { uniformStream } from "../kernels/random_problem.ts";
-import { openGpu } from "./device.ts";
+import { testGpu } from "./test_gpu.ts";
 import { deviceTarget } from "./device_target.ts";
 import { Decoder } from "./decoder.ts";
 import { hfWeightSource, loadHfWeights } from "./hf_weights.ts";
 import { encodeSafetensors, type TensorToWrite } from "./safetensors.ts";
 
-const gpu = await openGpu();
+const gpu = await testGpu();
 const target = deviceTarget(gpu, 4 * 1024 ** 3);
 const DTYPES = ["F32", "F16", "BF16"] as const;
 
