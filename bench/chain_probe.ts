@@ -12,8 +12,10 @@
  *   matmul), then read x. It relies on workgroups starting in order of their index, so that a
  *   waiting workgroup never holds the place of one it waits for;
  * - `pairs`: two matmuls per dispatch, chained so;
- * - chained with more weights loaded before the wait, those loads forced to land, each team's
- *   rows read into the L2 first, or the counter polled less often;
+ * - chained with more weights loaded before the wait, those loads forced to land (the first 4,
+ *   8 or all 16 pieces of each invocation), a quarter or half of each row copied into workgroup
+ *   memory first (`staged`), each team's rows read into the L2 first, or the counter polled less
+ *   often;
  * - `unchained`: one dispatch without the waits (wrong results; the time the bytes alone take);
  * - separate and unchained with 8 or 4 rows per workgroup (workgroups that live shorter).
  *
@@ -73,11 +75,41 @@ interface Variant {
   touch?: boolean;
   /** Output rows per workgroup (default {@link ROWS}). */
   rowsPerWg?: number;
+  /**
+   * Groups of 4 weight pieces each invocation copies into workgroup memory before the wait (the
+   * loads land there, not in registers that the whole kernel would then hold).
+   */
+  staged?: number;
 }
 
 /** The kernel of a variant. */
-function source({ wait, early, landed, backoff, touch, rowsPerWg = ROWS }: Variant): string {
+function source(
+  { wait, early, landed, backoff, touch, rowsPerWg = ROWS, staged = 0 }: Variant,
+): string {
   const ROWS = rowsPerWg;
+  if (staged > 0) early = 0;
+  const invocations = ROWS * 32;
+  const stage = Array.from({ length: staged }, (_, g) =>
+    `${loads(g, 1)}\n${
+      Array.from(
+        { length: 4 },
+        (_, j) => `  stash[${(4 * g + j) * invocations}u + tid] = w${4 * g + j};`,
+      ).join("\n")
+    }`).join("\n");
+  const stashUses = Array.from(
+    { length: 4 * staged },
+    (_, k) => `  acc += piece(stash[${k * invocations}u + tid], seg.x_at, lane + ${k * 32}u);`,
+  ).join("\n");
+  // After the wait: the first unstaged group's loads go out before the staged pieces are used.
+  const afterWait = staged > 0
+    ? `${loads(staged, 1)}\n${stashUses}\n${uses(staged, 1)}\n${
+      Array.from({ length: PER_LANE / 4 - staged - 1 }, (_, g) =>
+        `${loads(staged + 1 + g, 1)}\n${uses(staged + 1 + g, 1)}`).join("\n")
+    }`
+    : `${uses(0, early)}\n${
+      Array.from({ length: PER_LANE / 4 - early }, (_, g) =>
+        `${loads(early + g, 1)}\n${uses(early + g, 1)}`).join("\n")
+    }`;
   return `
 struct Segment { first_wg: u32, rows: u32, w_piece: u32, x_at: u32, y_at: u32, p0: u32, p1: u32, p2: u32 }
 @group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
@@ -86,6 +118,7 @@ struct Segment { first_wg: u32, rows: u32, w_piece: u32, x_at: u32, y_at: u32, p
 @group(0) @binding(3) var<storage, read> segments: array<Segment>;
 @group(0) @binding(4) var<uniform> launch: vec4<u32>;
 var<workgroup> partial: array<f32, ${ROWS * 32}>;
+${staged > 0 ? `var<workgroup> stash: array<vec4<u32>, ${4 * staged * invocations}>;` : ""}
 
 fn piece(w: vec4<u32>, x_at: u32, p: u32) -> f32 {
   let xa = act[x_at / 4u + 2u * p];
@@ -106,6 +139,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid:
   let row = min((wg - seg.first_wg) * ${ROWS}u + tid / 32u, seg.rows - 1u);
   let at = seg.w_piece + row * ${PIECES}u + lane;
 ${loads(0, early)}
+${stage}
 ${
     touch
       ? `  // A word of every 16-byte piece the team will read, into the L2 before the wait: the
@@ -149,11 +183,7 @@ ${
       : ""
   }
   var acc = 0.0;
-${uses(0, early)}
-${
-    Array.from({ length: PER_LANE / 4 - early }, (_, g) =>
-      `${loads(early + g, 1)}\n${uses(early + g, 1)}`).join("\n")
-  }
+${afterWait}
   partial[tid] = acc;
   workgroupBarrier();
   if (tid < ${ROWS / 4}u) {
@@ -232,7 +262,7 @@ const x0 = new Float32Array(INNER).map((_, i) => Math.sin(i));
 
 const pipelineCache = new Map<string, GPUComputePipeline>();
 function pipelineOf(v: Variant): GPUComputePipeline {
-  const key = `${v.wait} ${v.early} ${v.landed} ${v.backoff} ${v.touch} ${v.rowsPerWg}`;
+  const key = `${v.wait} ${v.early} ${v.landed} ${v.backoff} ${v.touch} ${v.rowsPerWg} ${v.staged}`;
   if (!pipelineCache.has(key)) {
     const code = source(v);
     pipelineCache.set(
@@ -305,6 +335,45 @@ const variants: Variant[] = [
   { name: "unchained, 8 rows per workgroup", per: all, wait: false, early: 1, rowsPerWg: 8 },
   { name: "separate, 4 rows per workgroup", per: 1, wait: false, early: 1, rowsPerWg: 4 },
   { name: "unchained, 4 rows per workgroup", per: all, wait: false, early: 1, rowsPerWg: 4 },
+  { name: "separate, a quarter of each row staged", per: 1, wait: false, early: 1, staged: 1 },
+  { name: "chained, a quarter of each row staged", per: all, wait: true, early: 1, staged: 1 },
+  { name: "pairs, a quarter of each row staged", per: 2, wait: true, early: 1, staged: 1 },
+  {
+    name: "separate, 8 rows per workgroup, half of each row staged",
+    per: 1,
+    wait: false,
+    early: 1,
+    rowsPerWg: 8,
+    staged: 2,
+  },
+  {
+    name: "chained, 8 rows per workgroup, half of each row staged",
+    per: all,
+    wait: true,
+    early: 1,
+    rowsPerWg: 8,
+    staged: 2,
+  },
+  {
+    name: "chained, 8 rows per workgroup, a quarter of each row staged",
+    per: all,
+    wait: true,
+    early: 1,
+    rowsPerWg: 8,
+    staged: 1,
+  },
+  { name: "chained, 8 rows per workgroup", per: all, wait: true, early: 1, rowsPerWg: 8 },
+  { name: "chained, first 4 pieces landed", per: all, wait: true, early: 1, landed: true },
+  { name: "separate, first 4 pieces landed", per: 1, wait: false, early: 1, landed: true },
+  { name: "chained, first 8 pieces landed", per: all, wait: true, early: 2, landed: true },
+  {
+    name: "chained, 8 rows per workgroup, first 4 pieces landed",
+    per: all,
+    wait: true,
+    early: 1,
+    landed: true,
+    rowsPerWg: 8,
+  },
 ];
 const { nsPerTick } = await calibrateTicks(gpuProbe(device, gpu.info.isFallbackAdapter));
 const readback = device.createBuffer({
