@@ -1,6 +1,7 @@
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { defaultOptions } from "./build_options.ts";
-import { compile } from "./compile.ts";
+import { buildAttentionGraph } from "./build_attention_graph.ts";
+import { compile, compileGraph } from "./compile.ts";
 import { Plan } from "./plan.ts";
 import { PRESETS } from "./presets.ts";
 import { TARGETS, withBudget } from "./target.ts";
@@ -69,13 +70,30 @@ Deno.test("SparQ's stage 2b warms the K and V caches' translations only where fe
       d.node === "layers.0.attention" && d.kernel !== "sparq_scores_candidates"
     )!;
   };
-  // B=1: all four stages in one kernel; after stage 1's six bindings and stage 2b's indices and
-  // alpha, the K and V caches it warms (stage 3 binds them again).
+  // B=1: all four stages in one kernel, rope and the cache append folded in: it warms the K and V
+  // caches through the bindings by which it writes them, bound once.
   const one = topk(1);
   deepStrictEqual(one.kernel, "sparq_scores_attend");
   const tensors = (d: typeof one) => d.bindings.map((b) => b.tensor);
-  deepStrictEqual(tensors(one).slice(8, 10), ["layers.0.k_cache", "layers.0.v_cache"]);
-  deepStrictEqual(tensors(one).filter((t) => t === "layers.0.k_cache").length, 2);
+  deepStrictEqual(tensors(one).filter((t) => t === "layers.0.k_cache").length, 1);
+  ok(tensors(one).includes("layers.0.k_proj"), "the new key, unrotated");
+  // Attention alone (the cache appended apart): after stage 1's six bindings and stage 2b's
+  // indices and alpha, the K and V caches it warms (stage 3 binds them again).
+  const alone = compileGraph(
+    buildAttentionGraph({
+      batch: 1,
+      heads: 32,
+      kvHeads: 32,
+      headDim: 128,
+      maxSeq: 4096,
+      kvDtype: "f16",
+      method: { kind: "sparq", r: 32, k: 128, localWindow: 0 },
+      append: true,
+    }),
+    h100,
+  ).schedule.find((d) => d.kernel === "sparq_scores_attend")!;
+  deepStrictEqual(tensors(alone).slice(8, 10), ["k_cache", "v_cache"]);
+  deepStrictEqual(tensors(alone).filter((t) => t === "k_cache").length, 2);
   // 32 rows of two stage-1 blocks, then one warm-up workgroup per 32 reads 512 KiB apart in a
   // 32 MiB K cache.
   deepStrictEqual(

@@ -183,15 +183,7 @@ export function ropeFunctions(
   s: Pick<RopeShape, "headDim" | "rotaryDims" | "theta">,
   tensors: { name: string; heads: number }[],
 ): string {
-  const half = s.rotaryDims / 2;
-  const inverse = Array.from(
-    { length: half },
-    (_, j) => floatLiteral(Math.pow(s.theta, (-2 * j) / s.rotaryDims)),
-  );
-  return `const ROPE_DIM = ${s.headDim}u;
-const ROTARY = ${s.rotaryDims}u;
-const HALF = ${half}u;
-const INV_FREQ = array<f32, ${half}>(${inverse.join(", ")});
+  return `${ropeConstants(s)}
 ${
     tensors.map(({ name, heads }) =>
       `fn rotated_${name}(e: u32) -> f32 {
@@ -204,6 +196,63 @@ ${
   let x1 = ${name}[e - j + pair];
   let x2 = ${name}[e - j + pair + HALF];
   return select(x2 * c + x1 * s, x1 * c - x2 * s, j < HALF);
+}`
+    ).join("\n")
+  }
+`;
+}
+
+/** WGSL: the constants of the rotary functions (ROPE_DIM, ROTARY, HALF, INV_FREQ). */
+function ropeConstants(s: Pick<RopeShape, "headDim" | "rotaryDims" | "theta">): string {
+  const half = s.rotaryDims / 2;
+  const inverse = Array.from(
+    { length: half },
+    (_, j) => floatLiteral(Math.pow(s.theta, (-2 * j) / s.rotaryDims)),
+  );
+  return `const ROPE_DIM = ${s.headDim}u;
+const ROTARY = ${s.rotaryDims}u;
+const HALF = ${half}u;
+const INV_FREQ = array<f32, ${half}>(${inverse.join(", ")});`;
+}
+
+/**
+ * WGSL: for each named `array<vec4<f32>>` (a module-scope storage binding), `fn
+ * rotated_<name>4(head: u32, c: u32, pos: u32) -> vec4<f32>`, components 4c … 4c + 3 of the head
+ * that starts at vec4 `head`, rotated as {@link ropeFunctions} rotates them, at position `pos`;
+ * with the constants they use. For kernels that hold a head in vec4s (attention folding rope in):
+ * each component's partner (j ± rotaryDims/2) may lie in another vec4, so partial rotary of any
+ * even width works.
+ *
+ * @example
+ * ```ts
+ * import { ropeQuadFunctions } from "./elementwise.ts";
+ * ropeQuadFunctions({ headDim: 16, rotaryDims: 4, theta: 1e4 }, ["q"]).includes("fn rotated_q4"); // true
+ * ```
+ */
+export function ropeQuadFunctions(
+  s: Pick<RopeShape, "headDim" | "rotaryDims" | "theta">,
+  names: string[],
+): string {
+  return `${ropeConstants(s)}
+${
+    names.map((name) =>
+      `fn rotated_${name}4(head: u32, c: u32, pos: u32) -> vec4<f32> {
+  let x = ${name}[head + c];
+  let j = vec4<u32>(c * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
+  let first = j < vec4<u32>(HALF);
+  // Straight-line, so that the partners' loads go out with x's (past ROTARY: not used).
+  let partner = select(j - vec4<u32>(HALF), j + vec4<u32>(HALF), first);
+  let y = vec4<f32>(${
+        ["x", "y", "z", "w"].map((e) => `${name}[head + partner.${e} / 4u][partner.${e} % 4u]`)
+          .join(", ")
+      });
+  let angle = f32(pos) * vec4<f32>(${
+        ["x", "y", "z", "w"].map((e) => `INV_FREQ[j.${e} % HALF]`).join(", ")
+      });
+  let cosine = cos(angle);
+  let sine = sin(angle);
+  let rotated = select(x * cosine + y * sine, x * cosine - y * sine, first);
+  return select(x, rotated, j < vec4<u32>(ROTARY));
 }`
     ).join("\n")
   }

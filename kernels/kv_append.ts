@@ -6,8 +6,9 @@
  *
  * @module
  */
-import { ropeFunctions, type RopeShape } from "./elementwise.ts";
+import { ropeFunctions, ropeQuadFunctions, type RopeShape } from "./elementwise.ts";
 import { computeKernel, type KernelSpec } from "./kernel_spec.ts";
+import type { Binding } from "./sparq_common.ts";
 import { ktIndexWgsl } from "./kt_layout.ts";
 import { FLAT_ID, type KvDtype, kvPrelude, MAIN_ARGS, PARAMS_DECL } from "./wgsl_common.ts";
 
@@ -190,4 +191,104 @@ ${cacheStores(s.sparq, "row")}}
     source,
     names.map((name) => [name, accessOf(name)]),
   );
+}
+
+/**
+ * The rotary embedding that a SparQ attention kernel applies itself when it also appends the new
+ * token (rope of q and k and kv_append folded into attention): q arrives unrotated, and the new
+ * key (unrotated) and value come as `k_new` and `v_new`.
+ */
+export type RopeFold = Pick<RopeShape, "rotaryDims" | "theta">;
+
+/**
+ * The bindings a kernel that appends the new token adds, or makes writable (Kᵀ typed `ktType`).
+ *
+ * @example
+ * ```ts
+ * import { appendBindings } from "./kv_append.ts";
+ * appendBindings("vec4<u32>").map(([name]) => name); // k_new, v_new, k_cache, kt_cache, v_cache, v_mean
+ * ```
+ */
+export function appendBindings(ktType: string): Binding[] {
+  return [
+    ["k_new", "read", "vec4<f32>"],
+    ["v_new", "read", "vec4<f32>"],
+    ["k_cache", "read_write", "KV4"],
+    ["kt_cache", "read_write", ktType],
+    ["v_cache", "read_write", "KV4"],
+    ["v_mean", "read_write", "vec4<f32>"],
+  ];
+}
+
+/**
+ * WGSL for a SparQ kernel that folds rope and the append in: `fn rotated_q4` and `fn
+ * rotated_k_new4` (elementwise.ts' `ropeQuadFunctions`) and {@link appendNewWgsl}'s `fn
+ * append_new`.
+ *
+ * @example
+ * ```ts
+ * import { appendInKernelWgsl } from "./kv_append.ts";
+ * appendInKernelWgsl(128, { rotaryDims: 128, theta: 1e4 }, "vec4<u32>").includes("fn rotated_q4"); // true
+ * ```
+ */
+export function appendInKernelWgsl(
+  headDim: number,
+  rope: RopeFold,
+  ktType: "vec4<u32>" | "KV4",
+): string {
+  return `${ropeQuadFunctions({ ...rope, headDim }, ["q", "k_new"])}\n${appendNewWgsl(ktType)}`;
+}
+
+/**
+ * WGSL for a kernel that appends the new token itself (SparQ attention folding rope and
+ * kv_append in): `fn append_new(local_row, row, pos, tid)` stores the key of cache row `row`
+ * (`k_new`, rotated by `fn rotated_k_new4` of elementwise.ts' `ropeQuadFunctions`) and its value
+ * (`v_new`) at position `pos` as {@link kvAppendKernel} does — the K row, the Kᵀ column, the V
+ * row and V_mean — one vec4 of components per invocation. Kᵀ holds a position beside others in
+ * one load (`ktType`: 8 f16 positions as `vec4<u32>`, or 4 as `KV4`), so each component is a
+ * read, a change and a write of that load (no other invocation writes it in the dispatch); the
+ * four reads are issued before any write, one memory latency rather than four. Needs QUADS, WG,
+ * MAX_SEQ and `fn kt_index` from the kernel.
+ *
+ * @example
+ * ```ts
+ * import { appendNewWgsl } from "./kv_append.ts";
+ * appendNewWgsl("vec4<u32>").includes("fn append_new"); // true
+ * ```
+ */
+export function appendNewWgsl(ktType: "vec4<u32>" | "KV4"): string {
+  const perLoad = ktType === "vec4<u32>" ? 8 : 4;
+  const ktWith = ktType === "vec4<u32>"
+    ? `  var halves = unpack2x16float(out[slot / 2u]);
+  halves[slot % 2u] = f32(KV(key));
+  out[slot / 2u] = pack2x16float(halves);`
+    : "  out[slot] = KV(key);";
+  const components = [0, 1, 2, 3];
+  return `// Kᵀ's load w with position slot \`slot\` of its ${perLoad} set to key.
+fn kt_with(w: ${ktType}, slot: u32, key: f32) -> ${ktType} {
+  var out = w;
+${ktWith}
+  return out;
+}
+fn append_new(local_row: u32, row: u32, pos: u32, tid: u32) {
+  for (var c = tid; c < QUADS; c += WG) {
+    let key = rotated_k_new4(row * QUADS, c, pos);
+    let value = KV4(v_new[row * QUADS + c]);
+    let mean = v_mean[local_row * QUADS + c];
+${
+    components.map((e) =>
+      `    let at${e} = kt_index(local_row, c * 4u + ${e}u, pos) / ${perLoad}u;`
+    ).join("\n")
+  }
+${components.map((e) => `    let w${e} = kt_cache[at${e}];`).join("\n")}
+    let at = (local_row * MAX_SEQ + pos) * QUADS + c;
+    k_cache[at] = KV4(key);
+    v_cache[at] = value;
+    v_mean[local_row * QUADS + c] = mean + (vec4<f32>(value) - mean) / f32(pos + 1u);
+${
+    components.map((e) => `    kt_cache[at${e}] = kt_with(w${e}, pos % ${perLoad}u, key[${e}]);`)
+      .join("\n")
+  }
+  }
+}`;
 }

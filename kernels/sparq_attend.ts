@@ -7,6 +7,7 @@
  * @module
  */
 import { type KernelSpec } from "./kernel_spec.ts";
+import { appendBindings, appendInKernelWgsl, type RopeFold } from "./kv_append.ts";
 import { type ExtraPrefetch, PREFETCH_BINDING, prefetchWgsl } from "./l2_prefetch.ts";
 import {
   type AttentionKernelShape,
@@ -175,12 +176,13 @@ ${
  * the same workgroup and left the indices in `idx_sh` and alpha in `alpha_sh`, and `v_mean` is
  * read at the start: at one row per KV head that hides a latency, while in the kernel of stage 3
  * alone, over many rows, the register it holds cost more (H100, llama2-7b B=16 S=128k: 2935 →
- * 3014 µs).
+ * 3014 µs). With `qFromStage1`, q is the (rotated) one stage 1 left in `q_group`.
  */
 function attendParts(
   s: AttentionKernelShape,
   layout: ReturnType<typeof attendLayout>,
   handOff = false,
+  qFromStage1 = false,
 ): string {
   const group = s.heads / s.kvHeads;
   const bySubgroups = subgroupRowsFit(s.headDim, s.subgroupSize ?? null);
@@ -202,7 +204,9 @@ fn attend_row(local_row: u32, len: u32, tid: u32) {
   let row = params.first_row + local_row;
   let n = min(K_SEL, len);
   let head0 = row * GROUP;
-  for (var i = tid; i < GROUP * LANES; i += WG) { q_sh[i] = q[head0 * LANES + i]; }
+  for (var i = tid; i < GROUP * LANES; i += WG) { q_sh[i] = ${
+    qFromStage1 ? "q_group[i]" : "q[head0 * LANES + i]"
+  }; }
   if (tid < GROUP) {
     run_max[tid] = NEG;
     run_sum[tid] = 0.0;
@@ -395,10 +399,11 @@ function fusedTopk(
   c: SparqConfig,
   warm: boolean,
   layout: ReturnType<typeof attendLayout>,
+  warmFromCaches = false,
 ): { wgsl: string; handOff: boolean } {
   const handOff = Math.min(p.k, s.maxSeq) <= layout.tile;
   const held = heldCandidatesOf(s, p, c);
-  return { wgsl: topkParts(s, warm, { held, handOff }).wgsl, handOff };
+  return { wgsl: topkParts(s, warm, { held, handOff, warmFromCaches }).wgsl, handOff };
 }
 
 /** Whether a fused kernel's bindings and workgroup memory fit the target. */
@@ -579,11 +584,14 @@ function scoresAttendParts(
   c: SparqConfig,
   warm: boolean,
   prefetchWords = 0,
+  rope?: RopeFold,
 ) {
+  const stage1 = scoresAttendBindings(s, c);
   const storage = mergeBindings(
-    scoresAttendBindings(s, c),
-    topkParts(s, warm).storage,
+    stage1,
+    topkParts(s, warm, { warmFromCaches: rope !== undefined }).storage,
     ATTEND_BINDINGS,
+    rope ? appendBindings(stage1.find(([name]) => name === "kt_cache")![2]) : [],
     [["arrivals", "read_write", "atomic<u32>"]],
     prefetchParts(prefetchWords).storage,
   );
@@ -609,9 +617,10 @@ export function scoresAttendFits(
   maxStorageBuffers: number,
   warm: boolean,
   prefetch = false,
+  rope?: RopeFold,
 ): boolean {
   return scoresCandidatesFits(s, p, c) &&
-    fusedFits(s, c, scoresAttendParts(s, p, c, warm, prefetch ? 1 : 0), maxStorageBuffers);
+    fusedFits(s, c, scoresAttendParts(s, p, c, warm, prefetch ? 1 : 0, rope), maxStorageBuffers);
 }
 
 /**
@@ -639,17 +648,21 @@ export function sparqScoresAttendKernel(
   c: SparqConfig,
   warm = false,
   prefetchWords = 0,
+  rope?: RopeFold,
 ): KernelSpec {
-  const { storage, before } = scoresAttendParts(s, p, c, warm, prefetchWords);
+  const { storage, before } = scoresAttendParts(s, p, c, warm, prefetchWords, rope);
   const layout = fusedLayout("sparq_scores_attend", s, c, before);
-  const topk = fusedTopk(s, p, c, warm, layout);
+  const topk = fusedTopk(s, p, c, warm, layout, rope !== undefined);
+  const ktType = storage.find(([name]) => name === "kt_cache")![2] as "vec4<u32>" | "KV4";
+  const ropeWgsl = rope ? `\n${appendInKernelWgsl(s.headDim, rope, ktType)}` : "";
   return scoresAttendKernel(s, p, c, {
     storage,
     warm,
     prefetch: prefetchWords > 0,
     handOff: topk.handOff,
-    declarations: `${selectionCommon(1)}\n${topk.wgsl}\n${attendParts(s, layout, topk.handOff)}${
-      prefetchParts(prefetchWords).wgsl
-    }`,
+    rope: rope !== undefined,
+    declarations: `${selectionCommon(1)}\n${topk.wgsl}\n${
+      attendParts(s, layout, topk.handOff, rope !== undefined)
+    }${prefetchParts(prefetchWords).wgsl}${ropeWgsl}`,
   });
 }

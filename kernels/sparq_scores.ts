@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { appendBindings, appendInKernelWgsl, type RopeFold } from "./kv_append.ts";
 import { ktIndexWgsl } from "./kt_layout.ts";
 import { prefetchOnArrival } from "./l2_prefetch.ts";
 import { type KernelSpec } from "./kernel_spec.ts";
@@ -30,6 +31,7 @@ import {
 } from "./sparq_select.ts";
 import {
   type Binding,
+  mergeBindings,
   SPARQ_DEFAULT,
   SPARQ_TOPK_WORKGROUP,
   type SparqConfig,
@@ -65,6 +67,8 @@ function scoresPreamble(
   extra: ScoresExtra,
   declarations = "",
   warm = false,
+  rope = false,
+  qOut = false,
 ): string {
   const quads = s.headDim / 4;
   // Quads of |q| each ranking round loads at once: 4 where they divide the head (d = 128: 32).
@@ -104,21 +108,40 @@ ${
         "  if (block == 0u && tid == 0u) { arrivals[row] = 0u; }\n"
       : ""
   }  let head0 = row * GROUP;
-  // Loops over vec4s of workgroup memory, not unrolled scalar lines: fully unrolled, the
+${
+    rope
+      ? "  // q arrives unrotated: each workgroup rotates it at the new token's position.\n" +
+        "  let now = positions[row / KV_HEADS];\n"
+      : ""
+  }  // Loops over vec4s of workgroup memory, not unrolled scalar lines: fully unrolled, the
   // compiler hoisted every load into registers and the scores loop lost occupancy. Before the
   // length is read, so that the query's loads need not wait for positions.
   for (var c = tid; c < QUADS; c += WG) {
     var a = vec4<f32>(0.0);
     for (var h = 0u; h < GROUP; h++) {
-      let x = q[(head0 + h) * QUADS + c];
-      q_group[h * QUADS + c] = x;
+      let x = ${rope ? "rotated_q4((head0 + h) * QUADS, c, now)" : "q[(head0 + h) * QUADS + c]"};
+      q_group[h * QUADS + c] = x;${
+    qOut
+      ? "\n      // For stage 3, in a dispatch of its own.\n" +
+        "      if (block == 0u) { q_out[(head0 + h) * QUADS + c] = x; }"
+      : ""
+  }
       a += abs(x);
     }
     abs_q[c] = a;
   }
-  let len = min(positions[row / KV_HEADS] + 1u, MAX_SEQ);
+  let len = min(${rope ? "now" : "positions[row / KV_HEADS]"} + 1u, MAX_SEQ);
   let start = block * BLOCK;
-  if (start >= len) { return; }
+  if (start >= len) { return; }${
+    rope
+      ? `
+  // The block that holds the new position appends the new key and value, its stores going out
+  // while the query is selected; its own reads of Kᵀ wait for them at the end of the selection,
+  // the row's last block's reads of K, V and V_mean for the arrivals' release and acquire.
+  let holds_new = now < min(start + BLOCK, MAX_SEQ);
+  if (holds_new) { append_new(local_row, row, now, tid); }`
+      : ""
+  }
   workgroupBarrier();
   for (var j = tid; j < HEAD_DIM; j += WG) {
     let aj = vec4<f32>(abs_q[j / 4u][j % 4u]);
@@ -159,7 +182,7 @@ ${unroll(RANK_QUADS, (u) => `ranks += outranks(a${u}, c + ${u}u, aj, j);`, "    
     let tau = select(sqrt(f32(HEAD_DIM)), sqrt(f32(HEAD_DIM) * sums.y / sums.x), sums.x > 0.0);
     q_sel[i] = q_group[h * QUADS + i1[i % R] / 4u][i1[i % R] % 4u] / tau;
   }
-  workgroupBarrier();`;
+  workgroupBarrier();${rope ? "\n  if (holds_new) { storageBarrier(); }" : ""}`;
 }
 
 /**
@@ -185,10 +208,16 @@ export interface ScoresTail {
   prefetch: boolean;
   /** Stage 2b hands stage 3 its indices and alpha in workgroup memory (no storage barrier). */
   handOff?: boolean;
+  /**
+   * q arrives unrotated and the new token is not yet in the cache: stage 1 rotates q (`fn
+   * rotated_q4`) and the block that holds the new position appends it (`fn append_new`), both
+   * declared in `declarations`.
+   */
+  rope?: boolean;
 }
 
 /** How a vec4 stage-1 kernel reads Kᵀ: 8 f16 positions as one vec4<u32>, else 4 as one KV4. */
-function vecKtType(width: number | null): string {
+function vecKtType(width: number | null): "vec4<u32>" | "KV4" {
   return width === 8 ? "vec4<u32>" : "KV4";
 }
 
@@ -356,7 +385,9 @@ export function scoresRolled(
  * {@link ROWS_IN_FLIGHT} rows are issued before any is used, and no private array exists that
  * the driver could place in local memory (the looped form measured 2–3× slower on the H100,
  * docs/performance.md). Where {@link scoresRolled}, a rolled loop of a few rows a trip, its loads
- * still in `let`s. Same bindings as {@link sparqScoresKernel}.
+ * still in `let`s. Same bindings as {@link sparqScoresKernel}; with `rope`, q arrives unrotated
+ * and the kernel also appends the new token, with the bindings of kv_append.ts' `appendBindings`
+ * and `q_out`, where its first block of each row writes the rotated q.
  *
  * @example
  * ```ts
@@ -370,8 +401,9 @@ export function sparqScoresVec4Kernel(
   p: SparqKernelParams,
   c: SparqConfig = SPARQ_DEFAULT,
   arrivals = false,
+  rope?: RopeFold,
 ): KernelSpec {
-  return scoresVec4(s, p, c, arrivals ? "arrivals" : null);
+  return scoresVec4(s, p, c, arrivals ? "arrivals" : null, undefined, rope);
 }
 
 /**
@@ -396,9 +428,10 @@ export function sparqScoresCandidatesKernel(
   s: AttentionKernelShape,
   p: SparqKernelParams,
   c: SparqConfig,
+  rope?: RopeFold,
 ): KernelSpec {
   requireCandidatesFit("sparq_scores_candidates", s, p, c);
-  return scoresVec4(s, p, c, "candidates");
+  return scoresVec4(s, p, c, "candidates", undefined, rope);
 }
 
 /** A RangeError naming `kernel` unless {@link scoresCandidatesFits}. */
@@ -521,6 +554,7 @@ function scoresVec4(
   c: SparqConfig,
   extra: ScoresExtra,
   tail?: ScoresTail,
+  rope?: RopeFold,
 ): KernelSpec {
   const group = s.heads / s.kvHeads;
   const width = scoresWidth(s, c);
@@ -528,8 +562,12 @@ function scoresVec4(
   const workgroup = Math.min(256, c.block / width);
   fitTile("sparq_scores", s.workgroupStorage, () => scoresBytes(s, p, c, extra), [c.block]);
   const candidates = extra === "candidates";
-  const storage = tail?.storage ??
-    scoresBindings(vecKtType(width), "vec4<f32>", extra);
+  const ktType = vecKtType(width);
+  // With rope folded in and no tail, the rotated q goes out for stage 3 (`q_out`).
+  const storage = tail?.storage ?? mergeBindings(
+    scoresBindings(ktType, "vec4<f32>", extra),
+    rope ? [...appendBindings(ktType), ["q_out", "read_write", "vec4<f32>"]] : [],
+  );
   const vecs = width / 4;
   const heads = [...Array(group).keys()];
   const parts = [...Array(vecs).keys()];
@@ -637,10 +675,12 @@ ${
         extra,
         tail
           ? `${KEYS_WGSL}\n${keepCandidatesFunction()}\n${tail.declarations}\n${LAST_ARRIVAL_DECL}`
-          : candidates
-          ? `${rankingPrelude()}\n${KEYS_WGSL}`
-          : "",
+          : `${candidates ? `${rankingPrelude()}\n${KEYS_WGSL}` : ""}${
+            rope ? `\n${appendInKernelWgsl(s.headDim, rope, ktType)}` : ""
+          }`,
         tail?.warm,
+        tail?.rope ?? rope !== undefined,
+        rope !== undefined,
       )
     }
 

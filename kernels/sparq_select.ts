@@ -579,10 +579,13 @@ export function warmWorkgroups(cacheBytes: number): number {
  */
 const WARM_UP = `const WARM_PAGE_WORDS = ${WARM_PAGE_BYTES / 4}u;
 const WARM_PAGES = ${WARM_PAGES_PER_WORKGROUP}u;
+// The u32 word of page \`page\` that the warm-up reads: another 256-byte line of each page, so
+// that the reads spread over memory channels.
+fn warm_word(page: u32) -> u32 {
+  return page * WARM_PAGE_WORDS + ((page * 2654435761u) % (WARM_PAGE_WORDS / 64u)) * 64u;
+}
 fn warm_translations(w: u32, tid: u32) {
-  let page = w * WARM_PAGES + tid % WARM_PAGES;
-  // Another 256-byte line of each page, so that the reads spread over memory channels.
-  let at = page * WARM_PAGE_WORDS + ((page * 2654435761u) % (WARM_PAGE_WORDS / 64u)) * 64u;
+  let at = warm_word(w * WARM_PAGES + tid % WARM_PAGES);
   var word = 0u;
   if (tid < WARM_PAGES) {
     if (at < arrayLength(&k_words)) { word = k_words[at]; }
@@ -592,6 +595,32 @@ fn warm_translations(w: u32, tid: u32) {
   // params.extra0 is 0 in every dispatch: the store never happens, yet the reads must stay.
   if (word == params.extra1 && params.extra0 == 1u) { alpha[0] = 0.0; }
 }`;
+
+/**
+ * {@link WARM_UP} for a kernel that writes the new token into the caches it warms (SparQ with
+ * rope and kv_append folded in): it reads them through their own read_write bindings (a second,
+ * read-only binding of a buffer written in the same dispatch is invalid), and skips the lines near
+ * each row's new position, so that no SM holds a copy of them in its L1 from before the append
+ * when the row's last block reads them. Needs QUADS and KV4 (of `words` u32 words) from the kernel.
+ */
+function warmUpFromCaches(words: number): string {
+  return `${
+    WARM_UP.slice(0, WARM_UP.indexOf("fn warm_translations"))
+  }fn warm_translations(w: u32, tid: u32) {
+  let quad = warm_word(w * WARM_PAGES + tid % WARM_PAGES) / ${words}u;
+  let cache_row = quad / (MAX_SEQ * QUADS);
+  let near_new = cache_row < params.rows &&
+    ((quad / QUADS) % MAX_SEQ) / 16u == positions[cache_row / KV_HEADS] / 16u;
+  var x = 0.0;
+  if (tid < WARM_PAGES) {
+    if (quad < arrayLength(&k_cache) && !near_new) { x = f32(k_cache[quad].x); }
+  } else if (tid < 2u * WARM_PAGES) {
+    if (quad < arrayLength(&v_cache) && !near_new) { x = f32(v_cache[quad].x); }
+  }
+  // params.extra0 is 0 in every dispatch: the store never happens, yet the reads must stay.
+  if (x == f32(params.extra1) && params.extra0 == 1u) { alpha[0] = 0.0; }
+}`;
+}
 
 /**
  * WGSL `fn row_length(row)`: the positions of a (sequence, KV head) row's cache that hold keys
@@ -621,6 +650,11 @@ export interface TopkOptions {
    * the same workgroup, which then needs neither a storage barrier nor a read of them.
    */
   handOff?: boolean;
+  /**
+   * The warm-up reads the K and V caches through the kernel's `k_cache` and `v_cache` (typed KV4)
+   * rather than word views of its own: see {@link warmUpFromCaches}.
+   */
+  warmFromCaches?: boolean;
 }
 
 /**
@@ -691,7 +725,7 @@ function eachHeld(held: number): (body: string) => string {
 export function topkParts(
   s: AttentionKernelShape,
   warm: boolean,
-  { held = 0, handOff = false }: TopkOptions = {},
+  { held = 0, handOff = false, warmFromCaches = false }: TopkOptions = {},
 ): { storage: Binding[]; wgsl: string } {
   const group = s.heads / s.kvHeads;
   const inRegisters = group === 1 && held > 0 && held <= HELD_CANDIDATES_MAX;
@@ -703,9 +737,12 @@ export function topkParts(
     ["candidates", "read", "vec2<u32>"],
     ["indices", "read_write", "u32"],
     ["alpha", "read_write", "f32"],
-    ...(warm ? [["k_words", "read", "u32"], ["v_words", "read", "u32"]] as Binding[] : []),
+    ...(warm && !warmFromCaches
+      ? [["k_words", "read", "u32"], ["v_words", "read", "u32"]] as Binding[]
+      : []),
   ];
-  const wgsl = `${warm ? WARM_UP : ""}${
+  const warmUp = warmFromCaches ? warmUpFromCaches(s.kvDtype === "f16" ? 2 : 4) : WARM_UP;
+  const wgsl = `${warm ? warmUp : ""}${
     handOff ? "\nvar<workgroup> alpha_sh: array<f32, GROUP>;" : ""
   }
 ${ROW_LENGTH_WGSL}

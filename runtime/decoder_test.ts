@@ -99,12 +99,23 @@ for (const model of ["tiny-llama", "tiny-neox", "tiny-qwen2", "tiny-gemma"]) {
 // f16 weights and cache: both sides hold the same f16 values; only f32 vs float64 arithmetic
 // (and a key rounded to f16 from either) differs.
 cases.push({ model: "tiny-llama", attention: dense, dtype: "f16", tolerance: 2e-3 });
+// SparQ with rope and the append folded into its kernel, on an f16 Kᵀ of 8 positions a load.
+cases.push({
+  model: "tiny-neox",
+  attention: { kind: "sparq", r: 4, k: 6, localWindow: 2 },
+  dtype: "f16",
+  tolerance: 2e-3,
+});
 
 const LENGTHS = [5, 11];
 
 /**
  * Steps a model's compiled plan from a prefilled cache of `lengths` and checks each step's
- * logits against the float64 reference (and, for SparQ with k ≥ S, the dense graph's).
+ * logits against the float64 reference (and, for SparQ with k ≥ S, the dense graph's); with
+ * `checkCaches`, also the caches the steps appended to. One key among thousands moves the logits
+ * by less than the tolerance, the cache itself by far more: K, Kᵀ and V within 1% of their largest
+ * value everywhere, V_mean (a running mean: each token moves it by 1/S) within a relative L2 of
+ * 1e-3.
  */
 async function expectReferenceLogits(
   config: ModelConfig,
@@ -113,6 +124,7 @@ async function expectReferenceLogits(
   lengths: number[],
   steps: number,
   tolerance: number,
+  checkCaches = false,
 ): Promise<void> {
   const plan = compile(config, options, t);
   const decoder = await Decoder.create(gpu, plan);
@@ -149,6 +161,23 @@ async function expectReferenceLogits(
       deepStrictEqual(chosen, argmaxReference(logits, config.vocabSize));
       tokens = chosen;
       positions = positions.map((p) => p + 1);
+    }
+    const states = Object.entries(plan.graph.tensors).filter(([, d]) => d.role === "state");
+    for (const [name] of checkCaches ? states : []) {
+      const actual = await decoder.executor.read(name);
+      const expected = values.get(name)!;
+      if (name.endsWith("v_mean")) {
+        const error = relativeL2(actual, expected);
+        ok(error <= 1e-3, `${name}: relative L2 ${error}`);
+        continue;
+      }
+      let worst = 0;
+      let largest = 0;
+      expected.forEach((e, i) => {
+        worst = Math.max(worst, Math.abs(actual[i] - e));
+        largest = Math.max(largest, Math.abs(e));
+      });
+      ok(worst <= 0.01 * largest, `${name}: off by ${worst} (largest value ${largest})`);
     }
     deepStrictEqual(gpu.uncaptured, []);
   } finally {
@@ -223,6 +252,53 @@ Deno.test("attention kernels that read o_proj into the L2 for the next matmul le
       );
     deepStrictEqual(kernels.join(", "), expected);
     await expectReferenceLogits(config, options, withL2, [2100, 3000], 2, 1e-4);
+  }
+});
+
+Deno.test("SparQ rotates q and appends the new token itself, in whichever block holds it", async () => {
+  // Caches of two stage-1 blocks (f16: 2048 positions each): one sequence's new token in the
+  // first block, the other's in the second, and the steps cross from one into the other. One
+  // query head per KV head with 16 storage buffers runs all four stages as one kernel; with 14,
+  // stage 1 (with stage 2a) is a dispatch of its own that writes the rotated q out for stages 2b
+  // and 3; grouped heads the same with stage 2a after stage 1. Dense keeps the append apart.
+  if (!gpu.features.has("shader-f16")) return;
+  const mha: ModelConfig = {
+    ...PRESETS.get("tiny-llama")!,
+    name: "tiny-mha",
+    numHeads: 2,
+    numKvHeads: 2,
+    headDim: 64,
+    hiddenSize: 128,
+  };
+  const gqa: ModelConfig = { ...mha, name: "tiny-gqa", numHeads: 4, headDim: 32 };
+  const sparq: AttentionMethod = { kind: "sparq", r: 16, k: 40, localWindow: 2 };
+  const cases: [ModelConfig, AttentionMethod, number, string[]][] = [
+    [mha, sparq, 16, ["sparq_scores_attend"]],
+    [mha, sparq, 14, ["sparq_scores_candidates", "sparq_topk_attend"]],
+    [gqa, sparq, 16, ["sparq_scores", "sparq_select_attend"]],
+    [mha, dense, 16, ["rope_kv_append_dense", "attention_dense_partial_reduce"]],
+  ];
+  for (const [model, attention, storage, kernels] of cases) {
+    const options: BuildOptions = {
+      batch: 2,
+      maxSeq: 4096,
+      attention,
+      kvDtype: "f16",
+      weightDtype: "f16",
+    };
+    const limited: Target = {
+      ...target,
+      limits: { ...target.limits, maxStorageBuffersPerShaderStage: storage },
+    };
+    const schedule = compile(model, options, limited).schedule.filter((d) =>
+      d.node.startsWith("layers.0.")
+    );
+    deepStrictEqual(schedule.map((d) => d.kernel).slice(1, kernels.length + 1), kernels);
+    ok(
+      schedule[1].bindings.some((b) => b.tensor === "layers.0.k_proj"),
+      "the unrotated k is bound",
+    );
+    await expectReferenceLogits(model, options, limited, [1000, 2046], 4, 2e-3, true);
   }
 });
 

@@ -162,7 +162,13 @@ export function lower(
   for (let i = 0; i < graph.nodes.length; i++) {
     const prefetch = prefetchAfter(graph, i, types, shardings, target);
     const ctx = { node: graph.nodes[i], types, shardings, target, scratch, tuning, prefetch };
-    const fused = fuseAt(graph.nodes, i, ctx, uses);
+    const fused = fuseAt(
+      graph.nodes,
+      i,
+      ctx,
+      uses,
+      (at) => prefetchAfter(graph, at, types, shardings, target),
+    );
     if (fused) i += fused.nodes - 1;
     const node = ctx.node;
     for (const invocation of fused?.invocations ?? lowerNode(ctx)) {

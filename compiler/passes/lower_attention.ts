@@ -26,7 +26,12 @@ import {
 } from "../../kernels/attention_dense.ts";
 import { grid1d } from "../../kernels/grid.ts";
 import { type ExtraPrefetch, prefetchWorkgroups } from "../../kernels/l2_prefetch.ts";
-import { KV_APPEND_DEFAULT, type KvAppendConfig, kvAppendKernel } from "../../kernels/kv_append.ts";
+import {
+  KV_APPEND_DEFAULT,
+  type KvAppendConfig,
+  kvAppendKernel,
+  type RopeFold,
+} from "../../kernels/kv_append.ts";
 import {
   candidatesBytes,
   scoresAttendFits,
@@ -216,6 +221,18 @@ const WIDE_REDUCE_ROWS = 128;
 
 /** attention: the dense split-K pair, or the four SparQ stages. */
 export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): Invocation[] {
+  return lowerFolding(ctx, node)!;
+}
+
+/**
+ * {@link lowerAttention}, with `fold` folded into the kernel that first reads the cache where
+ * that kernel takes it; undefined where `fold` is given and it does not.
+ */
+function lowerFolding(
+  ctx: LowerContext,
+  node: NodeOf<"attention">,
+  fold?: AppendFold,
+): Invocation[] | undefined {
   const [q, positions, ...cache] = node.inputs;
   const y = node.outputs[0];
   const { method } = node.attrs;
@@ -229,16 +246,7 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     tensorShape: number[],
     dtype: "f32" | "u32",
     persistent = false,
-  ) => {
-    const name = `${node.id}.${suffix}`;
-    ctx.scratch.set(name, {
-      shape: tensorShape,
-      dtype,
-      node: node.id,
-      ...(persistent ? { persistent } : {}),
-    });
-    return name;
-  };
+  ) => scratchTensor(ctx, node, suffix, tensorShape, dtype, persistent);
   const perShard = (
     kernel: Invocation["kernel"],
     args: string[],
@@ -270,6 +278,9 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     dispatch: grid1d(workgroups, maxPerDim),
   });
 
+  // Dense keeps the append apart: K and V writable made its reads of them slower than the
+  // dispatch it saves (docs/performance.md, issue 7 version 35).
+  if (method.kind === "dense" && fold) return undefined;
   if (method.kind === "dense") {
     const [kCache, vCache] = cache;
     const config = tuned<DenseConfig>(ctx, "attention_dense", shape);
@@ -335,25 +346,22 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
   }
 
   const [kCache, ktCache, vCache, vMean] = cache;
-  const launch = tuned<SparqConfig>(ctx, "attention_sparq", shape, {
-    sparq: { r: method.r, k: method.k, localWindow: method.localWindow },
-  }) ?? SPARQ_DEFAULT;
-  // Few gathering workgroups: stage 2b's spare SMs warm the translations of the cache they read.
-  const warm = allRows <= WARM_ROWS && ranges.length === 1;
+  const layout = sparqLayout(ctx, node);
+  const { warm, config, stage2a } = layout;
   const maxStorage = ctx.target.limits.maxStorageBuffersPerShaderStage;
-  // Few blocks: each stage is a few workgroups' latency, so 2a–3 chain in one dispatch (the last
-  // block of a row to finish goes on), counting arrivals in counters that stage 1 zeroes.
-  const { config, stage2a } = candidateLayout(shape, method, launch, allRows, warm, maxStorage);
   const chained = stage2a === "chained";
   const sizes = sparqScratch(shape, method, config);
+  // Few rows and positions, one query head per KV head: all four stages in one dispatch.
+  if (allInOne(layout, fold)) return [scoresAttendInvocation(ctx, node, layout, fold)];
+  // Where only the fold keeps the four stages from one kernel, one kernel without it is better;
+  // else stage 1's vec4 kernel takes the fold.
+  if (fold && (allInOne(layout) || scoresWidth(shape, config) === null)) return undefined;
   const scores = scratch("scores", sizes.scores, "f32");
   const blockStats = scratch("block_stats", sizes.blockStats, "f32");
   const candidates = scratch("candidates", sizes.candidates, "u32");
   const indices = scratch("indices", sizes.indices, "u32");
   const alpha = scratch("alpha", sizes.alpha, "f32");
-  const kType = ctx.types.get(kCache)!;
-  const cacheBytes = kType.shape.reduce((a, b) => a * b, 1) * dtypeBytes(kType.dtype);
-  const warmCount = warm ? warmWorkgroups(cacheBytes) : 0;
+  const warmCount = warm ? warmWorkgroups(cacheBytesOf(ctx, kCache)) : 0;
   const topkArgs = [
     scores,
     blockStats,
@@ -364,65 +372,35 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
     ...(warm ? [kCache, vCache] : []),
   ];
   const candidateBlocks = allRows * sizes.candidateBlocks;
-  // Few rows and positions, one query head per KV head: all four stages in one dispatch, the last
-  // block of each row going on to stages 2b and 3. Its counters live from call to call (the last
-  // block resets them), in a buffer of their own.
-  if (
-    stage2a === "in_scores" && warm && shape.maxSeq <= FUSED_MAX_SEQ &&
-    scoresAttendFits(shape, method, config, maxStorage, warm)
-  ) {
-    const counters = scratch("arrivals", [allRows], "u32", true);
-    // The blocks that finish before their row's last read the next matmul's weights.
-    const prefetch = ctx.prefetch &&
-        scoresAttendFits(shape, method, config, maxStorage, warm, true)
-      ? ctx.prefetch
-      : undefined;
-    return [whole(
-      build(ctx, () => sparqScoresAttendKernel(shape, method, config, warm, prefetch?.words)),
-      [
-        q,
-        positions,
-        ktCache,
-        scores,
-        blockStats,
-        candidates,
-        indices,
-        alpha,
-        kCache, // the caches whose translations it warms
-        vCache,
-        kCache,
-        vCache,
-        vMean,
-        y,
-        counters,
-        ...(prefetch ? [prefetch.tensor] : []),
-      ],
-      allRows,
-      sizes.blocks * allRows + warmCount,
-    )];
-  }
   const arrivals = chained ? [scratch("arrivals", [allRows], "u32")] : [];
+  const scoresKernel = build(
+    ctx,
+    () =>
+      stage2a === "in_scores"
+        ? sparqScoresCandidatesKernel(shape, method, config, fold?.rope)
+        // Four or eight positions per invocation where S allows (measured faster on the H100 for
+        // both one and several query heads per KV head; see sparqScoresVec4Kernel).
+        : scoresWidth(shape, config) !== null
+        ? sparqScoresVec4Kernel(shape, method, config, chained, fold?.rope)
+        : sparqScoresKernel(shape, method, config, chained),
+  );
+  const stage1Tensors: Record<string, string> = {
+    q: fold?.q ?? q,
+    positions,
+    kt_cache: ktCache,
+    scores,
+    block_stats: blockStats,
+    ...(chained ? { arrivals: arrivals[0] } : {}),
+    candidates,
+    // The fold: the new key and value, the caches it appends them to, and the rotated q it writes.
+    ...(fold
+      ? { k_new: fold.k, v_new: fold.v, k_cache: kCache, v_cache: vCache, v_mean: vMean, q_out: q }
+      : {}),
+  };
+  if (fold && storageNames(scoresKernel).length > maxStorage) return undefined;
   const scores1 = perShard(
-    // Four or eight positions per invocation where S allows (measured faster on the H100 for both one
-    // and several query heads per KV head; see sparqScoresVec4Kernel).
-    build(
-      ctx,
-      () =>
-        stage2a === "in_scores"
-          ? sparqScoresCandidatesKernel(shape, method, config)
-          : scoresWidth(shape, config) !== null
-          ? sparqScoresVec4Kernel(shape, method, config, chained)
-          : sparqScoresKernel(shape, method, config, chained),
-    ),
-    [
-      q,
-      positions,
-      ktCache,
-      scores,
-      blockStats,
-      ...arrivals,
-      ...(stage2a === "in_scores" ? [candidates] : []),
-    ],
+    scoresKernel,
+    storageNames(scoresKernel).map((name) => stage1Tensors[name]),
     (rows) => sizes.blocks * rows,
   );
   if (chained) {
@@ -476,4 +454,161 @@ export function lowerAttention(ctx: LowerContext, node: NodeOf<"attention">): In
         ),
       ]),
   ];
+}
+
+/** The names of a kernel's storage bindings, in binding order (the order of its arguments). */
+function storageNames(kernel: Invocation["kernel"]): string[] {
+  return kernel.bindings.filter((b) => b.access !== "uniform").map((b) => b.name);
+}
+
+/** Declares a tensor that lives only inside `node`'s kernels, and names it. */
+function scratchTensor(
+  ctx: LowerContext,
+  node: NodeOf<"attention">,
+  suffix: string,
+  shape: number[],
+  dtype: "f32" | "u32",
+  persistent = false,
+): string {
+  const name = `${node.id}.${suffix}`;
+  ctx.scratch.set(name, { shape, dtype, node: node.id, ...(persistent ? { persistent } : {}) });
+  return name;
+}
+
+/** The bytes of one cache tensor. */
+function cacheBytesOf(ctx: LowerContext, cache: string): number {
+  const type = ctx.types.get(cache)!;
+  return type.shape.reduce((a, b) => a * b, 1) * dtypeBytes(type.dtype);
+}
+
+/** How SparQ attention is laid out for a node: its shape, launch, and where stage 2a runs. */
+interface SparqLayout {
+  shape: AttentionKernelShape;
+  method: SparqKernelParams;
+  config: SparqConfig;
+  stage2a: Stage2a;
+  /** Few gathering workgroups: stage 2b's spare SMs warm the translations of the cache they read. */
+  warm: boolean;
+  rows: number;
+  maxStorage: number;
+}
+
+/** The SparQ layout of an attention node: tuned launch, warm-up, where stage 2a runs. */
+function sparqLayout(ctx: LowerContext, node: NodeOf<"attention">): SparqLayout {
+  const method = node.attrs.method as SparqKernelParams;
+  const cache = node.inputs.slice(2);
+  const shape = shapeOf(ctx, cache[0], node.attrs.heads);
+  const launch = tuned<SparqConfig>(ctx, "attention_sparq", shape, {
+    sparq: { r: method.r, k: method.k, localWindow: method.localWindow },
+  }) ?? SPARQ_DEFAULT;
+  const rows = shape.batch * shape.kvHeads;
+  const warm = rows <= WARM_ROWS && shardRanges(ctx, cache).length === 1;
+  const maxStorage = ctx.target.limits.maxStorageBuffersPerShaderStage;
+  // Few blocks: each stage is a few workgroups' latency, so 2a–3 chain in one dispatch (the last
+  // block of a row to finish goes on), counting arrivals in counters that stage 1 zeroes.
+  const { config, stage2a } = candidateLayout(shape, method, launch, rows, warm, maxStorage);
+  return { shape, method, config, stage2a, warm, rows, maxStorage };
+}
+
+/**
+ * Whether all four SparQ stages run in one kernel (few rows and positions, one query head per KV
+ * head), with `fold` folded in too where given.
+ */
+function allInOne(layout: SparqLayout, fold?: AppendFold): boolean {
+  const { shape, method, config, stage2a, warm, maxStorage } = layout;
+  return stage2a === "in_scores" && warm && shape.maxSeq <= FUSED_MAX_SEQ &&
+    scoresAttendFits(shape, method, config, maxStorage, warm, false, fold?.rope);
+}
+
+/**
+ * All four SparQ stages in one dispatch, the last block of each row going on to stages 2b and
+ * 3; with `fold`, also the rope of q and k and the append of the new token. Its counters live
+ * from call to call (the last block resets them), in a buffer of their own. Only where
+ * {@link allInOne}.
+ */
+function scoresAttendInvocation(
+  ctx: LowerContext,
+  node: NodeOf<"attention">,
+  layout: SparqLayout,
+  fold?: AppendFold,
+): Invocation {
+  const { shape, method, config, warm, rows, maxStorage } = layout;
+  const [q, positions, kCache, ktCache, vCache, vMean] = node.inputs;
+  const scratch = (suffix: string, tensorShape: number[], dtype: "f32" | "u32") =>
+    scratchTensor(ctx, node, suffix, tensorShape, dtype);
+  const sizes = sparqScratch(shape, method, config);
+  // The blocks that finish before their row's last read the next matmul's weights.
+  const prefetch = ctx.prefetch &&
+      scoresAttendFits(shape, method, config, maxStorage, warm, true, fold?.rope)
+    ? ctx.prefetch
+    : undefined;
+  const kernel = build(
+    ctx,
+    () => sparqScoresAttendKernel(shape, method, config, warm, prefetch?.words, fold?.rope),
+  );
+  const tensorOf: Record<string, string> = {
+    q: fold?.q ?? q,
+    positions,
+    kt_cache: ktCache,
+    scores: scratch("scores", sizes.scores, "f32"),
+    block_stats: scratch("block_stats", sizes.blockStats, "f32"),
+    candidates: scratch("candidates", sizes.candidates, "u32"),
+    indices: scratch("indices", sizes.indices, "u32"),
+    alpha: scratch("alpha", sizes.alpha, "f32"),
+    // The caches whose translations it warms.
+    k_words: kCache,
+    v_words: vCache,
+    k_cache: kCache,
+    v_cache: vCache,
+    v_mean: vMean,
+    y: node.outputs[0],
+    arrivals: scratchTensor(ctx, node, "arrivals", [rows], "u32", true),
+    ...(prefetch ? { prefetch: prefetch.tensor } : {}),
+    ...(fold ? { k_new: fold.k, v_new: fold.v } : {}),
+  };
+  const warmCount = warm ? warmWorkgroups(cacheBytesOf(ctx, kCache)) : 0;
+  return {
+    node: node.id,
+    kernel,
+    args: storageNames(kernel).map((name) => tensorOf[name]),
+    shard: 0,
+    params: [0, rows, 0, 0],
+    dispatch: grid1d(
+      sizes.blocks * rows + warmCount,
+      ctx.target.limits.maxComputeWorkgroupsPerDimension,
+    ),
+  };
+}
+
+/**
+ * What attention takes in place of the rope of q and k and the kv_append before it, when it folds
+ * them in (lower_fuse.ts): the unrotated q, the new key (unrotated) and value, and the rotation.
+ */
+export interface AppendFold {
+  q: string;
+  k: string;
+  v: string;
+  rope: RopeFold;
+}
+
+/**
+ * Attention with the rope of q and k and the kv_append of the new token folded in, where a kernel
+ * takes them; else undefined. The workgroups that read the cache rotate q as they load it, and
+ * the one whose block of positions holds the new token appends it before reading the cache: one
+ * dispatch fewer per layer. SparQ: in the four stages' one kernel, stage 3 takes q from stage 1's
+ * workgroup memory; where stage 1 is a dispatch of its own (its vec4 kernel, with stage 2a in it
+ * or not), its first block of each row writes the rotated q out for the stages after it. Dense
+ * keeps the append apart.
+ *
+ * @example
+ * ```ts
+ * // lowerAttentionWithAppend(ctx, attention, { q, k, v, rope: { rotaryDims: 128, theta: 1e4 } });
+ * ```
+ */
+export function lowerAttentionWithAppend(
+  ctx: LowerContext,
+  node: NodeOf<"attention">,
+  fold: AppendFold,
+): Invocation[] | undefined {
+  return lowerFolding(ctx, node, fold);
 }

@@ -10,9 +10,11 @@
  * - a matmul whose only consumer is an add: the add as the matmul's epilogue (residuals);
  * - an activation whose only consumer is a mul: act(gate) · up in one elementwise kernel (in the
  *   gate and up matmul's epilogue it measured slower: docs/performance.md);
- * - rope of q and of k at the same positions, and the kv_append of that k: one dispatch (or the
- *   two ropes alone where the cache is split over several buffers, or where the fused kernel's
- *   bindings exceed the target's limit).
+ * - rope of q and of k at the same positions, the kv_append of that k, and the attention of that
+ *   q: inside the attention kernel that first reads the cache, where it takes them (SparQ's:
+ *   `lowerAttentionWithAppend`);
+ * - else the ropes and the kv_append: one dispatch (or the two ropes alone where the cache is
+ *   split over several buffers, or where the fused kernel's bindings exceed the target's limit).
  *
  * @module
  */
@@ -24,6 +26,7 @@ import {
 import { workgroupsFor } from "../../kernels/grid.ts";
 import { KV_APPEND_DEFAULT, ropeAppendKernel } from "../../kernels/kv_append.ts";
 import type { Graph, Node, NodeOf } from "../ir.ts";
+import { lowerAttentionWithAppend } from "./lower_attention.ts";
 import { grid, type Invocation, type LowerContext, weightDtype } from "./lower_context.ts";
 import {
   type FoldedNorm,
@@ -32,6 +35,7 @@ import {
   rowSplit,
   vectorMatmul,
 } from "./lower_matmul.ts";
+import type { Prefetch } from "./lower_prefetch.ts";
 
 /** How many node inputs (and graph outputs) read each tensor. */
 export function useCounts(graph: Graph): Map<string, number> {
@@ -77,6 +81,7 @@ export function fuseAt(
   at: number,
   ctx: LowerContext,
   uses: ReadonlyMap<string, number>,
+  prefetchAt: (at: number) => Prefetch | undefined = () => undefined,
 ): Fused | undefined {
   const node = nodes[at];
   const next = nodes[at + 1];
@@ -99,6 +104,10 @@ export function fuseAt(
     uses.get(next.outputs[0]) === 1 &&
     third.inputs.slice(3).every((t) => (ctx.shardings.get(t)?.shards.length ?? 1) === 1)
   ) {
+    const attention = nodes[at + 3];
+    const folded = attention?.op === "attention" &&
+      foldedIntoAttention(ctx, uses, node, next, third, attention, prefetchAt(at + 3));
+    if (folded) return folded;
     const fused = ropesWithAppend(ctx, node, next, third);
     if (fused) return fused;
   }
@@ -224,4 +233,31 @@ function ropesWithAppend(
       dispatch: grid(ctx, workgroupsFor(count, KV_APPEND_DEFAULT.workgroup)),
     }],
   };
+}
+
+/**
+ * Rope of q and k, the kv_append of that k, and the attention of that q, in the attention's
+ * kernel where it takes them: the rotated q and k must have no other reader, and the attention
+ * read the cache that the kv_append writes, at the same positions.
+ */
+function foldedIntoAttention(
+  ctx: LowerContext,
+  uses: ReadonlyMap<string, number>,
+  qRope: NodeOf<"rope">,
+  kRope: NodeOf<"rope">,
+  append: NodeOf<"kv_append">,
+  attention: NodeOf<"attention">,
+  prefetch: Prefetch | undefined,
+): Fused | undefined {
+  const [q, positions, ...cache] = attention.inputs;
+  if (
+    q !== qRope.outputs[0] || uses.get(q) !== 1 || positions !== qRope.inputs[1] ||
+    cache.join() !== append.outputs.join()
+  ) return undefined;
+  const invocations = lowerAttentionWithAppend(
+    { ...ctx, node: attention, prefetch },
+    attention,
+    { q: qRope.inputs[0], k: kRope.inputs[0], v: append.inputs[1], rope: qRope.attrs },
+  );
+  return invocations && { nodes: 4, invocations };
 }
