@@ -109,6 +109,16 @@ cases.push({
 
 const LENGTHS = [5, 11];
 
+/** tiny-llama with one query head per KV head, of 64 components (SparQ's one-kernel path). */
+const TINY_MHA: ModelConfig = {
+  ...PRESETS.get("tiny-llama")!,
+  name: "tiny-mha",
+  numHeads: 2,
+  numKvHeads: 2,
+  headDim: 64,
+  hiddenSize: 128,
+};
+
 /**
  * Steps a model's compiled plan from a prefilled cache of `lengths` and checks each step's
  * logits against the float64 reference (and, for SparQ with k ≥ S, the dense graph's); with
@@ -216,14 +226,7 @@ Deno.test("attention kernels that read o_proj into the L2 for the next matmul le
   // per row, and read as much of o_proj as a 64 KiB L2 takes (48 KiB of its 64) — all four
   // stages in one kernel (its blocks that are not their row's last read it), or stages 2b–3
   // (workgroups dispatched past the rows and the warm-up read it). Dense reads none.
-  const mha: ModelConfig = {
-    ...PRESETS.get("tiny-llama")!,
-    name: "tiny-mha",
-    numHeads: 2,
-    numKvHeads: 2,
-    headDim: 64,
-    hiddenSize: 128,
-  };
+  const mha = TINY_MHA;
   const sparq: AttentionMethod = { kind: "sparq", r: 16, k: 40, localWindow: 0 };
   const cases: [ModelConfig, AttentionMethod, number, string][] = [
     [mha, dense, 16, "attention_dense_partial_reduce"],
@@ -262,14 +265,7 @@ Deno.test("SparQ rotates q and appends the new token itself, in whichever block 
   // stage 1 (with stage 2a) is a dispatch of its own that writes the rotated q out for stages 2b
   // and 3; grouped heads the same with stage 2a after stage 1. Dense keeps the append apart.
   if (!gpu.features.has("shader-f16")) return;
-  const mha: ModelConfig = {
-    ...PRESETS.get("tiny-llama")!,
-    name: "tiny-mha",
-    numHeads: 2,
-    numKvHeads: 2,
-    headDim: 64,
-    hiddenSize: 128,
-  };
+  const mha = TINY_MHA;
   const gqa: ModelConfig = { ...mha, name: "tiny-gqa", numHeads: 4, headDim: 32 };
   const sparq: AttentionMethod = { kind: "sparq", r: 16, k: 40, localWindow: 2 };
   const cases: [ModelConfig, AttentionMethod, number, string[]][] = [
