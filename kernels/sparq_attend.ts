@@ -49,6 +49,7 @@ import {
   scoresAttendKernel,
   scoresCandidatesBytes,
   scoresCandidatesFits,
+  scoresKtType,
 } from "./sparq_scores.ts";
 
 /**
@@ -586,12 +587,11 @@ function scoresAttendParts(
   prefetchWords = 0,
   rope?: RopeFold,
 ) {
-  const stage1 = scoresAttendBindings(s, c);
   const storage = mergeBindings(
-    stage1,
+    scoresAttendBindings(s, c),
     topkParts(s, warm, { warmFromCaches: rope !== undefined }).storage,
     ATTEND_BINDINGS,
-    rope ? appendBindings(stage1.find(([name]) => name === "kt_cache")![2]) : [],
+    rope ? appendBindings(scoresKtType(s, c)) : [],
     [["arrivals", "read_write", "atomic<u32>"]],
     prefetchParts(prefetchWords).storage,
   );
@@ -653,8 +653,7 @@ export function sparqScoresAttendKernel(
   const { storage, before } = scoresAttendParts(s, p, c, warm, prefetchWords, rope);
   const layout = fusedLayout("sparq_scores_attend", s, c, before);
   const topk = fusedTopk(s, p, c, warm, layout, rope !== undefined);
-  const ktType = storage.find(([name]) => name === "kt_cache")![2] as "vec4<u32>" | "KV4";
-  const ropeWgsl = rope ? `\n${appendInKernelWgsl(s.headDim, rope, ktType)}` : "";
+  const ropeWgsl = rope ? `\n${appendInKernelWgsl(s.headDim, rope, scoresKtType(s, c))}` : "";
   return scoresAttendKernel(s, p, c, {
     storage,
     warm,

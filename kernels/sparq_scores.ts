@@ -221,6 +221,21 @@ function vecKtType(width: number | null): "vec4<u32>" | "KV4" {
   return width === 8 ? "vec4<u32>" : "KV4";
 }
 
+/**
+ * The type by which the vec4 stage-1 kernel of a shape and launch binds Kᵀ (see
+ * {@link scoresWidth}).
+ *
+ * @example
+ * ```ts
+ * import { scoresKtType } from "./sparq_scores.ts";
+ * scoresKtType({ batch: 1, heads: 32, kvHeads: 32, headDim: 128, maxSeq: 16384,
+ *   kvDtype: "f16", workgroupStorage: 49152 }, { block: 2048, attendWorkgroup: 256 }); // "vec4<u32>"
+ * ```
+ */
+export function scoresKtType(s: AttentionKernelShape, c: SparqConfig): "vec4<u32>" | "KV4" {
+  return vecKtType(scoresWidth(s, c));
+}
+
 /** The bindings of the stage-1 kernels (Kᵀ and the scores typed per kernel). */
 function scoresBindings(ktType: string, scoresType: string, extra: ScoresExtra): Binding[] {
   const extras: Binding[] = extra === "arrivals"
@@ -509,7 +524,7 @@ export function scoresAttendKernel(
  * ```
  */
 export function scoresAttendBindings(s: AttentionKernelShape, c: SparqConfig): Binding[] {
-  return scoresBindings(vecKtType(scoresWidth(s, c)), "f32", "candidates");
+  return scoresBindings(scoresKtType(s, c), "f32", "candidates");
 }
 
 /**

@@ -569,6 +569,15 @@ export function warmWorkgroups(cacheBytes: number): number {
   return Math.ceil(cacheBytes / WARM_PAGE_BYTES / WARM_PAGES_PER_WORKGROUP);
 }
 
+/** What both warm-ups share: their constants and `fn warm_word(page)`. */
+const WARM_PAGE_WGSL = `const WARM_PAGE_WORDS = ${WARM_PAGE_BYTES / 4}u;
+const WARM_PAGES = ${WARM_PAGES_PER_WORKGROUP}u;
+// The u32 word of page \`page\` that the warm-up reads: another 256-byte line of each page, so
+// that the reads spread over memory channels.
+fn warm_word(page: u32) -> u32 {
+  return page * WARM_PAGE_WORDS + ((page * 2654435761u) % (WARM_PAGE_WORDS / 64u)) * 64u;
+}`;
+
 /**
  * The warm-up workgroups of stage 2b: one 4-byte read in each {@link WARM_PAGE_BYTES} of the K
  * and V caches, spread over several workgroups. At batch 1 stage 3 is a few workgroups, each
@@ -577,13 +586,7 @@ export function warmWorkgroups(cacheBytes: number): number {
  * of the same pages made earlier by many SMs, while stage 2b's few workgroups select, took it back
  * to 15 µs; made by stage 2b's own 16 workgroups they cost 33 µs (misses queue per SM).
  */
-const WARM_UP = `const WARM_PAGE_WORDS = ${WARM_PAGE_BYTES / 4}u;
-const WARM_PAGES = ${WARM_PAGES_PER_WORKGROUP}u;
-// The u32 word of page \`page\` that the warm-up reads: another 256-byte line of each page, so
-// that the reads spread over memory channels.
-fn warm_word(page: u32) -> u32 {
-  return page * WARM_PAGE_WORDS + ((page * 2654435761u) % (WARM_PAGE_WORDS / 64u)) * 64u;
-}
+const WARM_UP = `${WARM_PAGE_WGSL}
 fn warm_translations(w: u32, tid: u32) {
   let at = warm_word(w * WARM_PAGES + tid % WARM_PAGES);
   var word = 0u;
@@ -604,9 +607,8 @@ fn warm_translations(w: u32, tid: u32) {
  * when the row's last block reads them. Needs QUADS and KV4 (of `words` u32 words) from the kernel.
  */
 function warmUpFromCaches(words: number): string {
-  return `${
-    WARM_UP.slice(0, WARM_UP.indexOf("fn warm_translations"))
-  }fn warm_translations(w: u32, tid: u32) {
+  return `${WARM_PAGE_WGSL}
+fn warm_translations(w: u32, tid: u32) {
   let quad = warm_word(w * WARM_PAGES + tid % WARM_PAGES) / ${words}u;
   let cache_row = quad / (MAX_SEQ * QUADS);
   let near_new = cache_row < params.rows &&

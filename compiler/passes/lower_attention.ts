@@ -345,7 +345,7 @@ function lowerFolding(
     ];
   }
 
-  const [kCache, ktCache, vCache, vMean] = cache;
+  const [kCache, , vCache, vMean] = cache;
   const layout = sparqLayout(ctx, node);
   const { warm, config, stage2a } = layout;
   const maxStorage = ctx.target.limits.maxStorageBuffersPerShaderStage;
@@ -356,11 +356,20 @@ function lowerFolding(
   // Where only the fold keeps the four stages from one kernel, one kernel without it is better;
   // else stage 1's vec4 kernel takes the fold.
   if (fold && (allInOne(layout) || scoresWidth(shape, config) === null)) return undefined;
-  const scores = scratch("scores", sizes.scores, "f32");
-  const blockStats = scratch("block_stats", sizes.blockStats, "f32");
-  const candidates = scratch("candidates", sizes.candidates, "u32");
-  const indices = scratch("indices", sizes.indices, "u32");
-  const alpha = scratch("alpha", sizes.alpha, "f32");
+  const scoresKernel = build(
+    ctx,
+    () =>
+      stage2a === "in_scores"
+        ? sparqScoresCandidatesKernel(shape, method, config, fold?.rope)
+        // Four or eight positions per invocation where S allows (measured faster on the H100 for
+        // both one and several query heads per KV head; see sparqScoresVec4Kernel).
+        : scoresWidth(shape, config) !== null
+        ? sparqScoresVec4Kernel(shape, method, config, chained, fold?.rope)
+        : sparqScoresKernel(shape, method, config, chained),
+  );
+  if (fold && storageNames(scoresKernel).length > maxStorage) return undefined;
+  const tensors = sparqTensors(ctx, node, layout, fold);
+  const { scores, block_stats: blockStats, candidates, indices, alpha } = tensors;
   const warmCount = warm ? warmWorkgroups(cacheBytesOf(ctx, kCache)) : 0;
   const topkArgs = [
     scores,
@@ -373,31 +382,10 @@ function lowerFolding(
   ];
   const candidateBlocks = allRows * sizes.candidateBlocks;
   const arrivals = chained ? [scratch("arrivals", [allRows], "u32")] : [];
-  const scoresKernel = build(
-    ctx,
-    () =>
-      stage2a === "in_scores"
-        ? sparqScoresCandidatesKernel(shape, method, config, fold?.rope)
-        // Four or eight positions per invocation where S allows (measured faster on the H100 for
-        // both one and several query heads per KV head; see sparqScoresVec4Kernel).
-        : scoresWidth(shape, config) !== null
-        ? sparqScoresVec4Kernel(shape, method, config, chained, fold?.rope)
-        : sparqScoresKernel(shape, method, config, chained),
-  );
   const stage1Tensors: Record<string, string> = {
-    q: fold?.q ?? q,
-    positions,
-    kt_cache: ktCache,
-    scores,
-    block_stats: blockStats,
+    ...tensors,
     ...(chained ? { arrivals: arrivals[0] } : {}),
-    candidates,
-    // The fold: the new key and value, the caches it appends them to, and the rotated q it writes.
-    ...(fold
-      ? { k_new: fold.k, v_new: fold.v, k_cache: kCache, v_cache: vCache, v_mean: vMean, q_out: q }
-      : {}),
   };
-  if (fold && storageNames(scoresKernel).length > maxStorage) return undefined;
   const scores1 = perShard(
     scoresKernel,
     storageNames(scoresKernel).map((name) => stage1Tensors[name]),
@@ -481,6 +469,40 @@ function cacheBytesOf(ctx: LowerContext, cache: string): number {
   return type.shape.reduce((a, b) => a * b, 1) * dtypeBytes(type.dtype);
 }
 
+/**
+ * The tensors SparQ's kernels bind, by their binding names: the node's operands, the caches once
+ * more as the warm-up's word views, the scratch every arrangement has (declared here), and with
+ * `fold` the unrotated q as `q`, the rotated one as `q_out`, the new key and value.
+ */
+function sparqTensors(
+  ctx: LowerContext,
+  node: NodeOf<"attention">,
+  layout: SparqLayout,
+  fold?: AppendFold,
+): Record<string, string> {
+  const [q, positions, kCache, ktCache, vCache, vMean] = node.inputs;
+  const sizes = sparqScratch(layout.shape, layout.method, layout.config);
+  const scratch = (suffix: string, shape: number[], dtype: "f32" | "u32") =>
+    scratchTensor(ctx, node, suffix, shape, dtype);
+  return {
+    q: fold?.q ?? q,
+    positions,
+    kt_cache: ktCache,
+    k_cache: kCache,
+    v_cache: vCache,
+    v_mean: vMean,
+    y: node.outputs[0],
+    k_words: kCache,
+    v_words: vCache,
+    scores: scratch("scores", sizes.scores, "f32"),
+    block_stats: scratch("block_stats", sizes.blockStats, "f32"),
+    candidates: scratch("candidates", sizes.candidates, "u32"),
+    indices: scratch("indices", sizes.indices, "u32"),
+    alpha: scratch("alpha", sizes.alpha, "f32"),
+    ...(fold ? { q_out: q, k_new: fold.k, v_new: fold.v } : {}),
+  };
+}
+
 /** How SparQ attention is laid out for a node: its shape, launch, and where stage 2a runs. */
 interface SparqLayout {
   shape: AttentionKernelShape;
@@ -533,9 +555,6 @@ function scoresAttendInvocation(
   fold?: AppendFold,
 ): Invocation {
   const { shape, method, config, warm, rows, maxStorage } = layout;
-  const [q, positions, kCache, ktCache, vCache, vMean] = node.inputs;
-  const scratch = (suffix: string, tensorShape: number[], dtype: "f32" | "u32") =>
-    scratchTensor(ctx, node, suffix, tensorShape, dtype);
   const sizes = sparqScratch(shape, method, config);
   // The blocks that finish before their row's last read the next matmul's weights.
   const prefetch = ctx.prefetch &&
@@ -547,26 +566,11 @@ function scoresAttendInvocation(
     () => sparqScoresAttendKernel(shape, method, config, warm, prefetch?.words, fold?.rope),
   );
   const tensorOf: Record<string, string> = {
-    q: fold?.q ?? q,
-    positions,
-    kt_cache: ktCache,
-    scores: scratch("scores", sizes.scores, "f32"),
-    block_stats: scratch("block_stats", sizes.blockStats, "f32"),
-    candidates: scratch("candidates", sizes.candidates, "u32"),
-    indices: scratch("indices", sizes.indices, "u32"),
-    alpha: scratch("alpha", sizes.alpha, "f32"),
-    // The caches whose translations it warms.
-    k_words: kCache,
-    v_words: vCache,
-    k_cache: kCache,
-    v_cache: vCache,
-    v_mean: vMean,
-    y: node.outputs[0],
+    ...sparqTensors(ctx, node, layout, fold),
     arrivals: scratchTensor(ctx, node, "arrivals", [rows], "u32", true),
     ...(prefetch ? { prefetch: prefetch.tensor } : {}),
-    ...(fold ? { k_new: fold.k, v_new: fold.v } : {}),
   };
-  const warmCount = warm ? warmWorkgroups(cacheBytesOf(ctx, kCache)) : 0;
+  const warmCount = warm ? warmWorkgroups(cacheBytesOf(ctx, tensorOf.k_cache)) : 0;
   return {
     node: node.id,
     kernel,
