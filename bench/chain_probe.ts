@@ -16,7 +16,17 @@
  *   8 or all 16 pieces of each invocation), a quarter or half of each row copied into workgroup
  *   memory first (`staged`), each team's rows read into the L2 first, or the counter polled less
  *   often;
+ * - `quarters waited for`: chained, whole rows per workgroup, but each quarter of the inputs
+ *   waited for just before its pieces are used (the matmul before counts its final outputs per
+ *   quarter), so a workgroup that starts in the previous matmul's tail works on the quarters
+ *   already final;
  * - `unchained`: one dispatch without the waits (wrong results; the time the bytes alone take);
+ * - `sliced`: each matmul split over its inputs into slices (split-K), slice by slice or (`by
+ *   rows`) a row block's slices one after another: a workgroup of slice s waits only until the
+ *   previous matmul's outputs of slice s are final, and the last of a row block's slices to
+ *   finish adds their sums and writes the rows. So the next matmul's first slices could run in
+ *   the previous one's tail, where a whole-matmul wait leaves the bandwidth of the slots its
+ *   workgroups vacate unused;
  * - separate and unchained with 8 or 4 rows per workgroup (workgroups that live shorter).
  *
  * Every variant's outputs are compared with those of the separate dispatches that load as it
@@ -80,11 +90,21 @@ interface Variant {
    * loads land there, not in registers that the whole kernel would then hold).
    */
   staged?: number;
+  /** Slices of each matmul's inputs (split-K), waited for one by one (`slicedSource`). */
+  slices?: number;
+  /** Sliced: a row block's slices in consecutive workgroups (else slice by slice). */
+  rowMajor?: boolean;
+  /**
+   * Whole rows per workgroup, but each quarter of the inputs waited for on its own, just before
+   * its pieces are used: the previous matmul counts its final outputs per quarter.
+   */
+  progressive?: boolean;
 }
 
 /** The kernel of a variant. */
 function source(
-  { wait, early, landed, backoff, touch, rowsPerWg = ROWS, staged = 0 }: Variant,
+  { wait, early, landed, backoff, touch, rowsPerWg = ROWS, staged = 0, progressive }: Variant,
+  matmuls: number,
 ): string {
   const ROWS = rowsPerWg;
   // Staged pieces take the place of early loads; a staged variant names `early: 1` only to be
@@ -103,7 +123,25 @@ function source(
     (_, k) => `  acc += piece(stash[${k * invocations}u + tid], seg.x_at, lane + ${k * 32}u);`,
   ).join("\n");
   // After the wait: the first unstaged group's loads go out before the staged pieces are used.
-  const afterWait = staged > 0
+  const quarterWait = (g: number) =>
+    `  if (s > first) {
+    if (tid == 0u) {
+      var spins = 0u;
+      while (atomicLoad(&done[${matmuls}u + (s - 1u) * 4u + ${g}u]) < ${INNER / 4 / ROWS}u &&
+        spins < ${SPIN_LIMIT}u) {
+        spins++;
+      }
+    }
+    storageBarrier();
+    workgroupBarrier();
+  }`;
+  const afterWait = progressive
+    ? Array.from(
+      { length: PER_LANE / 4 },
+      (_, g) =>
+        `${g + early < PER_LANE / 4 ? loads(g + early, 1) : ""}\n${quarterWait(g)}\n${uses(g, 1)}`,
+    ).join("\n")
+    : staged > 0
     ? `${loads(staged, 1)}\n${stashUses}\n${uses(staged, 1)}\n${
       Array.from({ length: PER_LANE / 4 - staged - 1 }, (_, g) =>
         `${loads(staged + 1 + g, 1)}\n${uses(staged + 1 + g, 1)}`).join("\n")
@@ -162,7 +200,7 @@ ${
       : ""
   }
 ${
-    wait
+    wait && !progressive
       ? `  if (s > first) {
     if (tid == 0u) {
       let need = seg.first_wg - segments[s - 1u].first_wg;
@@ -197,7 +235,124 @@ ${afterWait}
     act[(seg.y_at + (wg - seg.first_wg) * ${ROWS}u) / 4u + tid] = sums * 1.3; // keeps |y| near |x|
   }
   storageBarrier();
-  if (tid == 0u) { atomicAdd(&done[s], 1u); }
+  if (tid == 0u) { atomicAdd(&done[s], 1u); }${
+    progressive
+      ? `
+  let block = wg - seg.first_wg;
+  if (tid == 0u && block * ${ROWS}u < ${INNER}u) {
+    atomicAdd(&done[${matmuls}u + s * 4u + block / ${INNER / 4 / ROWS}u], 1u);
+  }`
+      : ""
+  }
+}
+`;
+}
+
+/**
+ * The kernel of a sliced variant: workgroup `wg` of a matmul takes slice `wg / blocks` of its
+ * inputs for row block `wg % blocks`, so a matmul's workgroups start slice by slice. Counters in
+ * `done`: per matmul and slice of its first INNER outputs, the row blocks made final
+ * (`FINAL + matmul · slices + slice`); per row block, its slices summed (`ARRIVED + block`).
+ * Each (slice, row block)'s partial sums get a 128-byte line of their own, so that no SM can
+ * hold a stale copy of a line another workgroup writes.
+ */
+function slicedSource(
+  { wait, slices, rowsPerWg = ROWS, rowMajor }: Variant,
+  matmuls: number,
+): string {
+  const ROWS = rowsPerWg;
+  const perSlice = PER_LANE / slices!;
+  const load = Array.from(
+    { length: perSlice },
+    (_, j) => `  let w${j} = weights[at + ${j * 32}u];`,
+  ).join("\n");
+  const use = Array.from(
+    { length: perSlice },
+    (_, j) => `  acc += piece(w${j}, seg.x_at, first_piece + ${j * 32}u);`,
+  ).join("\n");
+  return `
+struct Segment { first_wg: u32, rows: u32, w_piece: u32, x_at: u32, y_at: u32, p0: u32, p1: u32, p2: u32 }
+@group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> act: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> done: array<atomic<u32>>;
+@group(0) @binding(3) var<storage, read> segments: array<Segment>;
+@group(0) @binding(4) var<uniform> launch: vec4<u32>;
+@group(0) @binding(5) var<storage, read_write> parts: array<vec4<f32>>;
+const SLICES = ${slices}u;
+const FINAL = ${matmuls}u;
+const ARRIVED = FINAL + ${matmuls * slices!}u;
+const BLOCKS_PER_SLICE = ${INNER / slices! / ROWS}u;
+var<workgroup> partial: array<f32, ${ROWS * 32}>;
+var<workgroup> last_slice: u32;
+
+fn piece(w: vec4<u32>, x_at: u32, p: u32) -> f32 {
+  let xa = act[x_at / 4u + 2u * p];
+  let xb = act[x_at / 4u + 2u * p + 1u];
+  return dot(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), xa) +
+    dot(vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), xb);
+}
+
+@compute @workgroup_size(${ROWS * 32})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid: u32) {
+  let first = launch.x;
+  let last = launch.x + launch.y - 1u;
+  let wg = segments[first].first_wg + wid.x;
+  var s = first;
+  while (s < last && wg >= segments[s + 1u].first_wg) { s++; }
+  let seg = segments[s];
+  let blocks = seg.rows / ${ROWS}u;
+  let slice = (wg - seg.first_wg) ${rowMajor ? "% SLICES" : "/ blocks"};
+  let block = (wg - seg.first_wg) ${rowMajor ? "/ SLICES" : "% blocks"};
+  let lane = tid % 32u;
+  let row = block * ${ROWS}u + tid / 32u;
+  let first_piece = slice * ${perSlice * 32}u + lane;
+  let at = seg.w_piece + row * ${PIECES}u + first_piece;
+${load}
+${
+    wait
+      ? `  if (s > first) {
+    if (tid == 0u) {
+      var spins = 0u;
+      while (atomicLoad(&done[FINAL + (s - 1u) * SLICES + slice]) < BLOCKS_PER_SLICE &&
+        spins < ${SPIN_LIMIT}u) {
+        spins++;
+      }
+    }
+    storageBarrier();
+    workgroupBarrier();
+  }`
+      : ""
+  }
+  var acc = 0.0;
+${use}
+  partial[tid] = acc;
+  workgroupBarrier();
+  let global_block = (seg.y_at - ${INNER}u) / ${ROWS}u + block;
+  if (tid < ${ROWS / 4}u) {
+    var sums = vec4<f32>(0.0);
+    for (var l = 0u; l < 32u; l++) {
+      sums += vec4<f32>(partial[(4u * tid) * 32u + l], partial[(4u * tid + 1u) * 32u + l],
+        partial[(4u * tid + 2u) * 32u + l], partial[(4u * tid + 3u) * 32u + l]);
+    }
+    parts[(global_block * SLICES + slice) * 8u + tid] = sums;
+  }
+  storageBarrier();
+  workgroupBarrier();
+  if (tid == 0u) {
+    last_slice = select(0u, 1u, atomicAdd(&done[ARRIVED + global_block], 1u) == SLICES - 1u);
+  }
+  if (workgroupUniformLoad(&last_slice) == 0u) { return; }
+  storageBarrier();
+  if (tid < ${ROWS / 4}u) {
+    var y = vec4<f32>(0.0);
+    for (var t = 0u; t < SLICES; t++) { y += parts[(global_block * SLICES + t) * 8u + tid]; }
+    act[(seg.y_at + block * ${ROWS}u) / 4u + tid] = y * 1.3; // keeps |y| near |x|
+  }
+  storageBarrier();
+  workgroupBarrier();
+  if (tid == 0u && block * ${ROWS}u < ${INNER}u) {
+    atomicAdd(&done[FINAL + s * SLICES + block / BLOCKS_PER_SLICE], 1u);
+  }
 }
 `;
 }
@@ -214,14 +369,14 @@ const layers = Math.max(1, Math.min(4, Math.floor(limit / layerBytes)));
 const rows = Array.from({ length: layers }, () => layerRows).flat();
 
 /** The segment table for a workgroup's rows: workgroups, weight pieces and activation offsets. */
-function segmentTable(rowsPerWg: number): Uint32Array<ArrayBuffer> {
+function segmentTable(rowsPerWg: number, slices: number): Uint32Array<ArrayBuffer> {
   const table = new Uint32Array(rows.length * 8);
   let firstWg = 0, at = 0, yAt = INNER;
   for (const [i, n] of rows.entries()) {
     // x of matmul i is the start of matmul i − 1's output (of the first, the first INNER floats).
     const xAt = i === 0 ? 0 : table[(i - 1) * 8 + 4];
     table.set([firstWg, n, at, xAt, yAt], i * 8);
-    firstWg += n / rowsPerWg;
+    firstWg += n / rowsPerWg * slices;
     at += n * PIECES;
     yAt += n;
   }
@@ -236,17 +391,21 @@ const storage = (size: number, usage = 0) =>
   device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | usage });
 const weights = storage(piece * 16, GPUBufferUsage.COPY_DST);
 const act = storage(actFloats * 4, GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC);
-// One counter per matmul, and a last one that no load ever lands on.
-const done = storage(rows.length * 4 + 4, GPUBufferUsage.COPY_DST);
+// One counter per matmul, the sliced variants' counters (up to 8 slices, 8 rows per workgroup),
+// and a last one that no load ever lands on.
+const done = storage((rows.length * 9 + rowTotal / 8 + 1) * 4, GPUBufferUsage.COPY_DST);
+// The sliced variants' partial sums: a 128-byte line per (row block, slice).
+const parts = storage(rowTotal / 8 * 8 * 128);
 const tables = new Map<number, { table: Uint32Array<ArrayBuffer>; buffer: GPUBuffer }>();
-function tableOf(rowsPerWg: number) {
-  if (!tables.has(rowsPerWg)) {
-    const table = segmentTable(rowsPerWg);
+function tableOf(rowsPerWg: number, slices: number) {
+  const key = rowsPerWg * 100 + slices;
+  if (!tables.has(key)) {
+    const table = segmentTable(rowsPerWg, slices);
     const buffer = storage(table.byteLength, GPUBufferUsage.COPY_DST);
     device.queue.writeBuffer(buffer, 0, table);
-    tables.set(rowsPerWg, { table, buffer });
+    tables.set(key, { table, buffer });
   }
-  return tables.get(rowsPerWg)!;
+  return tables.get(key)!;
 }
 
 // Weights: f16 halves of small seeded values, written in 64 MiB pieces.
@@ -264,9 +423,10 @@ const x0 = new Float32Array(INNER).map((_, i) => Math.sin(i));
 
 const pipelineCache = new Map<string, GPUComputePipeline>();
 function pipelineOf(v: Variant): GPUComputePipeline {
-  const key = `${v.wait} ${v.early} ${v.landed} ${v.backoff} ${v.touch} ${v.rowsPerWg} ${v.staged}`;
+  const key =
+    `${v.wait} ${v.early} ${v.landed} ${v.backoff} ${v.touch} ${v.rowsPerWg} ${v.staged} ${v.slices} ${v.rowMajor} ${v.progressive}`;
   if (!pipelineCache.has(key)) {
-    const code = source(v);
+    const code = v.slices ? slicedSource(v, rows.length) : source(v, rows.length);
     pipelineCache.set(
       key,
       device.createComputePipeline({
@@ -285,8 +445,8 @@ interface Launch {
 }
 function launches(v: Variant): Launch[] {
   const per = v.per;
-  const { table, buffer: segments } = tableOf(v.rowsPerWg ?? ROWS);
-  const total = rowTotal / (v.rowsPerWg ?? ROWS);
+  const { table, buffer: segments } = tableOf(v.rowsPerWg ?? ROWS, v.slices ?? 1);
+  const total = rowTotal / (v.rowsPerWg ?? ROWS) * (v.slices ?? 1);
   const out: Launch[] = [];
   for (let first = 0; first < rows.length; first += per) {
     const count = Math.min(per, rows.length - first);
@@ -300,7 +460,10 @@ function launches(v: Variant): Launch[] {
       workgroups: end - table[first * 8],
       group: device.createBindGroup({
         layout: pipelineOf(v).getBindGroupLayout(0),
-        entries: [weights, act, done, segments, params].map((buffer, binding) => ({
+        entries: [weights, act, done, segments, params, ...(v.slices ? [parts] : [])].map((
+          buffer,
+          binding,
+        ) => ({
           binding,
           resource: { buffer },
         })),
@@ -376,6 +539,41 @@ const variants: Variant[] = [
     landed: true,
     rowsPerWg: 8,
   },
+  // Slices sum in another order than the reference: |Δ| at float32 rounding counts as equal.
+  { name: "sliced ×4, separate", per: 1, wait: false, early: 1, slices: 4 },
+  { name: "sliced ×4, chained", per: all, wait: true, early: 1, slices: 4 },
+  { name: "sliced ×4, unchained", per: all, wait: false, early: 1, slices: 4 },
+  { name: "sliced ×2, chained", per: all, wait: true, early: 1, slices: 2 },
+  { name: "sliced ×2, separate", per: 1, wait: false, early: 1, slices: 2 },
+  { name: "sliced ×2, unchained", per: all, wait: false, early: 1, slices: 2 },
+  { name: "quarters waited for, chained", per: all, wait: true, early: 1, progressive: true },
+  {
+    name: "quarters waited for, chained, 2 groups ahead",
+    per: all,
+    wait: true,
+    early: 2,
+    progressive: true,
+  },
+  {
+    name: "quarters waited for, chained, 8 rows per workgroup",
+    per: all,
+    wait: true,
+    early: 1,
+    progressive: true,
+    rowsPerWg: 8,
+  },
+  { name: "quarters waited for, pairs", per: 2, wait: true, early: 1, progressive: true },
+  { name: "sliced ×4 by rows, chained", per: all, wait: true, early: 1, slices: 4, rowMajor: true },
+  { name: "sliced ×2 by rows, chained", per: all, wait: true, early: 1, slices: 2, rowMajor: true },
+
+  {
+    name: "sliced ×2, chained, 8 rows per workgroup",
+    per: all,
+    wait: true,
+    early: 1,
+    slices: 2,
+    rowsPerWg: 8,
+  },
 ];
 const { nsPerTick } = await calibrateTicks(gpuProbe(device, gpu.info.isFallbackAdapter));
 const readback = device.createBuffer({
@@ -417,7 +615,7 @@ for (const v of variants) {
   await readback.mapAsync(GPUMapMode.READ);
   const result = new Float32Array(readback.getMappedRange().slice(0));
   readback.unmap();
-  if (v.per === 1 && !references.has(v.early)) references.set(v.early, result);
+  if (v.per === 1 && !v.slices && !references.has(v.early)) references.set(v.early, result);
   const reference = references.get(v.early) ?? references.get(1)!;
   let worst = 0;
   for (let i = 0; i < actFloats; i++) worst = Math.max(worst, Math.abs(result[i] - reference[i]));
