@@ -1,9 +1,6 @@
 import { deepStrictEqual, throws } from "node:assert/strict";
-import {
-  denseLayout,
-  densePartialReduceFits,
-  densePartialSubgroupKernel,
-} from "./attention_dense.ts";
+import { denseLayout } from "./attention_dense.ts";
+import { densePartialReduceFits, densePartialSubgroupKernel } from "./attention_dense_subgroup.ts";
 
 const shape = (heads: number, kvHeads: number, headDim: number) => ({
   batch: 1,

@@ -21,7 +21,7 @@ import {
   rowLayout,
 } from "./wgsl_common.ts";
 import { indentLines, rowDots, unroll, valueRows } from "./unrolled.ts";
-import { subgroupDotSums, subgroupRowCount, subgroupRowsFit } from "./attention_dense.ts";
+import { subgroupDotSums, subgroupRowCount, subgroupRowsFit } from "./subgroup_rows.ts";
 import {
   type Binding,
   mergeBindings,

@@ -11,19 +11,23 @@
  * @module
  */
 import {
-  DENSE_REDUCE_WIDE_WORKGROUP,
-  DENSE_REDUCE_WORKGROUP,
   type DenseConfig,
   denseLayout,
   densePartialKernel,
-  densePartialReduceFits,
-  densePartialSubgroupKernel,
+} from "../../kernels/attention_dense.ts";
+import {
+  DENSE_REDUCE_WIDE_WORKGROUP,
+  DENSE_REDUCE_WORKGROUP,
   denseReduceFewKernel,
   denseReduceFewWorkgroups,
   denseReduceKernel,
   FEW_CHUNKS,
-  subgroupRowsFit,
-} from "../../kernels/attention_dense.ts";
+} from "../../kernels/attention_dense_reduce.ts";
+import {
+  densePartialReduceFits,
+  densePartialSubgroupKernel,
+} from "../../kernels/attention_dense_subgroup.ts";
+import { subgroupRowsFit } from "../../kernels/subgroup_rows.ts";
 import { grid1d } from "../../kernels/grid.ts";
 import { type ExtraPrefetch, prefetchWorkgroups } from "../../kernels/l2_prefetch.ts";
 import {
