@@ -26,7 +26,9 @@
  *   previous matmul's outputs of slice s are final, and the last of a row block's slices to
  *   finish adds their sums and writes the rows. So the next matmul's first slices could run in
  *   the previous one's tail, where a whole-matmul wait leaves the bandwidth of the slots its
- *   workgroups vacate unused;
+ *   workgroups vacate unused; or (`summed on read`) by rows with no merge at all: the next
+ *   matmul adds the slices' partial sums as it reads x (its outputs are partial sums: timing
+ *   only);
  * - separate and unchained with 8 or 4 rows per workgroup (workgroups that live shorter).
  *
  * Every variant's outputs are compared with those of the separate dispatches that load as it
@@ -94,6 +96,11 @@ interface Variant {
   slices?: number;
   /** Sliced: a row block's slices in consecutive workgroups (else slice by slice). */
   rowMajor?: boolean;
+  /**
+   * Sliced by rows, no merge: each workgroup writes its slice's partial sums and counts itself
+   * done; the next matmul adds the partials as it reads x (`summedSource`).
+   */
+  summed?: boolean;
   /**
    * Whole rows per workgroup, but each quarter of the inputs waited for on its own, just before
    * its pieces are used: the previous matmul counts its final outputs per quarter.
@@ -357,6 +364,110 @@ ${use}
 `;
 }
 
+/**
+ * The kernel of a sliced variant whose partial sums nobody merges: workgroup `wg` of a matmul
+ * takes slice `wg % SLICES` of its inputs for row block `wg / SLICES`, writes its rows' partial
+ * sums (`parts`, [slice][row]) and counts itself done for the slice of outputs its rows lie in.
+ * The next matmul waits until every workgroup of its input slice's rows is done, then adds the
+ * SLICES partials of that slice of x once, into workgroup memory, which its teams read. No
+ * arrival count per row block and no merge at the end of it: what a split costs at least.
+ */
+function summedSource({ wait, slices, rowsPerWg = ROWS }: Variant, matmuls: number): string {
+  const ROWS = rowsPerWg;
+  const perSlice = PER_LANE / slices!;
+  const load = Array.from(
+    { length: perSlice },
+    (_, j) => `  let w${j} = weights[at + ${j * 32}u];`,
+  ).join("\n");
+  const use = Array.from(
+    { length: perSlice },
+    (_, j) => `  acc += piece(w${j}, lane + ${j * 32}u);`,
+  ).join("\n");
+  const inputs = INNER / slices!;
+  return `
+struct Segment { first_wg: u32, rows: u32, w_piece: u32, x_at: u32, y_at: u32, p0: u32, p1: u32, p2: u32 }
+@group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> act: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> done: array<atomic<u32>>;
+@group(0) @binding(3) var<storage, read> segments: array<Segment>;
+@group(0) @binding(4) var<uniform> launch: vec4<u32>;
+@group(0) @binding(5) var<storage, read_write> parts: array<vec4<f32>>;
+const SLICES = ${slices}u;
+const FINAL = ${matmuls}u;
+const ROW_TOTAL = ${rowTotal}u;
+const INPUTS = ${inputs}u;
+// Workgroups that must be done before a slice of outputs is whole: its row blocks × the slices.
+const SLICE_DONE = ${(inputs / ROWS) * slices!}u;
+var<workgroup> partial: array<f32, ${ROWS * 32}>;
+var<workgroup> xs: array<vec4<f32>, ${inputs / 4}>;
+
+fn piece(w: vec4<u32>, p: u32) -> f32 {
+  return dot(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), xs[2u * p]) +
+    dot(vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), xs[2u * p + 1u]);
+}
+
+@compute @workgroup_size(${ROWS * 32})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid: u32) {
+  let first = launch.x;
+  let last = launch.x + launch.y - 1u;
+  let wg = segments[first].first_wg + wid.x;
+  var s = first;
+  while (s < last && wg >= segments[s + 1u].first_wg) { s++; }
+  let seg = segments[s];
+  let slice = (wg - seg.first_wg) % SLICES;
+  let block = (wg - seg.first_wg) / SLICES;
+  let lane = tid % 32u;
+  let row = block * ${ROWS}u + tid / 32u;
+  let at = seg.w_piece + row * ${PIECES}u + slice * ${perSlice * 32}u + lane;
+${load}
+${
+    wait
+      ? `  if (s > first) {
+    if (tid == 0u) {
+      var spins = 0u;
+      while (atomicLoad(&done[FINAL + (s - 1u) * SLICES + slice]) < SLICE_DONE &&
+        spins < ${SPIN_LIMIT}u) {
+        spins++;
+      }
+    }
+    storageBarrier();
+    workgroupBarrier();
+  }`
+      : ""
+  }
+  // This slice of x: the input itself for the first matmul, else the sum of the partials.
+  for (var i = tid; i < INPUTS / 4u; i += ${ROWS * 32}u) {
+    if (s == 0u) {
+      xs[i] = act[(seg.x_at + slice * INPUTS) / 4u + i];
+    } else {
+      var x = vec4<f32>(0.0);
+      for (var t = 0u; t < SLICES; t++) {
+        x += parts[(t * ROW_TOTAL + seg.x_at - ${INNER}u + slice * INPUTS) / 4u + i];
+      }
+      xs[i] = x * 1.3; // keeps |y| near |x|
+    }
+  }
+  workgroupBarrier();
+  var acc = 0.0;
+${use}
+  partial[tid] = acc;
+  workgroupBarrier();
+  if (tid < ${ROWS / 4}u) {
+    var sums = vec4<f32>(0.0);
+    for (var l = 0u; l < 32u; l++) {
+      sums += vec4<f32>(partial[(4u * tid) * 32u + l], partial[(4u * tid + 1u) * 32u + l],
+        partial[(4u * tid + 2u) * 32u + l], partial[(4u * tid + 3u) * 32u + l]);
+    }
+    parts[(slice * ROW_TOTAL + seg.y_at - ${INNER}u + block * ${ROWS}u) / 4u + tid] = sums;
+  }
+  storageBarrier();
+  if (tid == 0u && block * ${ROWS}u < ${INNER}u) {
+    atomicAdd(&done[FINAL + s * SLICES + block * ${ROWS}u / INPUTS], 1u);
+  }
+}
+`;
+}
+
 const gpu = await openGpu();
 const device = gpu.device;
 const limit = device.limits.maxStorageBufferBindingSize;
@@ -424,9 +535,13 @@ const x0 = new Float32Array(INNER).map((_, i) => Math.sin(i));
 const pipelineCache = new Map<string, GPUComputePipeline>();
 function pipelineOf(v: Variant): GPUComputePipeline {
   const key =
-    `${v.wait} ${v.early} ${v.landed} ${v.backoff} ${v.touch} ${v.rowsPerWg} ${v.staged} ${v.slices} ${v.rowMajor} ${v.progressive}`;
+    `${v.wait} ${v.early} ${v.landed} ${v.backoff} ${v.touch} ${v.rowsPerWg} ${v.staged} ${v.slices} ${v.rowMajor} ${v.progressive} ${v.summed}`;
   if (!pipelineCache.has(key)) {
-    const code = v.slices ? slicedSource(v, rows.length) : source(v, rows.length);
+    const code = v.summed
+      ? summedSource(v, rows.length)
+      : v.slices
+      ? slicedSource(v, rows.length)
+      : source(v, rows.length);
     pipelineCache.set(
       key,
       device.createComputePipeline({
@@ -563,6 +678,39 @@ const variants: Variant[] = [
     rowsPerWg: 8,
   },
   { name: "quarters waited for, pairs", per: 2, wait: true, early: 1, progressive: true },
+  // Summed on read: the outputs stay partial sums, so they are not compared (timing only).
+  {
+    name: "sliced ×2, summed on read, chained",
+    per: all,
+    wait: true,
+    early: 1,
+    slices: 2,
+    summed: true,
+  },
+  {
+    name: "sliced ×2, summed on read, unchained",
+    per: all,
+    wait: false,
+    early: 1,
+    slices: 2,
+    summed: true,
+  },
+  {
+    name: "sliced ×4, summed on read, chained",
+    per: all,
+    wait: true,
+    early: 1,
+    slices: 4,
+    summed: true,
+  },
+  {
+    name: "sliced ×4, summed on read, unchained",
+    per: all,
+    wait: false,
+    early: 1,
+    slices: 4,
+    summed: true,
+  },
   { name: "sliced ×4 by rows, chained", per: all, wait: true, early: 1, slices: 4, rowMajor: true },
   { name: "sliced ×2 by rows, chained", per: all, wait: true, early: 1, slices: 2, rowMajor: true },
 
@@ -624,7 +772,7 @@ for (const v of variants) {
   const us = summarize(ticks.map((t) => t * nsPerTick)).median / 1000;
   const line = `${v.name} | ${plan.length} | ${us.toFixed(1)} | ${
     (piece * 16 / us / 1000).toFixed(0)
-  } | ${worst.toExponential(2)}`;
+  } | ${v.summed ? "— (partial sums)" : worst.toExponential(2)}`;
   console.log(line);
   lines.push(line);
 }
