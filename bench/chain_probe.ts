@@ -56,6 +56,61 @@ const SPIN_LIMIT = 1 << 22;
 /** Weight pieces each invocation of a row's team takes. */
 const PER_LANE = PIECES / 32;
 
+/**
+ * Every variant's matmul table and bindings: weights, the activations (x of the first matmul,
+ * then each matmul's outputs), the counters, the segment of each matmul, the launch's matmuls.
+ */
+const SEGMENT_BINDINGS =
+  `struct Segment { first_wg: u32, rows: u32, w_piece: u32, x_at: u32, y_at: u32, p0: u32, p1: u32, p2: u32 }
+@group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> act: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> done: array<atomic<u32>>;
+@group(0) @binding(3) var<storage, read> segments: array<Segment>;
+@group(0) @binding(4) var<uniform> launch: vec4<u32>;`;
+
+/** WGSL finding the segment (matmul) `seg`, index `s`, of workgroup `wg` of the launch. */
+const SEGMENT_LOOKUP = `  let first = launch.x;
+  let last = launch.x + launch.y - 1u;
+  let wg = segments[first].first_wg + wid.x;
+  var s = first;
+  while (s < last && wg >= segments[s + 1u].first_wg) { s++; }
+  let seg = segments[s];`;
+
+/** WGSL of one weight piece's product with x read from the activations at `x_at`. */
+const PIECE_FROM_ACT = `fn piece(w: vec4<u32>, x_at: u32, p: u32) -> f32 {
+  let xa = act[x_at / 4u + 2u * p];
+  let xb = act[x_at / 4u + 2u * p + 1u];
+  return dot(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), xa) +
+    dot(vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), xb);
+}`;
+
+/**
+ * WGSL of a workgroup waiting, after its first loads, until counter `counter` of `done` reaches
+ * `need` (except in the launch's first matmul, whose inputs are ready): one invocation polls,
+ * the rest wait at the barrier. Gives up after {@link SPIN_LIMIT} polls (wrong results, no hang).
+ */
+function waitFor(counter: string, need: string): string {
+  return `  if (s > first) {
+    if (tid == 0u) {
+      var spins = 0u;
+      while (atomicLoad(&done[${counter}]) < ${need} && spins < ${SPIN_LIMIT}u) {
+        spins++;
+      }
+    }
+    storageBarrier();
+    workgroupBarrier();
+  }`;
+}
+
+/**
+ * WGSL of invocation `tid` < rows / 4 summing the 32 lanes' `partial` of 4 rows into `sums`.
+ */
+const ROW_SUMS = `    var sums = vec4<f32>(0.0);
+    for (var l = 0u; l < 32u; l++) {
+      sums += vec4<f32>(partial[(4u * tid) * 32u + l], partial[(4u * tid + 1u) * 32u + l],
+        partial[(4u * tid + 2u) * 32u + l], partial[(4u * tid + 3u) * 32u + l]);
+    }`;
+
 /** WGSL loading groups g0 … g0 + n − 1 of 4 of an invocation's weight pieces. */
 function loads(g0: number, n: number): string {
   return Array.from({ length: 4 * n }, (_, j) => {
@@ -131,17 +186,7 @@ function source(
   ).join("\n");
   // After the wait: the first unstaged group's loads go out before the staged pieces are used.
   const quarterWait = (g: number) =>
-    `  if (s > first) {
-    if (tid == 0u) {
-      var spins = 0u;
-      while (atomicLoad(&done[${matmuls}u + (s - 1u) * 4u + ${g}u]) < ${INNER / 4 / ROWS}u &&
-        spins < ${SPIN_LIMIT}u) {
-        spins++;
-      }
-    }
-    storageBarrier();
-    workgroupBarrier();
-  }`;
+    waitFor(`${matmuls}u + (s - 1u) * 4u + ${g}u`, `${INNER / 4 / ROWS}u`);
   const afterWait = progressive
     ? Array.from(
       { length: PER_LANE / 4 },
@@ -158,30 +203,15 @@ function source(
         `${loads(early + g, 1)}\n${uses(early + g, 1)}`).join("\n")
     }`;
   return `
-struct Segment { first_wg: u32, rows: u32, w_piece: u32, x_at: u32, y_at: u32, p0: u32, p1: u32, p2: u32 }
-@group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
-@group(0) @binding(1) var<storage, read_write> act: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> done: array<atomic<u32>>;
-@group(0) @binding(3) var<storage, read> segments: array<Segment>;
-@group(0) @binding(4) var<uniform> launch: vec4<u32>;
+${SEGMENT_BINDINGS}
 var<workgroup> partial: array<f32, ${ROWS * 32}>;
 ${staged > 0 ? `var<workgroup> stash: array<vec4<u32>, ${4 * staged * invocations}>;` : ""}
 
-fn piece(w: vec4<u32>, x_at: u32, p: u32) -> f32 {
-  let xa = act[x_at / 4u + 2u * p];
-  let xb = act[x_at / 4u + 2u * p + 1u];
-  return dot(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), xa) +
-    dot(vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), xb);
-}
+${PIECE_FROM_ACT}
 
 @compute @workgroup_size(${ROWS * 32})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid: u32) {
-  let first = launch.x;
-  let last = launch.x + launch.y - 1u;
-  let wg = segments[first].first_wg + wid.x;
-  var s = first;
-  while (s < last && wg >= segments[s + 1u].first_wg) { s++; }
-  let seg = segments[s];
+${SEGMENT_LOOKUP}
   let lane = tid % 32u;
   let row = min((wg - seg.first_wg) * ${ROWS}u + tid / 32u, seg.rows - 1u);
   let at = seg.w_piece + row * ${PIECES}u + lane;
@@ -234,11 +264,7 @@ ${afterWait}
   partial[tid] = acc;
   workgroupBarrier();
   if (tid < ${ROWS / 4}u) {
-    var sums = vec4<f32>(0.0);
-    for (var l = 0u; l < 32u; l++) {
-      sums += vec4<f32>(partial[(4u * tid) * 32u + l], partial[(4u * tid + 1u) * 32u + l],
-        partial[(4u * tid + 2u) * 32u + l], partial[(4u * tid + 3u) * 32u + l]);
-    }
+${ROW_SUMS}
     act[(seg.y_at + (wg - seg.first_wg) * ${ROWS}u) / 4u + tid] = sums * 1.3; // keeps |y| near |x|
   }
   storageBarrier();
@@ -278,12 +304,7 @@ function slicedSource(
     (_, j) => `  acc += piece(w${j}, seg.x_at, first_piece + ${j * 32}u);`,
   ).join("\n");
   return `
-struct Segment { first_wg: u32, rows: u32, w_piece: u32, x_at: u32, y_at: u32, p0: u32, p1: u32, p2: u32 }
-@group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
-@group(0) @binding(1) var<storage, read_write> act: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> done: array<atomic<u32>>;
-@group(0) @binding(3) var<storage, read> segments: array<Segment>;
-@group(0) @binding(4) var<uniform> launch: vec4<u32>;
+${SEGMENT_BINDINGS}
 @group(0) @binding(5) var<storage, read_write> parts: array<vec4<f32>>;
 const SLICES = ${slices}u;
 const FINAL = ${matmuls}u;
@@ -292,21 +313,11 @@ const BLOCKS_PER_SLICE = ${INNER / slices! / ROWS}u;
 var<workgroup> partial: array<f32, ${ROWS * 32}>;
 var<workgroup> last_slice: u32;
 
-fn piece(w: vec4<u32>, x_at: u32, p: u32) -> f32 {
-  let xa = act[x_at / 4u + 2u * p];
-  let xb = act[x_at / 4u + 2u * p + 1u];
-  return dot(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), xa) +
-    dot(vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), xb);
-}
+${PIECE_FROM_ACT}
 
 @compute @workgroup_size(${ROWS * 32})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid: u32) {
-  let first = launch.x;
-  let last = launch.x + launch.y - 1u;
-  let wg = segments[first].first_wg + wid.x;
-  var s = first;
-  while (s < last && wg >= segments[s + 1u].first_wg) { s++; }
-  let seg = segments[s];
+${SEGMENT_LOOKUP}
   let blocks = seg.rows / ${ROWS}u;
   let slice = (wg - seg.first_wg) ${rowMajor ? "% SLICES" : "/ blocks"};
   let block = (wg - seg.first_wg) ${rowMajor ? "/ SLICES" : "% blocks"};
@@ -315,32 +326,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid:
   let first_piece = slice * ${perSlice * 32}u + lane;
   let at = seg.w_piece + row * ${PIECES}u + first_piece;
 ${load}
-${
-    wait
-      ? `  if (s > first) {
-    if (tid == 0u) {
-      var spins = 0u;
-      while (atomicLoad(&done[FINAL + (s - 1u) * SLICES + slice]) < BLOCKS_PER_SLICE &&
-        spins < ${SPIN_LIMIT}u) {
-        spins++;
-      }
-    }
-    storageBarrier();
-    workgroupBarrier();
-  }`
-      : ""
-  }
+${wait ? waitFor("FINAL + (s - 1u) * SLICES + slice", "BLOCKS_PER_SLICE") : ""}
   var acc = 0.0;
 ${use}
   partial[tid] = acc;
   workgroupBarrier();
   let global_block = (seg.y_at - ${INNER}u) / ${ROWS}u + block;
   if (tid < ${ROWS / 4}u) {
-    var sums = vec4<f32>(0.0);
-    for (var l = 0u; l < 32u; l++) {
-      sums += vec4<f32>(partial[(4u * tid) * 32u + l], partial[(4u * tid + 1u) * 32u + l],
-        partial[(4u * tid + 2u) * 32u + l], partial[(4u * tid + 3u) * 32u + l]);
-    }
+${ROW_SUMS}
     parts[(global_block * SLICES + slice) * 8u + tid] = sums;
   }
   storageBarrier();
@@ -385,12 +378,7 @@ function summedSource({ wait, slices, rowsPerWg = ROWS }: Variant, matmuls: numb
   ).join("\n");
   const inputs = INNER / slices!;
   return `
-struct Segment { first_wg: u32, rows: u32, w_piece: u32, x_at: u32, y_at: u32, p0: u32, p1: u32, p2: u32 }
-@group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
-@group(0) @binding(1) var<storage, read_write> act: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> done: array<atomic<u32>>;
-@group(0) @binding(3) var<storage, read> segments: array<Segment>;
-@group(0) @binding(4) var<uniform> launch: vec4<u32>;
+${SEGMENT_BINDINGS}
 @group(0) @binding(5) var<storage, read_write> parts: array<vec4<f32>>;
 const SLICES = ${slices}u;
 const FINAL = ${matmuls}u;
@@ -408,33 +396,14 @@ fn piece(w: vec4<u32>, p: u32) -> f32 {
 
 @compute @workgroup_size(${ROWS * 32})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid: u32) {
-  let first = launch.x;
-  let last = launch.x + launch.y - 1u;
-  let wg = segments[first].first_wg + wid.x;
-  var s = first;
-  while (s < last && wg >= segments[s + 1u].first_wg) { s++; }
-  let seg = segments[s];
+${SEGMENT_LOOKUP}
   let slice = (wg - seg.first_wg) % SLICES;
   let block = (wg - seg.first_wg) / SLICES;
   let lane = tid % 32u;
   let row = block * ${ROWS}u + tid / 32u;
   let at = seg.w_piece + row * ${PIECES}u + slice * ${perSlice * 32}u + lane;
 ${load}
-${
-    wait
-      ? `  if (s > first) {
-    if (tid == 0u) {
-      var spins = 0u;
-      while (atomicLoad(&done[FINAL + (s - 1u) * SLICES + slice]) < SLICE_DONE &&
-        spins < ${SPIN_LIMIT}u) {
-        spins++;
-      }
-    }
-    storageBarrier();
-    workgroupBarrier();
-  }`
-      : ""
-  }
+${wait ? waitFor("FINAL + (s - 1u) * SLICES + slice", "SLICE_DONE") : ""}
   // This slice of x: the input itself for the first matmul, else the sum of the partials.
   for (var i = tid; i < INPUTS / 4u; i += ${ROWS * 32}u) {
     if (s == 0u) {
@@ -453,11 +422,7 @@ ${use}
   partial[tid] = acc;
   workgroupBarrier();
   if (tid < ${ROWS / 4}u) {
-    var sums = vec4<f32>(0.0);
-    for (var l = 0u; l < 32u; l++) {
-      sums += vec4<f32>(partial[(4u * tid) * 32u + l], partial[(4u * tid + 1u) * 32u + l],
-        partial[(4u * tid + 2u) * 32u + l], partial[(4u * tid + 3u) * 32u + l]);
-    }
+${ROW_SUMS}
     parts[(slice * ROW_TOTAL + seg.y_at - ${INNER}u + block * ${ROWS}u) / 4u + tid] = sums;
   }
   storageBarrier();

@@ -193,6 +193,24 @@ export const DENSE_STORE_PARTIAL =
 }`;
 
 /**
+ * WGSL of both partial kernels' bindings before params (q, positions, K, V, partials) and
+ * their `store_partial`.
+ *
+ * @example
+ * ```ts
+ * import { DENSE_PARTIAL_DECLARATIONS } from "./attention_dense.ts";
+ * DENSE_PARTIAL_DECLARATIONS.includes("var<storage, read_write> partials"); // true
+ * ```
+ */
+export const DENSE_PARTIAL_DECLARATIONS =
+  `@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> positions: array<u32>;
+@group(0) @binding(2) var<storage, read> k_cache: array<KV4>;
+@group(0) @binding(3) var<storage, read> v_cache: array<KV4>;
+@group(0) @binding(4) var<storage, read_write> partials: array<f32>;
+${DENSE_STORE_PARTIAL}`;
+
+/**
  * What both partial kernels bind before params.
  *
  * @example
@@ -238,12 +256,7 @@ export function densePartialKernel(s: AttentionKernelShape, layout: DenseLayout)
   const source =
     `// sparqc dense attention, split-K partial: one workgroup per (chunk, sequence, KV head)
 ${denseHeader(s, layout)}
-@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> positions: array<u32>;
-@group(0) @binding(2) var<storage, read> k_cache: array<KV4>;
-@group(0) @binding(3) var<storage, read> v_cache: array<KV4>;
-@group(0) @binding(4) var<storage, read_write> partials: array<f32>;
-${DENSE_STORE_PARTIAL}
+${DENSE_PARTIAL_DECLARATIONS}
 @group(0) @binding(5) var<uniform> params: Params;
 
 var<workgroup> q_sh: array<vec4<f32>, GROUP * LANES>;

@@ -8,7 +8,7 @@
 import {
   DENSE_CHUNK_PREAMBLE,
   DENSE_PARTIAL_BINDINGS,
-  DENSE_STORE_PARTIAL,
+  DENSE_PARTIAL_DECLARATIONS,
   denseHeader,
   type DenseLayout,
   densePartialSpec,
@@ -100,12 +100,7 @@ ${
       ? `${denseReduceDeclarations(s, wg, subgroupSize)}\n${LAST_ARRIVAL_DECL}`
       : `const NEG = -3.0e38;${reduceTail ? `\n${LAST_ARRIVAL_DECL}` : ""}`
   }
-@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> positions: array<u32>;
-@group(0) @binding(2) var<storage, read> k_cache: array<KV4>;
-@group(0) @binding(3) var<storage, read> v_cache: array<KV4>;
-@group(0) @binding(4) var<storage, read_write> partials: array<f32>;
-${DENSE_STORE_PARTIAL}
+${DENSE_PARTIAL_DECLARATIONS}
 ${
     reduceTail
       ? `@group(0) @binding(5) var<storage, read_write> y: array<f32>;
