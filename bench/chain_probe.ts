@@ -295,10 +295,7 @@ function slicedSource(
 ): string {
   const ROWS = rowsPerWg;
   const perSlice = PER_LANE / slices!;
-  const load = Array.from(
-    { length: perSlice },
-    (_, j) => `  let w${j} = weights[at + ${j * 32}u];`,
-  ).join("\n");
+  const load = loads(0, perSlice / 4);
   const use = Array.from(
     { length: perSlice },
     (_, j) => `  acc += piece(w${j}, seg.x_at, first_piece + ${j * 32}u);`,
@@ -368,10 +365,7 @@ ${ROW_SUMS}
 function summedSource({ wait, slices, rowsPerWg = ROWS }: Variant, matmuls: number): string {
   const ROWS = rowsPerWg;
   const perSlice = PER_LANE / slices!;
-  const load = Array.from(
-    { length: perSlice },
-    (_, j) => `  let w${j} = weights[at + ${j * 32}u];`,
-  ).join("\n");
+  const load = loads(0, perSlice / 4);
   const use = Array.from(
     { length: perSlice },
     (_, j) => `  acc += piece(w${j}, lane + ${j * 32}u);`,

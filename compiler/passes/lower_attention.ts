@@ -351,10 +351,8 @@ function lowerFolding(
 
   const [kCache, , vCache, vMean] = cache;
   const layout = sparqLayout(ctx, node);
-  const { warm, config, stage2a } = layout;
-  const maxStorage = ctx.target.limits.maxStorageBuffersPerShaderStage;
+  const { warm, config, stage2a, maxStorage, sizes } = layout;
   const chained = stage2a === "chained";
-  const sizes = sparqScratch(shape, method, config);
   // Few rows and positions, one query head per KV head: all four stages in one dispatch.
   if (allInOne(layout, fold)) return [scoresAttendInvocation(ctx, node, layout, fold)];
   // Where only the fold keeps the four stages from one kernel, one kernel without it is better;
@@ -485,7 +483,7 @@ function sparqTensors(
   fold?: AppendFold,
 ): Record<string, string> {
   const [q, positions, kCache, ktCache, vCache, vMean] = node.inputs;
-  const sizes = sparqScratch(layout.shape, layout.method, layout.config);
+  const { sizes } = layout;
   const scratch = (suffix: string, shape: number[], dtype: "f32" | "u32") =>
     scratchTensor(ctx, node, suffix, shape, dtype);
   return {
@@ -517,6 +515,8 @@ interface SparqLayout {
   warm: boolean;
   rows: number;
   maxStorage: number;
+  /** The sizes of its scratch tensors. */
+  sizes: ReturnType<typeof sparqScratch>;
 }
 
 /** The SparQ layout of an attention node: tuned launch, warm-up, where stage 2a runs. */
@@ -533,7 +533,8 @@ function sparqLayout(ctx: LowerContext, node: NodeOf<"attention">): SparqLayout 
   // Few blocks: each stage is a few workgroups' latency, so 2a–3 chain in one dispatch (the last
   // block of a row to finish goes on), counting arrivals in counters that stage 1 zeroes.
   const { config, stage2a } = candidateLayout(shape, method, launch, rows, warm, maxStorage);
-  return { shape, method, config, stage2a, warm, rows, maxStorage };
+  const sizes = sparqScratch(shape, method, config);
+  return { shape, method, config, stage2a, warm, rows, maxStorage, sizes };
 }
 
 /**
@@ -558,8 +559,7 @@ function scoresAttendInvocation(
   layout: SparqLayout,
   fold?: AppendFold,
 ): Invocation {
-  const { shape, method, config, warm, rows, maxStorage } = layout;
-  const sizes = sparqScratch(shape, method, config);
+  const { shape, method, config, warm, rows, maxStorage, sizes } = layout;
   // The blocks that finish before their row's last read the next matmul's weights.
   const prefetch = ctx.prefetch &&
       scoresAttendFits(shape, method, config, maxStorage, warm, true, fold?.rope)
